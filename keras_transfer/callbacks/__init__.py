@@ -1,0 +1,1 @@
+"""Callbacks: `ProgressiveUnfreeze` (what trains when) and `PhaseTimer` (what it cost)."""
