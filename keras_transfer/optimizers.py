@@ -1,0 +1,204 @@
+"""Per-group optimizers for progressive unfreezing.
+
+Keras 3 optimizers are built once, for a fixed list of variables: a variable
+that becomes trainable later raises `ValueError: Unknown variable` from
+`apply`, and reusing one optimizer for weights unfrozen late would hand them a
+stale Adam bias correction (a first step up to about 3x the learning rate).
+
+`UnfreezeOptimizer` is a `keras.optimizers.MultiOptimizer` that is built up
+front for every variable a schedule will ever train:
+
+- the head group is the optimizer the user compiled with, untouched: its
+  moments, iteration count and learning-rate schedule carry across phases;
+- each backbone group is a fresh copy of that optimizer with its own
+  iteration count, so its state starts at zero when its weights are unfrozen,
+  and a `BackboneLearningRate` that follows the head's learning rate times a
+  multiplier, with a linear warm-up over its first steps;
+- `apply` accepts any subset of those variables (the ones trainable in the
+  current phase); a group's state only moves on steps where it trains.
+
+Because the variable list never changes, the optimizer's variables have the
+same structure in every phase, so `model.save_weights`, `ModelCheckpoint` and
+`BackupAndRestore` checkpoints restore into any phase.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class BackboneLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A backbone group's learning rate: the head's, scaled, with warm-up.
+
+    `lr(step) = head_lr * multiplier * min(1, (step + 1) / warmup_steps)`,
+    where `step` is the group's own iteration count (0 at the first step after
+    its weights are unfrozen) and `head_lr` is the head optimizer's current
+    learning rate, read at every step, so `ReduceLROnPlateau` or a schedule on
+    the head moves the backbone groups with it.
+
+    Args:
+        multiplier: float, ratio of this group's rate to the head's.
+        warmup_steps: int, steps of linear warm-up (0 or 1: none).
+        head_learning_rate: callable with no arguments returning the head's
+            current learning rate. Not serialized: when deserialized
+            without it, `base_learning_rate` is used as the head's rate.
+        base_learning_rate: float, fallback head rate (see above).
+
+    Example:
+
+    >>> head = keras.optimizers.Adam(1e-3)
+    >>> schedule = BackboneLearningRate(0.1, 4, lambda: head.learning_rate)
+    >>> round(float(schedule(0)), 7)
+    2.5e-05
+    """
+
+    def __init__(
+        self,
+        multiplier,
+        warmup_steps=0,
+        head_learning_rate=None,
+        base_learning_rate=1e-3,
+    ):
+        self.multiplier = float(multiplier)
+        self.warmup_steps = int(warmup_steps)
+        self.base_learning_rate = float(base_learning_rate)
+        self._head_learning_rate = head_learning_rate
+
+    def __call__(self, step):
+        if self._head_learning_rate is None:
+            head_lr = ops.convert_to_tensor(self.base_learning_rate, "float32")
+        else:
+            head_lr = ops.cast(self._head_learning_rate(), "float32")
+        rate = head_lr * self.multiplier
+        if self.warmup_steps > 1:
+            progress = (ops.cast(step, "float32") + 1.0) / self.warmup_steps
+            rate = rate * ops.minimum(1.0, progress)
+        return rate
+
+    def get_config(self):
+        return {
+            "multiplier": self.multiplier,
+            "warmup_steps": self.warmup_steps,
+            "base_learning_rate": self.base_learning_rate,
+        }
+
+
+class _VariableGroups:
+    """Maps a variable to its group's optimizer (the head's by default).
+
+    Shaped as `MultiOptimizer` expects of an optimizer map: callable on a
+    variable, with `values()` and `default_optimizer`.
+    """
+
+    def __init__(self, head_optimizer, groups):
+        self.default_optimizer = head_optimizer
+        self._groups = list(groups)
+        self._by_variable = {}
+        for optimizer, variables in self._groups:
+            for variable in variables:
+                self._by_variable[id(variable)] = optimizer
+
+    def values(self):
+        return [self.default_optimizer] + [opt for opt, _ in self._groups]
+
+    def __call__(self, variable):
+        return self._by_variable.get(id(variable), self.default_optimizer)
+
+
+class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
+    """A head optimizer plus one fresh optimizer per group of backbone weights.
+
+    Usually created by `ProgressiveUnfreeze`, not by hand. Built on every
+    variable the schedule will ever train; `apply` takes any subset of them.
+
+    `learning_rate` reads and sets the head optimizer's learning rate, so
+    callbacks written for a plain optimizer (`ReduceLROnPlateau`,
+    `LearningRateScheduler`) keep working; backbone groups follow through
+    their `BackboneLearningRate`.
+
+    Args:
+        head_optimizer: the optimizer the model was compiled with (not a
+            `LossScaleOptimizer`: wrap the `UnfreezeOptimizer` instead).
+        groups: list of `(name, optimizer, variables)`, one per backbone
+            group; each optimizer should be fresh (never applied).
+        name: optional name.
+
+    Example:
+
+    >>> head = keras.optimizers.Adam(1e-3)
+    >>> w_head = keras.Variable([1.0])
+    >>> w_backbone = keras.Variable([1.0])
+    >>> group = keras.optimizers.Adam(
+    ...     BackboneLearningRate(0.1, 0, lambda: head.learning_rate))
+    >>> opt = UnfreezeOptimizer(head, [("backbone", group, [w_backbone])])
+    >>> opt.build([w_head, w_backbone])
+    >>> opt.apply([keras.ops.ones((1,))], [w_head])  # backbone still frozen
+    >>> float(w_backbone[0])
+    1.0
+    """
+
+    def __init__(self, head_optimizer, groups, name=None):
+        group_names = ["head"] + [group[0] for group in groups]
+        optimizer_map = _VariableGroups(
+            head_optimizer, [(opt, variables) for _, opt, variables in groups]
+        )
+        loss_scale_factor = head_optimizer.loss_scale_factor
+        super().__init__(
+            optimizer_map,
+            loss_scale_factor=loss_scale_factor,
+            name=name or "unfreeze_optimizer",
+        )
+        self.group_names = group_names
+
+    @property
+    def head_optimizer(self):
+        return self._optimizer_map.default_optimizer
+
+    def group_optimizer(self, name):
+        """Returns the optimizer of group `name` (`"head"` or a group name)."""
+        return self.optimizers[self.group_names.index(name)]
+
+    @property
+    def learning_rate(self):
+        return self.head_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        # Optimizer.__init__ assigns a learning rate before the map exists.
+        if hasattr(self, "_optimizer_map"):
+            self.head_optimizer.learning_rate = value
+
+    def _get_current_learning_rate(self):
+        return self.head_optimizer._get_current_learning_rate()
+
+    def apply(self, grads, trainable_variables=None):
+        if trainable_variables is None:
+            # Without variables, MultiOptimizer's all-variables path applies.
+            return super().apply(grads, trainable_variables)
+        grads = list(grads)
+        trainable_variables = list(trainable_variables)
+        if not grads:
+            return
+        if not self.built:
+            self.build(trainable_variables)
+            self.built = True
+        self._check_variables_are_known(trainable_variables)
+
+        per_optimizer = [[] for _ in self._inner_optimizers]
+        for grad, variable in zip(grads, trainable_variables):
+            index = self._var_to_optimizer_idx[self._var_key(variable)]
+            per_optimizer[index].append((grad, variable))
+        for optimizer, pairs in zip(self._inner_optimizers, per_optimizer):
+            if pairs:
+                sub_grads, sub_variables = zip(*pairs)
+                optimizer.apply(list(sub_grads), list(sub_variables))
+        self._iterations.assign_add(1)
+
+    def get_config(self):
+        # The groups hold live variable references; an UnfreezeOptimizer is
+        # rebuilt by ProgressiveUnfreeze, never deserialized on its own.
+        return {
+            "name": self.name,
+            "loss_scale_factor": self.loss_scale_factor,
+            "group_names": list(self.group_names),
+        }
