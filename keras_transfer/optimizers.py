@@ -114,7 +114,9 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
     `learning_rate` reads and sets the head optimizer's learning rate, so
     callbacks written for a plain optimizer (`ReduceLROnPlateau`,
     `LearningRateScheduler`) keep working; backbone groups follow through
-    their `BackboneLearningRate`.
+    their `BackboneLearningRate`. Unlike a plain `MultiOptimizer` it has no
+    `optimizers` attribute (those callbacks would set each group's rate on
+    its own); `group_optimizers` maps group names to optimizers.
 
     Args:
         head_optimizer: the optimizer the model was compiled with (not a
@@ -156,7 +158,25 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
 
     def group_optimizer(self, name):
         """Returns the optimizer of group `name` (`"head"` or a group name)."""
-        return self.optimizers[self.group_names.index(name)]
+        return self._inner_optimizers[self.group_names.index(name)]
+
+    @property
+    def group_optimizers(self):
+        """`{group name: optimizer}`, the head's first."""
+        return dict(zip(self.group_names, self._inner_optimizers))
+
+    @property
+    def optimizers(self):
+        # Keras' ReduceLROnPlateau and LearningRateScheduler set the rate of
+        # each of a MultiOptimizer's `optimizers`, which fails on the groups'
+        # schedules and would break their ratio to the head. Without this
+        # attribute they set `learning_rate`, i.e. the head's, and the groups
+        # follow it. Use `group_optimizers` instead.
+        raise AttributeError(
+            "UnfreezeOptimizer has one learning rate, the head's "
+            "(`learning_rate`); the backbone groups follow it. Use "
+            "`group_optimizers` to reach the optimizer of each group."
+        )
 
     @property
     def learning_rate(self):

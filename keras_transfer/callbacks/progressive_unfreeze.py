@@ -180,9 +180,9 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             (at least 1 step; 25 steps when the epoch length is unknown).
         train_bn: bool, whether unfrozen BatchNormalization layers train
             (batch statistics, moving averages and scale/offset). Defaults
-            to False. A backbone called with `training=False`, as
-            `build_classifier` does, keeps BatchNormalization in inference
-            mode regardless.
+            to False, which keeps them in inference mode: on Keras 3 a
+            `training=False` on the backbone's call does not survive a
+            `fit` (keras-team/keras#20285), only a frozen layer does.
         verbose: 0 or 1; 1 prints one line per phase change.
     """
 
@@ -516,6 +516,10 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         logs["unfreeze_phase"] = float(self._current_phase)
         logs["trainable_params"] = float(self._trainable_params)
         logs["backbone_lr"] = self._backbone_rate()
+
+    def on_train_end(self, logs=None):
+        # A later fit without this callback must not report a stale phase.
+        _phase.publish_phase(self.model, None)
 
     def _apply_depth(self, depth):
         num_units = len(self._units)

@@ -1,0 +1,200 @@
+"""Layers that sit around a pretrained backbone: input scaling and the head.
+
+`BackbonePreprocessing` turns raw [0, 255] RGB pixels into what a backbone's
+weights were trained on, inside the model, so that a saved model takes raw
+images. `ClassifierHead` is the new, trainable classifier on top of the
+backbone's feature maps. Both are registered for serialization and contain no
+`Lambda` layer, so a saved model loads with `safe_mode=True`.
+"""
+
+import operator
+
+import keras
+from keras import ops
+
+from keras_transfer.backbones import PREPROCESSING_MODES
+from keras_transfer.errors import ConfigurationError
+
+def _as_int(value):
+    """`value` as a Python int if it is an integer (numpy ones too), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+# ImageNet channel statistics used by keras.applications.imagenet_utils.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class BackbonePreprocessing(keras.layers.Layer):
+    """Scales raw RGB pixels in [0, 255] the way a backbone's weights expect.
+
+    The same arithmetic as `keras.applications.<model>.preprocess_input`, as a
+    layer of the model. The computation runs in float32 whatever the input
+    dtype (`uint8` images are fine); the result is cast to the layer's compute
+    dtype, so under a `"mixed_float16"` policy the backbone receives float16.
+
+    Modes:
+    - `"tf"`: `x / 127.5 - 1`, to [-1, 1] (MobileNet v1/v2).
+    - `"caffe"`: RGB to BGR, then the ImageNet BGR mean is subtracted
+      (ResNet50).
+    - `"torch"`: `x / 255`, then normalised by the ImageNet mean and standard
+      deviation per channel.
+    - `"none"`: no change besides the cast (EfficientNet rescales inside).
+
+    Example:
+
+    >>> layer = keras_transfer.BackbonePreprocessing("tf")
+    >>> layer(np.array([[[[0.0, 127.5, 255.0]]]])).numpy()
+    array([[[[-1.,  0.,  1.]]]], dtype=float32)
+
+    Args:
+        mode: one of `"tf"`, `"caffe"`, `"torch"`, `"none"`; usually a
+            backbone's `BackboneSpec.preprocessing`.
+        **kwargs: base layer keyword arguments, e.g. `name`, `dtype`.
+    """
+
+    def __init__(self, mode, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ConfigurationError(
+                f"Unrecognized value for mode: {mode!r}. Expected one of "
+                f"{PREPROCESSING_MODES}."
+            )
+        self.mode = mode
+        self.supports_masking = True
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        if self.mode == "tf":
+            x = x / 127.5 - 1.0
+        elif self.mode == "caffe":
+            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR)
+        elif self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN)
+            std = ops.convert_to_tensor(_TORCH_STD)
+            x = (x / 255.0 - mean) / std
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class ClassifierHead(keras.layers.Layer):
+    """A classification head for backbone feature maps.
+
+    Global pooling, dropout, an optional hidden ReLU layer (with its own
+    dropout), then a softmax `Dense` layer. The softmax layer always runs in
+    float32, so a model trained with `"mixed_float16"` still outputs float32
+    probabilities (what the losses need for numerical stability).
+
+    Example:
+
+    >>> head = keras_transfer.ClassifierHead(5, dropout=0.2, hidden_units=128)
+    >>> head(np.zeros((2, 7, 7, 1280))).shape
+    (2, 5)
+
+    Args:
+        num_classes: number of classes, at least 2.
+        dropout: dropout rate before each Dense layer, in [0, 1). 0 disables
+            it. Defaults to 0.2.
+        hidden_units: width of an optional hidden ReLU layer; 0 (default) for
+            none.
+        pooling: `"avg"` (default) or `"max"` global pooling of the
+            `(batch, height, width, channels)` input. Inputs that are
+            already `(batch, features)` are used as they are.
+        **kwargs: base layer keyword arguments, e.g. `name`.
+    """
+
+    def __init__(self, num_classes, dropout=0.2, hidden_units=0, pooling="avg", **kwargs):
+        super().__init__(**kwargs)
+        if _as_int(num_classes) is None or num_classes < 2:
+            raise ConfigurationError(
+                f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}. "
+                "A classifier needs at least two classes (two folders of images)."
+            )
+        if not 0 <= dropout < 1:
+            raise ConfigurationError(
+                f"dropout must be in [0, 1). Received: dropout={dropout!r}"
+            )
+        if _as_int(hidden_units) is None or hidden_units < 0:
+            raise ConfigurationError(
+                f"hidden_units must be an integer >= 0 (0 for no hidden layer). "
+                f"Received: hidden_units={hidden_units!r}"
+            )
+        if pooling not in ("avg", "max"):
+            raise ConfigurationError(
+                f"Unrecognized value for pooling: {pooling!r}. Expected 'avg' or 'max'."
+            )
+        num_classes = _as_int(num_classes)
+        hidden_units = _as_int(hidden_units)
+        dropout = float(dropout)
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.hidden_units = hidden_units
+        self.pooling = pooling
+
+        if pooling == "avg":
+            self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        else:
+            self.pool = keras.layers.GlobalMaxPooling2D(name="pool")
+        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout") if dropout else None
+        self.hidden = None
+        self.hidden_dropout = None
+        if hidden_units:
+            self.hidden = keras.layers.Dense(hidden_units, activation="relu", name="hidden")
+            if dropout:
+                self.hidden_dropout = keras.layers.Dropout(dropout, name="hidden_dropout")
+        self.classifier = keras.layers.Dense(
+            num_classes, activation="softmax", dtype="float32", name="predictions"
+        )
+
+    def build(self, input_shape):
+        # Sublayers are built here so that a saved model's weights can be
+        # restored before the first call.
+        shape = tuple(input_shape)
+        features = (shape[0], shape[-1])
+        if self.hidden is not None:
+            self.hidden.build(features)
+            features = (shape[0], self.hidden_units)
+        self.classifier.build(features)
+
+    def call(self, inputs, training=None):
+        x = self.pool(inputs) if len(inputs.shape) == 4 else inputs
+        if self.dropout_layer is not None:
+            x = self.dropout_layer(x, training=training)
+        if self.hidden is not None:
+            x = self.hidden(x)
+            if self.hidden_dropout is not None:
+                x = self.hidden_dropout(x, training=training)
+        return self.classifier(x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor((inputs.shape[0], self.num_classes), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "dropout": self.dropout,
+                "hidden_units": self.hidden_units,
+                "pooling": self.pooling,
+            }
+        )
+        return config

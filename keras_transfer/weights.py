@@ -1,0 +1,237 @@
+"""Resolving a backbone's `weights` argument, offline-safe.
+
+`weights` is None (random initialisation), `"imagenet"` or the path to a
+weights file. For `"imagenet"`, Keras looks for a file of a known name in its
+cache folder (`$KERAS_HOME/models/`, `~/.keras/models/` by default) and
+downloads it when it is missing. On a machine without internet, Keras' own
+download fails only after a network timeout and with a message that does not
+say which file to copy where. `load_backbone` checks the cache first and, if
+the file is missing and the download host cannot be reached within seconds,
+raises a `WeightsError` that names the file, the folder, and the
+alternatives.
+"""
+
+import contextlib
+import os
+import pathlib
+import socket
+import threading
+import urllib.parse
+import warnings
+
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.errors import WeightsError
+
+# Seconds to wait for the download host before declaring the machine offline.
+CONNECT_TIMEOUT = 3.0
+
+
+def keras_home():
+    """The Keras home folder, read from `KERAS_HOME` at call time.
+
+    Keras reads `KERAS_HOME` once, when it is imported; keras-transfer reads it
+    on every call so that a value set later (e.g. by a test or a notebook cell)
+    is honoured.
+    """
+    home = os.environ.get("KERAS_HOME")
+    if home:
+        return home
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = "/tmp"
+    return os.path.join(base, ".keras")
+
+
+def cache_dir():
+    """The folder Keras caches downloaded weights in (`$KERAS_HOME/models`)."""
+    base = os.path.expanduser(keras_home())
+    # Same fallback as keras.utils.get_file for a home it cannot write to.
+    if not os.access(base, os.W_OK):
+        base = os.path.join("/tmp", ".keras")
+    return pathlib.Path(base) / "models"
+
+
+def imagenet_weights_path(spec, input_shape=None):
+    """The file `weights="imagenet"` loads for `spec` at `input_shape`.
+
+    Example:
+
+    ```python
+    spec = keras_transfer.get_backbone("mobilenet_v2_050")
+    keras_transfer.weights.imagenet_weights_path(spec, (96, 96, 3)).name
+    # 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_96_no_top.h5'
+    ```
+
+    Returns:
+        The path in the Keras cache (it may not exist), or None if the
+        backbone has no ImageNet weights.
+    """
+    filename = spec.weights_filename(input_shape)
+    return None if filename is None else cache_dir() / filename
+
+
+def load_backbone(spec, input_shape=None, weights=None):
+    """Builds `spec`'s backbone (no top) and loads its weights.
+
+    Example:
+
+    ```python
+    spec = keras_transfer.get_backbone("mobilenet_v2_050")
+    backbone = keras_transfer.weights.load_backbone(
+        spec, input_shape=(96, 96, 3), weights="imagenet")
+    ```
+
+    Args:
+        spec: a `BackboneSpec`.
+        input_shape: `(height, width, 3)`; None for the spec's default.
+        weights: None for random initialisation; `"imagenet"` to load the
+            ImageNet weights from the Keras cache (downloading them if the
+            host is reachable); or the path to a weights file for this
+            architecture (e.g. a file Keras downloaded elsewhere).
+
+    Returns:
+        The `keras.Model`, named as `keras.applications` names it.
+
+    Raises:
+        WeightsError: the file is missing, cannot be downloaded, or does not
+            fit the architecture.
+    """
+    shape = spec.check_input_shape(input_shape, require_rgb=weights is not None)
+    constructor = spec.resolve_constructor()
+
+    def build(weights_arg):
+        return constructor(
+            include_top=False,
+            weights=weights_arg,
+            input_shape=shape,
+            **spec.constructor_kwargs,
+        )
+
+    if weights is None:
+        return build(None)
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"weights must be None, 'imagenet' or the path to a weights file. "
+            f"Received: weights={weights!r}"
+        )
+    if weights == "imagenet":
+        return _load_imagenet(spec, shape, build)
+
+    path = pathlib.Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"Weights file not found: {str(path)!r} (weights={str(weights)!r} for "
+            f"backbone {spec.name!r}). Pass an existing file, 'imagenet', or None "
+            "for random initialisation."
+        )
+    return _load_file(spec, path, build)
+
+
+def _load_file(spec, path, build):
+    model = build(None)
+    try:
+        model.load_weights(str(path))
+    except Exception as e:  # Keras raises ValueError, KeyError, OSError...
+        raise WeightsError(
+            f"Weights file {str(path)!r} does not fit backbone {spec.name!r} "
+            f"(built by {spec.constructor} with {spec.constructor_kwargs or 'defaults'}): "
+            f"{str(e).rstrip('.')}. Was it saved from another architecture or width? "
+            f"Pass a file saved from {spec.name!r} (its ImageNet file is named like "
+            f"{spec.weights_filename(None)!r}), 'imagenet', or None."
+        ) from e
+    return model
+
+
+def _load_imagenet(spec, shape, build):
+    path = imagenet_weights_path(spec, shape)
+    if path is None:
+        raise WeightsError(
+            f"Backbone {spec.name!r} has no ImageNet weights registered. Use "
+            "weights=None (random initialisation) or weights=PATH to a weights file."
+        )
+    if not path.exists():
+        url = spec.weights_source + path.name
+        fallback = imagenet_weights_path(spec, None)
+        if not _reachable(url):
+            if fallback.exists():
+                # Without top, the weights of every input size have the same
+                # shapes; those trained at the default size are a better
+                # start than a failure on an offline machine.
+                warnings.warn(
+                    f"{path.name!r} is not cached and cannot be downloaded; loading "
+                    f"{fallback.name!r} (trained at {spec.default_input_size} px) "
+                    f"into backbone {spec.name!r} at input shape {shape}.",
+                    stacklevel=4,
+                )
+                return _load_file(spec, fallback, build)
+            raise WeightsError(
+                f"ImageNet weights for backbone {spec.name!r} are not cached and "
+                f"{urllib.parse.urlsplit(url).hostname} cannot be reached (offline?). "
+                f"Keras looks for the file {path.name!r} in {str(path.parent)!r} "
+                "($KERAS_HOME/models/). Fix: download it from "
+                f"{url} on a machine with internet and copy it into that folder"
+                + (
+                    f" (or {fallback.name!r}, trained at {spec.default_input_size} px, "
+                    "which also fits)"
+                    if fallback != path
+                    else ""
+                )
+                + ", or pass weights=PATH to the file, or weights=None for random "
+                "initialisation."
+            )
+    try:
+        # Loading through Keras (rather than from the path) keeps what its
+        # constructors do only for "imagenet", e.g. EfficientNet's extra
+        # input rescaling; pointing Keras at the call-time KERAS_HOME makes it
+        # read (or download into) the folder checked above.
+        with _keras_home(keras_home()):
+            return build("imagenet")
+    except Exception as e:
+        raise WeightsError(
+            f"Could not load the ImageNet weights of backbone {spec.name!r} from "
+            f"{str(path)!r}: {e}. Delete the file to download it again, or pass "
+            "weights=PATH to a good copy."
+        ) from e
+
+
+@contextlib.contextmanager
+def _keras_home(home):
+    # keras.utils.get_file resolves its cache through
+    # keras.src.backend.config.keras_home(), frozen when Keras was imported.
+    try:
+        from keras.src.backend import config
+    except ImportError:  # pragma: no cover - a future Keras layout
+        yield
+        return
+    if not hasattr(config, "_KERAS_DIR"):  # pragma: no cover
+        yield
+        return
+    previous = config._KERAS_DIR
+    config._KERAS_DIR = home
+    try:
+        yield
+    finally:
+        config._KERAS_DIR = previous
+
+
+def _reachable(url, timeout=CONNECT_TIMEOUT):
+    """Whether a TCP connection to `url`'s host opens within `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # The socket timeout does not cover name resolution, which can stall for
+    # much longer offline; the thread's join bounds the whole check.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result) and result[0]

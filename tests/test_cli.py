@@ -1,0 +1,269 @@
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+from conftest import PROJECT_ROOT
+from conftest import write_image_folder
+
+from keras_transfer import cli
+
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+
+
+def _run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _assert_one_line_error(status, err, *fragments):
+    assert status == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("keras-transfer: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_error_from_a_real_process_exits_2_without_traceback(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_transfer", "train", str(tmp_path / "missing")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"keras-transfer: error: Image folder not found: {tmp_path / 'missing'}" in (
+        result.stderr
+    )
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "backbones" in out and "train" in out
+
+
+def test_backbones_table(capsys, keras_home):
+    status, out, _ = _run(capsys, "backbones")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["NAME", "INPUT", "BLOCKS", "PARAMS"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    for name in ("mobilenet_v2_050", "mobilenet_v1_025", "resnet50", "efficientnet_b0"):
+        assert name in rows
+    assert "2.26M" in rows["mobilenet_v2"]
+    assert "download" in rows["mobilenet_v2_050"]  # empty cache
+    assert str(keras_home / "models") in out
+
+
+def test_backbones_pattern_and_cached_weights(capsys, seeded_keras_home):
+    status, out, _ = _run(capsys, "backbones", "mobilenet_v2_0*")
+    assert status == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    assert "resnet50" not in rows and "mobilenet_v2_035" in rows
+    assert "cached" in rows["mobilenet_v2_035"]
+    assert "cached" in rows["mobilenet_v2_050"]
+    assert "download" in rows["mobilenet_v2_075"]
+
+
+def test_backbones_pattern_without_match(capsys):
+    status, _, err = _run(capsys, "backbones", "vgg*")
+    _assert_one_line_error(status, err, "No backbone matches 'vgg*'")
+
+
+def test_train_saves_a_loadable_model_and_its_history(tmp_path, capsys):
+    data_dir = write_image_folder(tmp_path / "images", per_class=4, size=(36, 36))
+    output = tmp_path / "out" / "cats_dogs.keras"
+    status, out, err = _run(
+        capsys,
+        "train", data_dir,
+        "--backbone", "mobilenet_v2_035",
+        "--weights", "none",
+        "--image-size", 32,
+        "--epochs", 1,
+        "--batch-size", 4,
+        "--validation-split", 0.25,
+        "--output", output,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "val_accuracy" in out  # Keras progress bar
+    assert "Traceback" not in err
+
+    model = keras.saving.load_model(output)
+    probabilities = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    assert probabilities.shape == (2, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    history = json.loads((output.parent / "history.json").read_text())
+    assert history["backbone"] == "mobilenet_v2_035"
+    assert history["class_names"] == ["cats", "dogs"]
+    assert history["image_size"] == [32, 32]
+    [epoch] = history["epochs"]
+    assert list(epoch)[: len(HISTORY_FIELDS)] == HISTORY_FIELDS
+    assert epoch["epoch"] == 0 and epoch["seconds"] > 0
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert math.isfinite(epoch[key])
+    # Nothing half-written is left behind.
+    assert sorted(os.listdir(output.parent)) == ["cats_dogs.keras", "history.json"]
+
+
+# 96 px has no weights file of its own; the 224 px one loads, with a warning.
+@pytest.mark.filterwarnings("ignore:.*is not cached and cannot be downloaded")
+def test_train_with_cached_imagenet_weights_learns(
+    flower_subset, seeded_keras_home, tmp_path, capsys
+):
+    data_dir = flower_subset(per_class=6, classes=("daisy", "roses", "sunflowers"))
+    output = tmp_path / "flowers.keras"
+    status, _, err = _run(
+        capsys,
+        "train", data_dir,
+        "--backbone", "mobilenet_v2_035",
+        "--image-size", 96,
+        "--epochs", 4,
+        "--learning-rate", 3e-3,
+        "--validation-split", 0,
+        "--output", output,
+    )  # fmt: skip
+    assert status == 0, err
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["weights"] == "imagenet"
+    losses = [e["loss"] for e in history["epochs"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert all(e["val_loss"] is None for e in history["epochs"])
+
+
+@pytest.mark.parametrize(
+    "options, fragments",
+    [
+        (["--epochs", "0"], ["--epochs", "integer >= 1", "'0'"]),
+        (["--epochs", "two"], ["--epochs", "'two'"]),
+        (["--learning-rate", "0"], ["--learning-rate", "> 0"]),
+        (["--learning-rate=-1e-3"], ["--learning-rate", "> 0", "-1e-3"]),
+        (["--batch-size", "0"], ["--batch-size"]),
+        (["--validation-split", "1"], ["--validation-split", "[0, 1)"]),
+        (["--backbone", "mobilenet_v3"], ["Unknown backbone", "mobilenet_v3"]),
+        (["--output", "model.h5"], ["--output", ".keras", "model.h5"]),
+        (["--image-size", "8"], ["--image-size 8", "32"]),
+        (["--weights", "missing.h5"], ["--weights", "missing.h5"]),
+        (["--frobnicate", "3"], ["unrecognized arguments: --frobnicate 3"]),
+    ],
+)
+def test_train_argument_errors(tmp_path, capsys, monkeypatch, options, fragments):
+    data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "load_image_folder", _must_not_be_called)
+    status, _, err = _run(capsys, "train", data_dir, "--weights", "none", *options)
+    _assert_one_line_error(status, err, *fragments)
+
+
+def test_unwritable_output_is_reported_before_training(tmp_path, capsys, monkeypatch):
+    data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    monkeypatch.setattr(cli, "load_image_folder", _must_not_be_called)
+    output = not_a_folder / "model.keras"
+    status, _, err = _run(capsys, "train", data_dir, "--output", output)
+    _assert_one_line_error(status, err, "Cannot write --output", str(output))
+
+
+@pytest.mark.parametrize("layout", ["missing", "flat", "one_class"])
+def test_train_data_errors(tmp_path, capsys, layout):
+    data_dir = tmp_path / "images"
+    if layout == "flat":
+        data_dir.mkdir()
+        (data_dir / "a.jpg").write_bytes(b"x")
+    elif layout == "one_class":
+        write_image_folder(data_dir, classes=("cats",), per_class=2, size=(8, 8))
+    output = tmp_path / "m.keras"
+    status, _, err = _run(
+        capsys, "train", data_dir, "--weights", "none", "--output", output
+    )
+    _assert_one_line_error(status, err, str(data_dir))
+    assert not output.exists()
+
+
+def test_keyboard_interrupt_exits_130(tmp_path, capsys, monkeypatch):
+    data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_image_folder", interrupt)
+    status, _, err = _run(capsys, "train", data_dir, "--output", tmp_path / "m.keras")
+    assert status == 130
+    assert err.strip() == "keras-transfer: interrupted"
+
+
+def test_usage_errors_are_one_line(capsys):
+    status, _, err = _run(capsys)
+    _assert_one_line_error(status, err, "COMMAND")
+    status, _, err = _run(capsys, "fly")
+    _assert_one_line_error(status, err, "invalid choice: 'fly'")
+
+
+def test_subcommand_modules_register_their_commands(capsys, monkeypatch):
+    module = types.ModuleType("fake_commands")
+
+    def register(subparsers):
+        parser = subparsers.add_parser("hello")
+        parser.add_argument("--times", type=cli.positive_int, default=1)
+        parser.set_defaults(handler=lambda args: print("hi " * args.times) or 3)
+
+    module.register = register
+    monkeypatch.setitem(sys.modules, "fake_commands", module)
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("fake_commands",))
+    status, out, _ = _run(capsys, "hello", "--times", 2)
+    assert status == 3 and out.strip() == "hi hi"
+    status, _, err = _run(capsys, "hello", "--times", 0)
+    _assert_one_line_error(status, err, "--times")
+
+
+def test_history_is_rewritten_each_epoch_and_continues_on_resume(tmp_path):
+    path = tmp_path / "history.json"
+    history = cli._JsonHistory(str(path), {"backbone": "b"})
+    history.on_train_begin()
+    for epoch in range(2):
+        history.on_epoch_begin(epoch)
+        history.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "accuracy": 0.5})
+        written = json.loads(path.read_text())
+        assert [e["epoch"] for e in written["epochs"]] == list(range(epoch + 1))
+    assert written["backbone"] == "b"
+    assert written["epochs"][0]["val_loss"] is None  # no validation set
+    assert os.listdir(tmp_path) == ["history.json"]
+
+    # A run resumed at epoch 1 (e.g. by BackupAndRestore) replaces epoch 1
+    # and keeps counting seconds from epoch 0's.
+    resumed = cli._JsonHistory(str(path), {"backbone": "b"})
+    resumed.on_train_begin()
+    resumed.on_epoch_begin(1)
+    logs = {"loss": float("nan"), "accuracy": 0.75, "learning_rate": 1e-4}
+    resumed.on_epoch_end(1, logs)
+    epochs = json.loads(path.read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert epochs[1]["loss"] is None  # not finite: null keeps the file valid JSON
+    assert epochs[1]["accuracy"] == 0.75 and epochs[1]["learning_rate"] == 1e-4
+    assert epochs[1]["seconds"] >= epochs[0]["seconds"]
+
+    fresh = cli._JsonHistory(str(path))
+    fresh.on_train_begin()
+    fresh.on_epoch_begin(0)
+    fresh.on_epoch_end(0, {"loss": 0.1})
+    assert len(json.loads(path.read_text())["epochs"]) == 1
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("data was loaded although the arguments are invalid")
