@@ -15,7 +15,10 @@ from keras_transfer.backbones import register_backbone
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import GradualSchedule
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
+from keras_transfer.data import check_dataset_for_model
 from keras_transfer.data import load_image_folder
+from keras_transfer.experiment import run_comparison
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.models import build_classifier
+from keras_transfer.tuner import TransferHyperModel

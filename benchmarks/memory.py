@@ -1,0 +1,228 @@
+"""Peak memory of training against the number of images and of tuner trials.
+
+Two measurements, each in fresh processes so that one cannot inflate the
+other's peak:
+
+1. `keras-transfer train` (the command line, in process) on folders of
+   1,000, 5,000 and 10,000 small JPEGs (32x32, 10 classes): one head-only
+   epoch, `mobilenet_v2_035` with random weights, batch 64. Reported: the
+   resident memory after the imports, and the peak resident memory of the
+   whole run (`VmHWM` in `/proc/self/status`). `load_image_folder` caches
+   the decoded images as uint8, `32 * 32 * 3` bytes each (30 MB for 10,000),
+   so the peak should grow by about that much, not with the file sizes.
+
+2. A KerasTuner `RandomSearch` of 20 trials over
+   `keras_transfer.TransferHyperModel` (2 epochs per trial, fine-tuning from
+   epoch 1 when a trial unfreezes blocks), on 256 random 32x32 images.
+   Reported: the resident memory (`VmRSS`) after each trial and the slope of
+   a straight line fitted over the trials after the fifth, which must be
+   about 0 MB per trial: a tuner that leaks keeps every trial's model,
+   optimizer and traced functions alive.
+
+Usage:
+
+    python benchmarks/memory.py                         # both, full sizes
+    python benchmarks/memory.py --images 500 1000 --trials 6   # quick
+
+Linux only (reads `/proc/self/status`). No weights or data sets needed.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 32
+BACKBONE = "mobilenet_v2_035"
+
+
+def memory_mb(field):
+    """`VmRSS` (now) or `VmHWM` (peak) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def write_images(root, count, seed=0):
+    """`count` random 32x32 JPEGs in NUM_CLASSES class folders; returns root."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = pathlib.Path(root)
+    for index in range(count):
+        label = index % NUM_CLASSES
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 20 + 20 * label, np.float32)
+        pixels = np.clip(base + rng.normal(0, 30, base.shape), 0, 255)
+        Image.fromarray(pixels.astype("uint8")).save(folder / f"{index:05d}.jpg")
+    return root
+
+
+def subset(source, target, count):
+    """A folder of symlinks to the first `count` images of `source`."""
+    target = pathlib.Path(target)
+    for index in range(count):
+        name = f"class_{index % NUM_CLASSES}/{index:05d}.jpg"
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(pathlib.Path(source) / name, target / name)
+    return target
+
+
+# --- child processes ------------------------------------------------------------
+
+
+def child_train(data_dir, output):
+    import keras_transfer  # noqa: F401
+    from keras_transfer import cli
+
+    after_imports = memory_mb("VmRSS")
+    start = time.perf_counter()
+    status = cli.main(
+        [
+            "train", data_dir,
+            "--backbone", BACKBONE, "--weights", "none",
+            "--image-size", str(IMAGE_SIZE), "--batch-size", "64",
+            "--epochs", "1", "--fine-tune-epochs", "0",
+            "--validation-split", "0.1", "--output", output,
+        ]
+    )  # fmt: skip
+    return {
+        "status": status,
+        "after_imports_mb": after_imports,
+        "peak_mb": memory_mb("VmHWM"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def child_tune(trials, directory):
+    import keras_tuner
+    import numpy as np
+
+    import keras_transfer
+
+    rng = np.random.default_rng(0)
+    y = np.arange(256) % 2
+    x = rng.uniform(0, 255, (256, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    x[y == 1] *= 0.5
+    rss = []
+
+    class Search(keras_tuner.RandomSearch):
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            rss.append(round(memory_mb("VmRSS"), 1))
+
+    hypermodel = keras_transfer.TransferHyperModel(
+        num_classes=2,
+        backbones=(BACKBONE,),
+        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        weights=None,
+        unfreeze_epoch=1,
+    )
+    tuner = Search(
+        hypermodel,
+        objective="val_accuracy",
+        max_trials=trials,
+        seed=0,
+        directory=directory,
+        project_name="memory",
+        overwrite=True,
+    )
+    start = time.perf_counter()
+    tuner.search(x, y, validation_split=0.25, epochs=2, batch_size=32, verbose=0)
+    return {
+        "rss_after_trial_mb": rss,
+        "peak_mb": memory_mb("VmHWM"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run_child(*args):
+    result = subprocess.run(
+        [sys.executable, __file__, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        sys.exit(f"child {args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+# --- report ---------------------------------------------------------------------
+
+
+def slope(values):
+    """Least-squares slope of `values` against their index."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    den = sum((i - mean_x) ** 2 for i in range(n))
+    return num / den
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, nargs="*", default=[1000, 5000, 10000])
+    parser.add_argument("--trials", type=int, default=20, help="0 skips the tuner")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kt-memory-") as tmp:
+        tmp = pathlib.Path(tmp)
+        if args.images:
+            start = time.perf_counter()
+            write_images(tmp / "all", max(args.images))
+            print(
+                f"Wrote {max(args.images)} {IMAGE_SIZE}x{IMAGE_SIZE} JPEGs in "
+                f"{time.perf_counter() - start:.1f} s.\n"
+            )
+            print("keras-transfer train, 1 head-only epoch, batch 64, weights none")
+            print(f"{'images':>8}  {'after imports':>13}  {'peak RSS':>9}  {'growth':>7}  {'time':>6}")
+            for count in args.images:
+                folder = subset(tmp / "all", tmp / f"n{count}", count)
+                result = run_child("_train", folder, tmp / f"n{count}.keras")
+                growth = result["peak_mb"] - result["after_imports_mb"]
+                print(
+                    f"{count:>8}  {result['after_imports_mb']:>10.0f} MB  "
+                    f"{result['peak_mb']:>6.0f} MB  {growth:>4.0f} MB  "
+                    f"{result['seconds']:>5.0f}s",
+                    flush=True,
+                )
+        if args.trials:
+            result = run_child("_tune", args.trials, tmp / "tuner")
+            rss = result["rss_after_trial_mb"]
+            print(
+                f"\nKerasTuner RandomSearch, {args.trials} trials of TransferHyperModel "
+                f"({result['seconds']:.0f} s)"
+            )
+            print(f"{'trial':>6}  {'RSS after':>10}")
+            for trial, value in enumerate(rss, 1):
+                print(f"{trial:>6}  {value:>7.0f} MB")
+            tail = rss[5:] if len(rss) > 7 else rss
+            print(
+                f"peak RSS {result['peak_mb']:.0f} MB; growth after trial "
+                f"{len(rss) - len(tail) + 1}: {slope(tail):+.1f} MB per trial "
+                f"({tail[-1] - tail[0]:+.0f} MB over {len(tail) - 1} trials)"
+            )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_train":
+        print("RESULT " + json.dumps(child_train(sys.argv[2], sys.argv[3])))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_tune":
+        print("RESULT " + json.dumps(child_tune(int(sys.argv[2]), sys.argv[3])))
+    else:
+        main()

@@ -1,0 +1,297 @@
+"""Behaviour of `keras-transfer compare` / `run_comparison`: the runs and their report."""
+
+import json
+import re
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import write_image_folder
+
+from keras_transfer import cli
+from keras_transfer import experiment
+from keras_transfer import weights as weights_lib
+from keras_transfer.errors import ConfigurationError
+
+RUN_FIELDS = {
+    "name", "backbone", "method", "label", "weights", "learning_rate", "schedule",
+    "unit", "best_accuracy", "final_accuracy", "best_val_accuracy",
+    "final_val_accuracy", "seconds_to_target", "setup_seconds", "total_seconds",
+    "stopped_by", "phases", "history", "tensorboard",
+}
+EPOCH_FIELDS = {
+    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "phase",
+    "partial",
+}
+TOP_FIELDS = {
+    "data_dir", "class_names", "num_train_images", "num_validation_images",
+    "image_size", "batch_size", "validation_split", "seed", "epochs",
+    "budget_minutes", "target_accuracy", "data_seconds", "machine", "started_at",
+    "skipped", "runs", "conclusion",
+}
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No download host is reachable, whatever the machine's network."""
+    monkeypatch.setattr(weights_lib, "_reachable", lambda url, timeout=None: False)
+
+
+def _seconds(cell):
+    """Parses the report's durations; returns (seconds, rounding tolerance)."""
+    for pattern, scale, tolerance in (
+        (r"([\d.]+) s", (1,), 0.051),
+        (r"(\d+) min (\d+) s", (60, 1), 0.51),
+        (r"(\d+) h (\d+) min", (3600, 60), 30.1),
+    ):
+        match = re.fullmatch(pattern, cell)
+        if match:
+            return sum(float(g) * s for g, s in zip(match.groups(), scale)), tolerance
+    raise AssertionError(f"not a duration: {cell!r}")
+
+
+def _percent(cell):
+    match = re.fullmatch(r"([\d.]+) %", cell)
+    assert match, cell
+    return float(match.group(1))
+
+
+def _table(report):
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    return header, [[c.strip() for c in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
+    tmp_path, capsys, flower_subset, seeded_keras_home, offline
+):
+    data = flower_subset(per_class=8, classes=("daisy", "roses", "tulips"))
+    out = tmp_path / "out"
+    status = cli.main(
+        [
+            "compare", str(data), "--backbones", "mobilenet_v2_035,resnet50",
+            "--epochs", "2", "--image-size", "32", "--batch-size", "8",
+            "--output-dir", str(out),
+        ]
+    )
+    stdout, stderr = capsys.readouterr()
+    assert status == 0, stderr
+
+    # Progress: which run, which epoch.
+    assert "[1/3] mobilenet_v2_035, from scratch" in stdout
+    assert "[3/3] mobilenet_v2_035, pretrained, head then fine-tune" in stdout
+    assert "epoch 2/2" in stdout
+
+    results = json.loads((out / "results.json").read_text())
+    assert TOP_FIELDS <= set(results)
+    assert results["num_train_images"] + results["num_validation_images"] == 24
+    assert results["image_size"] == [32, 32]
+
+    # resnet50 has no cached weights and no network: skipped, with the reason.
+    assert [s["backbone"] for s in results["skipped"]] == ["resnet50"]
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in (
+        results["skipped"][0]["reason"]
+    )
+
+    runs = {run["method"]: run for run in results["runs"]}
+    assert [run["name"] for run in results["runs"]] == [
+        "mobilenet_v2_035-scratch",
+        "mobilenet_v2_035-head_only",
+        "mobilenet_v2_035-fine_tune",
+    ]
+    for run in results["runs"]:
+        assert RUN_FIELDS <= set(run)
+        assert [r["epoch"] for r in run["history"]] == [0, 1]
+        for record in run["history"]:
+            assert EPOCH_FIELDS <= set(record)
+            assert 0 <= record["val_accuracy"] <= 1
+            assert record["partial"] is False
+        seconds = [r["seconds"] for r in run["history"]]
+        assert 0 < run["setup_seconds"] < seconds[0] < seconds[1] <= run["total_seconds"]
+        # Setup and phases tile the run.
+        assert run["setup_seconds"] + sum(p["seconds"] for p in run["phases"]) == (
+            pytest.approx(seconds[-1], abs=0.01)
+        )
+        assert run["best_val_accuracy"] == max(r["val_accuracy"] for r in run["history"])
+        assert run["final_accuracy"] == run["history"][-1]["accuracy"]
+        assert run["stopped_by"] == "epochs"
+        assert (out / run["tensorboard"] / "phases").is_dir()
+
+    # What trained: everything from scratch, the head alone, then 3 blocks more.
+    scratch_params = runs["scratch"]["phases"][0]["trainable_params"]
+    head_params = runs["head_only"]["phases"][0]["trainable_params"]
+    fine_phases = runs["fine_tune"]["phases"]
+    assert runs["scratch"]["weights"] is None and runs["head_only"]["weights"] == "imagenet"
+    assert scratch_params > 100 * head_params
+    assert [p["trainable"] for p in fine_phases] == ["head", "last 3 blocks"]
+    assert [p["start_epoch"] for p in fine_phases] == [0, 1]
+    assert fine_phases[0]["trainable_params"] == head_params
+    assert head_params < fine_phases[1]["trainable_params"] < scratch_params
+    assert runs["fine_tune"]["schedule"] == [[0, 0], [1, 3]]
+    assert [r["phase"] for r in runs["fine_tune"]["history"]] == [0, 1]
+
+    # The report's table says what results.json says.
+    report = (out / "report.md").read_text()
+    header, rows = _table(report)
+    assert header[:8] == [
+        "Run", "Best train acc.", "Final train acc.", "Best val. acc.",
+        "Final val. acc.", "Time to 80 % val.", "Total time", "Time per phase",
+    ]
+    assert [row[0] for row in rows] == [run["label"] for run in results["runs"]]
+    for row, run in zip(rows, results["runs"]):
+        for cell, key in zip(
+            row[1:5],
+            ("best_accuracy", "final_accuracy", "best_val_accuracy", "final_val_accuracy"),
+        ):
+            assert _percent(cell) == pytest.approx(100 * run[key], abs=0.051)
+        if run["seconds_to_target"] is None:
+            assert row[5] == "not reached"
+        else:
+            value, tolerance = _seconds(row[5])
+            assert value == pytest.approx(run["seconds_to_target"], abs=tolerance)
+        value, tolerance = _seconds(row[6])
+        assert value == pytest.approx(run["total_seconds"], abs=tolerance)
+        phases = row[7].split("; ")
+        assert len(phases) == 1 + len(run["phases"])
+        for cell, phase in zip(phases[1:], run["phases"]):
+            assert cell.startswith(phase["trainable"] + " ")
+            value, tolerance = _seconds(cell[len(phase["trainable"]) + 1 :])
+            assert value == pytest.approx(phase["seconds"], abs=tolerance)
+    assert "- resnet50: ImageNet weights for backbone 'resnet50' are not cached" in report
+    assert results["conclusion"]
+    for sentence in results["conclusion"]:
+        assert f"- {sentence}" in report
+    assert "![Validation accuracy against wall-clock time](accuracy_vs_time.png)" in report
+
+    from PIL import Image
+
+    png = out / "accuracy_vs_time.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.format == "PNG" and min(image.size) > 300
+
+
+def test_conclusion_is_computed_from_the_numbers():
+    def run(method, best_val, final_val, final_train, to_target, total, phases=1):
+        return {
+            "backbone": "mobilenet_v2_050", "method": method,
+            "label": f"mobilenet_v2_050, {experiment._METHOD_LABELS[method]}",
+            "best_val_accuracy": best_val, "final_val_accuracy": final_val,
+            "final_accuracy": final_train, "seconds_to_target": to_target,
+            "total_seconds": total, "phases": [{}] * phases,
+        }
+
+    results = {
+        "epochs": None, "budget_minutes": 25.0, "target_accuracy": 0.8,
+        "num_validation_images": 500, "skipped": [],
+        "runs": [
+            run("scratch", 0.70, 0.68, 0.95, None, 1500.0),
+            run("head_only", 0.83, 0.83, 0.85, 300.0, 1500.0),
+            run("fine_tune", 0.86, 0.85, 0.90, 240.0, 1500.0, phases=3),
+        ],
+    }
+    text = "\n".join(experiment._conclusion(results))
+    assert "pretrained weights bought 16.0 points of validation accuracy in the same " \
+        "25 min 00 s of wall-clock time" in text
+    assert "80 % validation accuracy came after 4 min 00 s; from scratch never " \
+        "reached it in 25 min 00 s" in text
+    assert "final train accuracy (95.0 %) is 27 points above validation (68.0 %)" in text
+    assert "added 3.0 points over the head alone (86.0 % against 83.0 %)" in text
+    assert "noise" not in text
+
+    results["runs"][0]["seconds_to_target"] = 960.0
+    results["runs"][2]["phases"] = [{}]
+    results["num_validation_images"] = 50
+    text = "\n".join(experiment._conclusion(results))
+    assert "4.0x sooner than from scratch (16 min 00 s)" in text
+    assert "ended before its first unfreeze" in text
+    assert "With 50 validation images, one image is 2.0 points" in text
+
+
+@pytest.mark.parametrize(
+    "planned, units, schedule",
+    [(10, 18, {4: 3, 7: 6}), (3, 18, {1: 3, 2: 6}), (2, 18, {1: 3}), (1, 18, {1: 3}),
+     (6, 4, {2: 3, 4: 4})],
+)
+def test_default_fine_tune_schedule_in_thirds(planned, units, schedule):
+    assert experiment._default_schedule(planned, units) == schedule
+
+
+def test_budget_stops_mid_epoch_and_marks_the_epoch_partial():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = np.random.rand(40, 4).astype("float32")
+    y = np.random.randint(0, 2, 40)
+    start = time.perf_counter()
+    recorder = experiment._RunRecorder(start, start, epochs=5, verbose=0)
+    budget = experiment._WallClockBudget(deadline=start)  # spent already
+    model.fit(x, y, batch_size=8, epochs=5, validation_data=(x, y), verbose=0,
+              callbacks=[recorder, budget])
+    assert budget.stopped
+    assert int(model.optimizer.iterations) == 1
+    assert len(recorder.history) == 1
+    assert recorder.history[0]["partial"] is True
+    assert recorder.history[0]["val_accuracy"] is not None
+
+
+def test_without_data_dir_offline_and_nothing_cached_says_what_to_do(
+    tmp_path, capsys, keras_home, offline
+):
+    status = cli.main(["compare", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    for fragment in (
+        "No DATA_DIR given",
+        str(keras_home / "datasets"),
+        "keras-transfer compare DATA_DIR",
+        experiment.FLOWER_PHOTOS_URL,
+    ):
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("layout", [("flower_photos", "flower_photos"), ("flower_photos",)])
+def test_cached_flower_photos_is_used_without_network(keras_home, monkeypatch, layout):
+    def no_network(url, timeout=None):
+        raise AssertionError("the cached copy should be used without a network check")
+
+    monkeypatch.setattr(weights_lib, "_reachable", no_network)
+    folder = keras_home.joinpath("datasets", *layout)
+    write_image_folder(folder, classes=("daisy", "roses"), per_class=1, size=(8, 8))
+    assert experiment._default_data_dir() == str(folder)
+
+
+def test_no_backbone_with_weights_is_an_error(tmp_path, capsys, keras_home, offline):
+    data = write_image_folder(tmp_path / "images", per_class=3, size=(8, 8))
+    status = cli.main(
+        ["compare", str(data), "--backbones", "resnet50", "--image-size", "32",
+         "--output-dir", str(tmp_path / "out")]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "No backbone can run" in err and "resnet50" in err
+    skipped = json.loads((tmp_path / "out" / "results.json").read_text())["skipped"]
+    assert [s["backbone"] for s in skipped] == ["resnet50"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"epochs": None, "budget_minutes": None}, "Give the runs an end"),
+        ({"validation_split": 0}, "validation_split must be a number in (0, 1)"),
+        ({"backbones": ["mobilenet_v2_05"]}, "Unknown backbone: 'mobilenet_v2_05'"),
+        ({"backbones": ["resnet50", "resnet50"]}, "listed twice"),
+        ({"budget_minutes": -1}, "budget_minutes must be a number of minutes > 0"),
+        ({"image_size": 16}, "at least 32x32 pixels"),
+        ({"target_accuracy": 80}, "target_accuracy must be a fraction in (0, 1]"),
+    ],
+)
+def test_argument_errors_come_before_anything_runs(tmp_path, kwargs, fragment):
+    arguments = {"data_dir": tmp_path / "missing", "output_dir": tmp_path / "out"}
+    with pytest.raises(ConfigurationError, match=re.escape(fragment)):
+        experiment.run_comparison(**{**arguments, **kwargs})
