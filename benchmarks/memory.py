@@ -15,14 +15,19 @@ other's peak:
    `keras_transfer.TransferHyperModel` (2 epochs per trial, fine-tuning from
    epoch 1 when a trial unfreezes blocks), on 256 random 32x32 images.
    Reported: the resident memory (`VmRSS`) after each trial and the slope of
-   a straight line fitted over the trials after the fifth, which must be
+   a straight line fitted over the trials after the fifth, which should be
    about 0 MB per trial: a tuner that leaks keeps every trial's model,
-   optimizer and traced functions alive.
+   optimizer and traced functions alive. `--baseline` runs the same search
+   over a plain `keras.applications.MobileNetV2` classifier (no
+   keras-transfer) for comparison: TensorFlow itself keeps some memory per
+   model built and fitted in a process, `clear_session()` or not
+   (tensorflow/tensorflow#61791, keras-team/keras-tuner#395).
 
 Usage:
 
     python benchmarks/memory.py                         # both, full sizes
     python benchmarks/memory.py --images 500 1000 --trials 6   # quick
+    python benchmarks/memory.py --images --trials 20 --baseline  # tuner only
 
 Linux only (reads `/proc/self/status`). No weights or data sets needed.
 """
@@ -105,7 +110,30 @@ def child_train(data_dir, output):
     }
 
 
-def child_tune(trials, directory):
+def plain_hypermodel(hp):
+    """The baseline: the Keras transfer-learning guide's model, nothing else."""
+    import keras
+
+    base = keras.applications.MobileNetV2(
+        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=0.35, include_top=False,
+        weights=None,
+    )
+    base.trainable = False
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(hp.Choice("head_dropout", [0.0, 0.2, 0.5]))(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rate = hp.Float("head_learning_rate", 1e-4, 1e-2, sampling="log")
+    model.compile(
+        keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", ["accuracy"]
+    )
+    return model
+
+
+def child_tune(trials, directory, baseline=False):
     import keras_tuner
     import numpy as np
 
@@ -122,13 +150,16 @@ def child_tune(trials, directory):
             super().on_trial_end(trial)
             rss.append(round(memory_mb("VmRSS"), 1))
 
-    hypermodel = keras_transfer.TransferHyperModel(
-        num_classes=2,
-        backbones=(BACKBONE,),
-        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-        weights=None,
-        unfreeze_epoch=1,
-    )
+    if baseline:
+        hypermodel = plain_hypermodel
+    else:
+        hypermodel = keras_transfer.TransferHyperModel(
+            num_classes=2,
+            backbones=(BACKBONE,),
+            input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+            weights=None,
+            unfreeze_epoch=1,
+        )
     tuner = Search(
         hypermodel,
         objective="val_accuracy",
@@ -178,6 +209,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, nargs="*", default=[1000, 5000, 10000])
     parser.add_argument("--trials", type=int, default=20, help="0 skips the tuner")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also search over a plain keras.applications model, for comparison",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kt-memory-") as tmp:
@@ -202,27 +238,34 @@ def main():
                     flush=True,
                 )
         if args.trials:
-            result = run_child("_tune", args.trials, tmp / "tuner")
-            rss = result["rss_after_trial_mb"]
-            print(
-                f"\nKerasTuner RandomSearch, {args.trials} trials of TransferHyperModel "
-                f"({result['seconds']:.0f} s)"
-            )
-            print(f"{'trial':>6}  {'RSS after':>10}")
-            for trial, value in enumerate(rss, 1):
-                print(f"{trial:>6}  {value:>7.0f} MB")
-            tail = rss[5:] if len(rss) > 7 else rss
-            print(
-                f"peak RSS {result['peak_mb']:.0f} MB; growth after trial "
-                f"{len(rss) - len(tail) + 1}: {slope(tail):+.1f} MB per trial "
-                f"({tail[-1] - tail[0]:+.0f} MB over {len(tail) - 1} trials)"
-            )
+            searches = [("TransferHyperModel", False)]
+            if args.baseline:
+                searches.append(("plain keras.applications MobileNetV2", True))
+            for label, baseline in searches:
+                result = run_child("_tune", args.trials, tmp / "tuner", int(baseline))
+                report_search(label, args.trials, result)
+
+
+def report_search(label, trials, result):
+    rss = result["rss_after_trial_mb"]
+    print(f"\nKerasTuner RandomSearch, {trials} trials, {label} ({result['seconds']:.0f} s)")
+    print(f"{'trial':>6}  {'RSS after':>10}")
+    for trial, value in enumerate(rss, 1):
+        print(f"{trial:>6}  {value:>7.0f} MB")
+    tail = rss[5:] if len(rss) > 7 else rss
+    print(
+        f"peak RSS {result['peak_mb']:.0f} MB; growth after trial "
+        f"{len(rss) - len(tail) + 1}: {slope(tail):+.1f} MB per trial "
+        f"({tail[-1] - tail[0]:+.0f} MB over {len(tail) - 1} trials)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_train":
         print("RESULT " + json.dumps(child_train(sys.argv[2], sys.argv[3])))
     elif len(sys.argv) > 1 and sys.argv[1] == "_tune":
-        print("RESULT " + json.dumps(child_tune(int(sys.argv[2]), sys.argv[3])))
+        result = child_tune(int(sys.argv[2]), sys.argv[3], bool(int(sys.argv[4])))
+        print("RESULT " + json.dumps(result))
     else:
         main()

@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from keras_transfer import backbones
+from keras_transfer import caching
 from keras_transfer import data
 from keras_transfer import errors
 from keras_transfer import layers
@@ -20,5 +21,6 @@ from keras_transfer.data import load_image_folder
 from keras_transfer.experiment import run_comparison
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
+from keras_transfer.models import TransferClassifier
 from keras_transfer.models import build_classifier
 from keras_transfer.tuner import TransferHyperModel

@@ -106,6 +106,10 @@ _METHOD_LABELS = {
     "head_only": "pretrained, head only",
     "fine_tune": "pretrained, head then fine-tune",
 }
+_PRETRAINED = {
+    "head_only": "pretrained with the head only",
+    "fine_tune": "pretrained with the head, then fine-tuned",
+}
 
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
@@ -248,6 +252,7 @@ def run_comparison(
         data_dir = _default_data_dir()
         say(f"No DATA_DIR given: using TensorFlow's flower_photos from {data_dir}.")
     shape = (size, size, 3)
+    data_start = time.perf_counter()
     train_ds, val_ds, class_names = load_image_folder(
         data_dir,
         size,
@@ -256,8 +261,9 @@ def run_comparison(
         seed=seed,
         verbose=bool(verbose),
     )
-    data_seconds = _fill_caches(train_ds, val_ds)
-    say(f"Decoded and cached the images in {_duration(data_seconds)} (not counted in any run).")
+    _fill_caches(train_ds, val_ds)
+    data_seconds = time.perf_counter() - data_start
+    say(f"Read and cached the images in {_duration(data_seconds)} (not counted in any run).")
 
     results = {
         "data_dir": os.path.abspath(os.fspath(data_dir)),
@@ -487,11 +493,9 @@ def _has_class_folders(path):
 def _fill_caches(train_ds, val_ds):
     # The datasets cache decoded images in memory after one full pass; doing
     # that pass here keeps JPEG decoding out of the first run's clock.
-    start = time.perf_counter()
     for dataset in (train_ds, val_ds):
         for _ in dataset:
             pass
-    return time.perf_counter() - start
 
 
 def _imagenet_unavailable(spec, shape):
@@ -917,8 +921,9 @@ def _report(results, output_dir):
         f"training, {results['num_validation_images']:,} for validation. Inputs "
         f"{size[0]}x{size[1]} px, batches of {results['batch_size']}, Adam. Each run "
         f"stopped after {_limit_text(results)}. Times count from the start of the run: "
-        "building the model and loading the weights included, decoding the images "
-        f"(done once before the runs, {_duration(results['data_seconds'])}) not.",
+        "building the model and loading the weights included, reading and decoding "
+        f"the images (done once before the runs, {_duration(results['data_seconds'])}) "
+        "not.",
         "",
         f"Machine: {_machine_text(results['machine'])}",
         "",
@@ -1006,10 +1011,9 @@ def _conclusion(results):
                 ratio = scratch_time / first["seconds_to_target"]
                 if ratio >= 1:
                     sentences.append(
-                        f"{backbone}: pretrained ({_METHOD_LABELS[first['method']]}), "
-                        f"{target} validation accuracy came after "
-                        f"{_duration(first['seconds_to_target'])}, {ratio:.1f}x sooner "
-                        f"than from scratch ({_duration(scratch_time)})."
+                        f"{backbone} {_PRETRAINED[first['method']]} reached {target} "
+                        f"validation accuracy after {_duration(first['seconds_to_target'])}, "
+                        f"{ratio:.1f}x sooner than from scratch ({_duration(scratch_time)})."
                     )
                 else:
                     sentences.append(
@@ -1019,10 +1023,9 @@ def _conclusion(results):
                     )
             elif first:
                 sentences.append(
-                    f"{backbone}: pretrained ({_METHOD_LABELS[first['method']]}), "
-                    f"{target} validation accuracy came after "
-                    f"{_duration(first['seconds_to_target'])}; from scratch never "
-                    f"reached it in {_duration(scratch['total_seconds'])}."
+                    f"{backbone} {_PRETRAINED[first['method']]} reached {target} "
+                    f"validation accuracy after {_duration(first['seconds_to_target'])}; "
+                    f"from scratch, it never did in {_duration(scratch['total_seconds'])}."
                 )
             elif scratch_time is not None:
                 sentences.append(
@@ -1033,17 +1036,7 @@ def _conclusion(results):
                 sentences.append(
                     f"{backbone}: no run reached {target} validation accuracy."
                 )
-            if scratch["final_accuracy"] is not None and scratch["final_val_accuracy"] is not None:
-                gap = scratch["final_accuracy"] - scratch["final_val_accuracy"]
-                if gap >= 0.1:
-                    sentences.append(
-                        f"{backbone}: from scratch, the final train accuracy "
-                        f"({_percent(scratch['final_accuracy'])}) is {100 * gap:.0f} "
-                        "points above validation "
-                        f"({_percent(scratch['final_val_accuracy'])}): the network "
-                        "memorised training images more than it learned what "
-                        "generalises."
-                    )
+            sentences += _scratch_generalisation(backbone, scratch, results)
         if head and fine and head["best_val_accuracy"] is not None and fine["best_val_accuracy"] is not None:
             if len(fine["phases"]) < 2:
                 sentences.append(
@@ -1091,6 +1084,31 @@ def _conclusion(results):
             f"Not compared: {names} (weights unavailable, see Skipped above)."
         )
     return sentences
+
+
+def _scratch_generalisation(backbone, scratch, results):
+    """What the run from scratch learned that carries over to new images."""
+    best_train, best_val = scratch["best_accuracy"], scratch["best_val_accuracy"]
+    final_train, final_val = scratch["final_accuracy"], scratch["final_val_accuracy"]
+    if None in (best_train, best_val, final_train, final_val):
+        return []
+    chance = 1 / len(results["class_names"])
+    if best_val <= chance + 0.02 and best_train > chance + 0.1:
+        return [
+            f"{backbone}: from scratch, validation accuracy never rose above "
+            f"{_percent(best_val)} (chance for {len(results['class_names'])} classes: "
+            f"{_percent(chance)}) while train accuracy reached {_percent(best_train)}: "
+            "nothing it learned carried over to new images yet."
+        ]
+    gap = final_train - final_val
+    if gap >= 0.1:
+        return [
+            f"{backbone}: from scratch, the final train accuracy "
+            f"({_percent(final_train)}) is {100 * gap:.0f} points above validation "
+            f"({_percent(final_val)}): much of what it learned does not carry over "
+            "to new images (overfitting)."
+        ]
+    return []
 
 
 def _write_plot(path, results):

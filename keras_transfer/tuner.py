@@ -126,13 +126,16 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     x = np.random.uniform(0, 255, (16, 64, 64, 3)).astype("float32")
     y = np.random.randint(0, 2, 16)
+    # Compare three freeze depths, everything else fixed.
     hypermodel = keras_transfer.TransferHyperModel(
         num_classes=2, backbones=("mobilenet_v2_035",), input_shape=(64, 64, 3),
-        weights=None, unfreeze_blocks=(0, 2), unfreeze_epoch=1)
+        weights=None, unfreeze_blocks=(0, 2, 4), unfreeze_epoch=1,
+        head_units=0, head_dropout=0.2, head_learning_rate=1e-3,
+        backbone_lr_ratio=0.1)
     tuner = keras_tuner.GridSearch(
-        hypermodel, objective="val_accuracy", max_trials=2,
+        hypermodel, objective="val_accuracy",
         directory="/tmp/tune_demo", overwrite=True)
-    tuner.search(x, y, validation_split=0.25, epochs=2, verbose=0)
+    tuner.search(x, y, validation_split=0.25, epochs=3, verbose=0)
     print(keras_transfer.tuner.results_table(tuner))
     ```
 
@@ -211,6 +214,16 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 f"Received: backbones={backbones!r}"
             )
         specs = [backbones_lib.get_backbone(b) for b in backbones]
+        for spec in specs:
+            # Trials name their backbone; the callbacks find it by that name.
+            if backbones_lib.list_backbones().count(spec.name) == 0 or (
+                backbones_lib.get_backbone(spec.name) is not spec
+            ):
+                raise ConfigurationError(
+                    f"Backbone {spec.name!r} is not registered under its name. "
+                    "Register it first with keras_transfer.register_backbone(spec), "
+                    "then pass its name."
+                )
         if head_learning_rate is None:
             head_learning_rate = {
                 "min_value": 1e-4,
@@ -219,8 +232,6 @@ class TransferHyperModel(keras_tuner.HyperModel):
             }
         self.num_classes = int(num_classes)
         self.backbones = tuple(spec.name for spec in specs)
-        # The trial's value is the name; unregistered specs are found here.
-        self._specs = {spec.name: spec for spec in specs}
         self.input_shape = None if input_shape is None else tuple(input_shape)
         for spec in specs:
             spec.check_input_shape(self.input_shape, require_rgb=weights is not None)
@@ -302,9 +313,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         values = self.declare(hp)
-        spec = self._specs.get(values["backbone"]) or backbones_lib.get_backbone(
-            values["backbone"]
-        )
+        spec = backbones_lib.get_backbone(values["backbone"])
         depth = values["unfreeze_blocks"]
         if depth > len(spec.blocks):
             raise ConfigurationError(
@@ -504,9 +513,11 @@ class _PooledBackbone:
 class _BackbonePool:
     """Backbones built once per process, reset to their weights for each trial.
 
-    Keyed by (backbone name, input shape, weights). Building MobileNetV2 and
-    loading its ImageNet weights costs about a second on a CPU; resetting a
-    built one with `set_weights` costs a few milliseconds. `build_classifier`
+    Keyed by (backbone name, input shape, weights, dtype policy). On a busy
+    2-core CPU, a trial's `build` with MobileNetV2 (alpha 0.5, 128 px,
+    ImageNet weights) took 1.5-2.3 s (median) when it constructed the
+    backbone and loaded its weights, 0.17-0.25 s when it reset a pooled one
+    (`benchmarks/tuner_trial_overhead.py`). `build_classifier`
     still assembles every trial's model (through a spec whose constructor
     hands out the pooled backbone), so the model is what it would be without
     the pool.
@@ -520,7 +531,12 @@ class _BackbonePool:
 
     def build(self, spec, num_classes, input_shape, weights, dropout, head):
         shape = spec.check_input_shape(input_shape, require_rgb=weights is not None)
-        key = (spec.name, shape, None if weights is None else os.fspath(weights))
+        key = (
+            spec.name,
+            shape,
+            None if weights is None else os.fspath(weights),
+            keras.config.dtype_policy().name,
+        )
         entries = self._entries.setdefault(key, [])
         entry = self._free_entry(entries)
         if entry is None:

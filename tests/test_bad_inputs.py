@@ -257,6 +257,30 @@ API_CASES = [
         ("Label 3 is out of range", "labels must be 0 ... 1", "num_classes=4"),
     ),
     ApiCase(
+        "negative labels",
+        lambda env: keras_transfer.check_dataset_for_model(
+            (np.zeros((2, SIZE, SIZE, 3)), np.array([-1, 1])), _classifier(2)
+        ),
+        DataError,
+        ("Label -1 is negative", "0 ... 1"),
+    ),
+    ApiCase(
+        "labels that are not class indices",
+        lambda env: keras_transfer.check_dataset_for_model(
+            (np.zeros((2, SIZE, SIZE, 3)), np.array([0.5, 1.0])), _classifier(2)
+        ),
+        DataError,
+        ("integer class indices or one-hot rows", "0.5"),
+    ),
+    ApiCase(
+        "one-hot labels of the wrong width",
+        lambda env: keras_transfer.check_dataset_for_model(
+            (np.zeros((2, SIZE, SIZE, 3)), np.eye(3)[[0, 2]]), _classifier(2)
+        ),
+        DataError,
+        ("2 outputs", "one-hot labels have 3 columns", "num_classes=3"),
+    ),
+    ApiCase(
         "weights file that does not exist",
         lambda env: keras_transfer.build_classifier(
             BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights=env.tmp / "nope.h5"
@@ -296,6 +320,17 @@ def test_python_api_refuses(case, env):
     assert isinstance(raised.value, keras_transfer.errors.KerasTransferError)
     for fragment in case.fragments:
         assert fragment in str(raised.value)
+
+
+def test_check_dataset_for_model_accepts_data_that_fits(env):
+    root = _images(env, per_class=4)
+    train_ds, val_ds, _ = data.load_image_folder(root, SIZE, verbose=False)
+    model = _classifier(2)
+    for dataset in (train_ds, val_ds, train_ds.unbatch()):
+        keras_transfer.check_dataset_for_model(dataset, model)
+    x = np.zeros((4, SIZE, SIZE, 3))
+    keras_transfer.check_dataset_for_model((x, np.array([0, 1, 1, 0])), model)
+    keras_transfer.check_dataset_for_model((x, np.eye(2)[[0, 1, 1, 0]]), model)
 
 
 # --- command line -------------------------------------------------------------

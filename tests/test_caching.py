@@ -104,10 +104,9 @@ def test_features_spill_to_disk_beyond_the_memory_limit(data, tmp_path):
         model = classifier()
         model.cache_memory_limit = limit
         model.cache_dir = str(tmp_path)
-        unfreeze = keras_transfer.ProgressiveUnfreeze(schedule={1: 2}, verbose=0)
         history = model.fit(
             x, y, batch_size=8, epochs=2, shuffle=False,
-            validation_data=(x_val, y_val), callbacks=[unfreeze], verbose=0,
+            validation_data=(x_val, y_val), verbose=0,
         )
         results.append(history.history)
         assert caching.feature_cache_info(model).storage == ("memory" if limit else "disk")
@@ -159,6 +158,20 @@ def test_any_frozen_prefix_is_cached_xla_included(small_images):
     # Frozen convolution and pooling computed once; the dense layer trains.
     assert caching.feature_cache_info(model).boundaries == (("pool",),)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_callbacks_see_one_ordinary_fit(small_images, tmp_path):
+    x, y = small_images
+    model = tiny_classifier()
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="loss")
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    history = model.fit(
+        x, y, batch_size=4, epochs=5, callbacks=[checkpoint, stop], verbose=0
+    )
+    assert caching.feature_cache_info(model) is not None
+    assert len(history.history["loss"]) == 2  # stopped by EarlyStopping
+    saved = keras.models.load_model(tmp_path / "best.keras")
+    np.testing.assert_allclose(saved.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_random_augmentation_before_frozen_layers_trains_uncached(small_images):

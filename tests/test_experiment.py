@@ -180,13 +180,15 @@ def test_conclusion_is_computed_from_the_numbers():
             "backbone": "mobilenet_v2_050", "method": method,
             "label": f"mobilenet_v2_050, {experiment._METHOD_LABELS[method]}",
             "best_val_accuracy": best_val, "final_val_accuracy": final_val,
-            "final_accuracy": final_train, "seconds_to_target": to_target,
+            "best_accuracy": final_train, "final_accuracy": final_train,
+            "seconds_to_target": to_target,
             "total_seconds": total, "phases": [{}] * phases,
         }
 
     results = {
         "epochs": None, "budget_minutes": 25.0, "target_accuracy": 0.8,
         "num_validation_images": 500, "skipped": [],
+        "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"],
         "runs": [
             run("scratch", 0.70, 0.68, 0.95, None, 1500.0),
             run("head_only", 0.83, 0.83, 0.85, 300.0, 1500.0),
@@ -196,8 +198,9 @@ def test_conclusion_is_computed_from_the_numbers():
     text = "\n".join(experiment._conclusion(results))
     assert "pretrained weights bought 16.0 points of validation accuracy in the same " \
         "25 min 00 s of wall-clock time" in text
-    assert "80 % validation accuracy came after 4 min 00 s; from scratch never " \
-        "reached it in 25 min 00 s" in text
+    assert "mobilenet_v2_050 pretrained with the head, then fine-tuned reached 80 % " \
+        "validation accuracy after 4 min 00 s; from scratch, it never did in " \
+        "25 min 00 s" in text
     assert "final train accuracy (95.0 %) is 27 points above validation (68.0 %)" in text
     assert "added 3.0 points over the head alone (86.0 % against 83.0 %)" in text
     assert "noise" not in text
@@ -209,6 +212,14 @@ def test_conclusion_is_computed_from_the_numbers():
     assert "4.0x sooner than from scratch (16 min 00 s)" in text
     assert "ended before its first unfreeze" in text
     assert "With 50 validation images, one image is 2.0 points" in text
+
+    # From scratch at chance level on validation, whatever it did in training.
+    results["runs"][0].update(best_val_accuracy=0.2, final_val_accuracy=0.2,
+                              seconds_to_target=None)
+    text = "\n".join(experiment._conclusion(results))
+    assert "validation accuracy never rose above 20.0 % (chance for 5 classes: " \
+        "20.0 %) while train accuracy reached 95.0 %" in text
+    assert "overfitting" not in text
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """TransferHyperModel: the search space, the trials it trains, and its tuners."""
 
+import dataclasses
 import os
 import warnings
 
@@ -179,6 +180,10 @@ def test_oracles_search_the_conditional_space(tmp_path, tuner_class):
         ({"num_classes": 1}, "num_classes"),
         ({"backbones": ("mobilenet_v9",)}, "Unknown backbone"),
         ({"optimizer": 3}, "optimizer"),
+        (
+            {"backbones": (dataclasses.replace(keras_transfer.get_backbone(BACKBONE), name="mine"),)},
+            "not registered",
+        ),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, message):
