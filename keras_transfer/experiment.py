@@ -28,7 +28,9 @@ the runs it finished.
 
 What the times count: a run's clock starts before its model is built, so
 building it and loading the ImageNet weights count, as do everything `fit`
-does (tracing, any caching of frozen features) and every validation pass.
+does (computing the cache of frozen features that `build_classifier` models
+keep, tracing) and every validation pass. `setup_seconds` is the time before
+Keras' training loop begins: building, loading weights, caching features.
 The images are decoded, resized and cached in memory once, before the first
 run, so that no run pays for it (`data_seconds` in `results.json`); the
 ImageNet weights of every backbone are loaded (downloaded, if the machine is
@@ -921,7 +923,8 @@ def _report(results, output_dir):
         f"training, {results['num_validation_images']:,} for validation. Inputs "
         f"{size[0]}x{size[1]} px, batches of {results['batch_size']}, Adam. Each run "
         f"stopped after {_limit_text(results)}. Times count from the start of the run: "
-        "building the model and loading the weights included, reading and decoding "
+        "building the model, loading the weights and caching frozen features (the "
+        "setup) included, reading and decoding "
         f"the images (done once before the runs, {_duration(results['data_seconds'])}) "
         "not.",
         "",
@@ -1097,8 +1100,11 @@ def _scratch_generalisation(backbone, scratch, results):
         return [
             f"{backbone}: from scratch, validation accuracy never rose above "
             f"{_percent(best_val)} (chance for {len(results['class_names'])} classes: "
-            f"{_percent(chance)}) while train accuracy reached {_percent(best_train)}: "
-            "nothing it learned carried over to new images yet."
+            f"{_percent(chance)}) while train accuracy, measured on batch "
+            f"statistics during training, reached {_percent(best_train)}. Early in "
+            "training from scratch, this usually means that the BatchNormalization "
+            "moving statistics, which inference uses, lag behind the weights, "
+            "rather than overfitting: the network needs a longer budget."
         ]
     gap = final_train - final_val
     if gap >= 0.1:
