@@ -326,9 +326,9 @@ def report(results, args):
             lines.append(f"target: (a)'s best validation accuracy, {target:.3f}")
         lines.append(header)
         for r in rows:
-            reach = r["time_to_target_seconds"]
+            reach = _s(r["time_to_target_seconds"]) if target is not None else "n/a"
             lines.append(
-                f"{r['name']:22} {_s(reach):>9} {_s(r['total_seconds']):>7} "
+                f"{r['name']:22} {reach:>9} {_s(r['total_seconds']):>7} "
                 f"{_s(r['head_phase_seconds']):>7} {_s(r['fine_tune_phase_seconds']):>7} "
                 f"{_s(r['fine_tune_epoch_seconds']):>8} {r['best_val_accuracy']:>6.3f} "
                 f"{r['final_val_accuracy']:>6.3f}"

@@ -171,9 +171,10 @@ class TransferClassifier(keras.Model):
     a cached fit, `keras_transfer.caching.feature_cache_info(model)` tells
     what was cached and how long it took.
 
-    Layers whose output is cached must stay frozen for the whole `fit`:
-    unfreeze with `ProgressiveUnfreeze` (its schedule is known in advance),
-    not with a callback of your own.
+    Each `fit` call computes its own cache. Layers whose output is cached
+    must stay frozen for the whole `fit`: unfreeze with
+    `ProgressiveUnfreeze` (its schedule is known in advance), not with a
+    callback of your own (`fit` raises a `ConfigurationError` if one does).
 
     GPU: `build_classifier(..., dtype="mixed_float16")` for mixed precision
     and `compile(..., jit_compile=True)` for XLA apply to the cache pass
@@ -202,8 +203,8 @@ class TransferClassifier(keras.Model):
         cache_memory_limit: int, bytes of cached features kept in memory;
             beyond, they go to disk. Defaults to 2 GiB.
         cache_dir: folder for features that do not fit in memory; None
-            (default) for the system's temporary folder. Removed after
-            `fit`.
+            (default) for the system's temporary folder. What `fit`
+            writes there is deleted when it returns.
     """
 
     def __init__(
