@@ -128,7 +128,9 @@ def plain_hypermodel(hp):
     model = keras.Model(inputs, outputs)
     rate = hp.Float("head_learning_rate", 1e-4, 1e-2, sampling="log")
     model.compile(
-        keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", ["accuracy"]
+        keras.optimizers.Adam(rate),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
     return model
 
