@@ -115,6 +115,17 @@ def feature_cache_info(model):
     return getattr(model, _INFO_ATTRIBUTE, None)
 
 
+def running_cache_info(model):
+    """The `FeatureCacheInfo` of the cached `fit` running now, or None.
+
+    Callbacks that time a fit use it: the cache pass runs inside `fit` but
+    before `on_train_begin`.
+    """
+    if getattr(model, _SESSION_ATTRIBUTE, None) is None:
+        return None
+    return feature_cache_info(model)
+
+
 def is_feature_batch(inputs):
     """Whether `inputs` is a batch of cached features (not images)."""
     return (

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_transfer import caching
 from keras_transfer.callbacks import _phase
 from keras_transfer.errors import ConfigurationError
 
@@ -271,6 +272,11 @@ class PhaseTimer(keras.callbacks.Callback):
                 hparams_api.hparams(self.hparams)
             self._writer("hparams").flush()
         self._fit_start = time.perf_counter()
+        # A cached fit (keras_transfer.caching) computes the frozen layers'
+        # features before on_train_begin: that pass is part of the first phase.
+        cache = caching.running_cache_info(self.model)
+        if cache is not None:
+            self._fit_start -= cache.seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
