@@ -279,14 +279,9 @@ class PhaseTimer(keras.callbacks.Callback):
             self._fit_start -= cache.seconds
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._reset_epoch_state()
         self._epoch = epoch
         self._epoch_start = time.perf_counter()
-        self._epoch_train_start = None
-        self._epoch_train_end = None
-        self._epoch_steps = 0
-        self._epoch_samples = None
-        self._epoch_executions = []
-        self._epoch_opens_phase = False
         self._epoch_start_iterations = _optimizer_iterations(self.model)
         self._in_training = True
         # The phase is read at the first batch, after every callback's
@@ -483,15 +478,18 @@ class PhaseTimer(keras.callbacks.Callback):
         self._phase_resolved = False
         self._epoch = 0
         self._epoch_start = None
+        self._reset_epoch_state()
+        self._in_training = False
+        self._epoch_start_iterations = None
+        self._batch_start = None
+
+    def _reset_epoch_state(self):
         self._epoch_train_start = None
         self._epoch_train_end = None
         self._epoch_steps = 0
         self._epoch_samples = None
         self._epoch_executions = []
         self._epoch_opens_phase = False
-        self._in_training = False
-        self._epoch_start_iterations = None
-        self._batch_start = None
 
 
 def _summary():
