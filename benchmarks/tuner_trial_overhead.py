@@ -1,16 +1,26 @@
-"""What a `TransferHyperModel` trial costs besides training, with and without backbone reuse.
+"""What a `TransferHyperModel` trial costs besides training: backbone reuse, shared features.
 
-Runs the same small `RandomSearch` twice, each in a fresh process:
-`reuse_backbones=True` (the default: the backbone is built and its ImageNet
-weights loaded once per process, then reset with `set_weights`) and
-`reuse_backbones=False` (every trial builds the backbone and loads its
-weights). Per trial it times:
+Runs the same small `RandomSearch` three times, each in a fresh process:
+
+- rebuild: `reuse_backbones=False, share_frozen_features=False`, what a
+  plain KerasTuner HyperModel does: every trial builds the backbone, loads
+  its weights and runs it over every image for its feature cache;
+- reuse: `reuse_backbones=True` (the backbone is built and its ImageNet
+  weights loaded once per process, then reset with `set_weights`), each
+  trial still computing its own feature cache;
+- share: both defaults, `reuse_backbones=True, share_frozen_features=True`:
+  a trial whose frozen layers (unfreeze depth) and data an earlier trial
+  already had reuses its cached features.
+
+The search space has 4 depths x 2 head widths, so that in 8 trials each
+depth comes about twice. Per trial it times:
 
 - build: `TransferHyperModel.build` (backbone, head, compile);
 - try_build: KerasTuner's `_try_build` around it (`clear_session`,
   `gc.collect`, the build);
-- cache: computing the frozen-feature cache of the trial's `fit`
-  (`keras_transfer.caching.feature_cache_info(model).seconds`);
+- cache: computing (or finding in the store) the frozen-feature cache of
+  the trial's `fit` (`keras_transfer.caching.feature_cache_info(model)`;
+  the trial-by-trial table marks reused caches with `*`);
 - epochs: time inside the epochs (first batch, with tracing, included);
 - trial: the whole trial (`run_trial`: build, fit, KerasTuner's
   checkpointing);
@@ -18,6 +28,7 @@ weights). Per trial it times:
 
 Usage:
 
+    python benchmarks/tuner_trial_overhead.py --trials 8      # as in the README
     python benchmarks/tuner_trial_overhead.py                 # 5 trials, 128 px
     python benchmarks/tuner_trial_overhead.py --trials 3 --image-size 96
 
@@ -43,6 +54,7 @@ ASSETS = pathlib.Path(
     os.environ.get("KERAS_TRANSFER_ASSETS", ROOT.parent / "shared" / "assets")
 )
 COLUMNS = ("build", "try_build", "cache", "epochs", "trial", "overhead")
+MODES = ("rebuild", "reuse", "share")
 
 
 def parse_args(argv=None):
@@ -52,7 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--images-per-class", type=int, default=8)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--mode", choices=("reuse", "rebuild"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -84,7 +96,8 @@ def run_mode(args):
             head_dropout=0.2,
             head_learning_rate=1e-3,
             backbone_lr_ratio=0.1,
-            reuse_backbones=args.mode == "reuse",
+            reuse_backbones=args.mode != "rebuild",
+            share_frozen_features=args.mode == "share",
         )
         records = []
 
@@ -112,6 +125,7 @@ def run_mode(args):
             history = fit(hp, model, *a, **kw)
             info = keras_transfer.caching.feature_cache_info(model)
             records[-1]["cache"] = info.seconds if info else 0.0
+            records[-1]["reused"] = bool(info and info.reused)
             records[-1]["epochs"] = clock.seconds
             return history
 
@@ -156,7 +170,7 @@ def main(argv=None):
         for weights in (ASSETS / "weights").glob("*.h5"):
             os.symlink(weights, models / weights.name)
         env = dict(os.environ, KERAS_HOME=home)
-        for mode in ("rebuild", "reuse"):
+        for mode in MODES:
             output = pathlib.Path(home) / f"{mode}.json"
             command = [sys.executable, __file__, *(argv or sys.argv[1:]),
                        "--mode", mode, "--output", str(output)]
@@ -179,7 +193,13 @@ def main(argv=None):
     for mode, result in results.items():
         print(f"{mode}, trial by trial:")
         for index, trial in enumerate(result["trials"]):
-            print(f"  {index:<8}" + "".join(f"{trial[c]:>20.2f}" for c in COLUMNS))
+            print(
+                f"  {index:<8}"
+                + "".join(
+                    f"{trial[c]:>19.2f}" + ("*" if c == "cache" and trial["reused"] else " ")
+                    for c in COLUMNS
+                )
+            )
     for mode, result in results.items():
         print(f"{mode}: tuner construction {result['setup']['tuner_init']:.2f} s "
               f"(first build {result['setup'].get('build', 0):.2f} s)")

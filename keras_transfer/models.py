@@ -171,7 +171,9 @@ class TransferClassifier(keras.Model):
     a cached fit, `keras_transfer.caching.feature_cache_info(model)` tells
     what was cached and how long it took.
 
-    Each `fit` call computes its own cache. Layers whose output is cached
+    Each `fit` call computes its own cache, unless the model has a
+    `feature_store` that holds the same features from an earlier fit (a
+    KerasTuner search gives all its trials one). Layers whose output is cached
     must stay frozen for the whole `fit`: unfreeze with
     `ProgressiveUnfreeze` (its schedule is known in advance), not with a
     callback of your own (`fit` raises a `ConfigurationError` if one does).
@@ -204,7 +206,13 @@ class TransferClassifier(keras.Model):
             beyond, they go to disk. Defaults to 2 GiB.
         cache_dir: folder for features that do not fit in memory; None
             (default) for the system's temporary folder. What `fit`
-            writes there is deleted when it returns.
+            writes there is deleted when it returns (or, with a
+            `feature_store`, when the store drops it).
+        feature_store: None (default), or a `keras_transfer.caching.FeatureStore`
+            shared with other models: `fit` then reuses features that an
+            earlier fit computed from identical frozen layers and data, and
+            leaves its own there for the next. Also settable as the
+            `feature_store` attribute.
     """
 
     def __init__(
@@ -213,6 +221,7 @@ class TransferClassifier(keras.Model):
         cache_frozen_features=True,
         cache_memory_limit=caching.DEFAULT_MEMORY_LIMIT,
         cache_dir=None,
+        feature_store=None,
         **kwargs,
     ):
         if not isinstance(cache_frozen_features, bool):
@@ -235,7 +244,13 @@ class TransferClassifier(keras.Model):
                 f"cache_dir must be an existing folder or None. Received: "
                 f"cache_dir={cache_dir!r}"
             )
+        if feature_store is not None and not isinstance(feature_store, caching.FeatureStore):
+            raise ConfigurationError(
+                "feature_store must be a keras_transfer.caching.FeatureStore or "
+                f"None. Received: feature_store={feature_store!r}"
+            )
         super().__init__(*args, **kwargs)
+        self.feature_store = feature_store
         self.cache_frozen_features = cache_frozen_features
         self.cache_memory_limit = cache_memory_limit
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)

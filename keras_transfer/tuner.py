@@ -33,6 +33,7 @@ import keras_tuner
 import numpy as np
 
 from keras_transfer import backbones as backbones_lib
+from keras_transfer import caching
 from keras_transfer.callbacks import _phase
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
@@ -171,6 +172,15 @@ class TransferHyperModel(keras_tuner.HyperModel):
             initial weights instead of constructing it and loading its
             weights again. A backbone still used by a live model (e.g. one
             returned by `tuner.get_best_models()`) is never reused.
+        share_frozen_features: True (default), False, or a
+            `keras_transfer.caching.FeatureStore`. True gives all trials
+            of this hypermodel one store (up to 2 GiB of features, in this
+            process): a trial whose frozen layers and data are those of an
+            earlier trial reuses its cached features instead of running the
+            backbone over every image again; a trial that unfreezes other
+            blocks computes its own once. Pass a `FeatureStore` to choose
+            its size, False to compute every trial's cache. The store is
+            the `feature_store` attribute (`.clear()` frees it).
         name: optional name of the hypermodel.
         tunable: bool, whether the values declared here are added to the
             search space. Defaults to True.
@@ -192,6 +202,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         loss="sparse_categorical_crossentropy",
         metrics=("accuracy",),
         reuse_backbones=True,
+        share_frozen_features=True,
         name=None,
         tunable=True,
     ):
@@ -280,6 +291,16 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.loss = loss
         self.metrics = list(metrics) if metrics is not None else None
         self.reuse_backbones = bool(reuse_backbones)
+        if isinstance(share_frozen_features, caching.FeatureStore):
+            self.feature_store = share_frozen_features
+        elif isinstance(share_frozen_features, bool):
+            self.feature_store = caching.FeatureStore() if share_frozen_features else None
+        else:
+            raise ConfigurationError(
+                "share_frozen_features must be True, False or a "
+                "keras_transfer.caching.FeatureStore. Received: "
+                f"share_frozen_features={share_frozen_features!r}"
+            )
 
     # ---------------------------------------------------------------- search
 
@@ -336,6 +357,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                 dropout=dropout,
                 head=head,
             )
+        model.feature_store = self.feature_store
         model.compile(
             optimizer=_optimizer(self.optimizer, values["head_learning_rate"]),
             loss=self.loss,

@@ -268,3 +268,151 @@ def test_switch_and_arguments_are_checked():
         keras_transfer.models.TransferClassifier(
             inputs, keras.layers.Dense(2)(inputs), cache_memory_limit=-1
         )
+
+
+# --------------------------------------------------------------- FeatureStore
+
+
+def shared_fit(model, store, x, y, x_val, y_val, schedule):
+    model.feature_store = store
+    unfreeze = keras_transfer.ProgressiveUnfreeze(schedule=schedule, verbose=0)
+    return model.fit(
+        x, y, batch_size=8, epochs=3, shuffle=False,
+        validation_data=(x_val, y_val), callbacks=[unfreeze], verbose=0,
+    ).history
+
+
+def test_feature_store_reuses_features_of_identical_frozen_layers_and_data(
+    data, weights_dir
+):
+    x, y, x_val, y_val = data
+    weights = weights_dir / MNV2_035
+    store = caching.FeatureStore()
+
+    first = classifier(weights)
+    shared_fit(first, store, x, y, x_val, y_val, {1: 2})
+    assert not caching.feature_cache_info(first).reused
+    assert len(store) == 1 and store.misses == 1
+
+    # A second model built from the same weights file: nothing goes through
+    # its backbone, and it trains exactly as with features of its own.
+    second = classifier(weights)
+    images = count_images(second)
+    history = shared_fit(second, store, x, y, x_val, y_val, {1: 2})
+    assert int(images.numpy()) == 0
+    info = caching.feature_cache_info(second)
+    assert info.reused and info.samples == 24 and info.validation_samples == 8
+    assert store.hits == 1
+
+    alone = classifier(weights)
+    expected = shared_fit(alone, None, x, y, x_val, y_val, {1: 2})
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-5, err_msg=key)
+    for a, b in zip(second.get_weights(), alone.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    # Head only needs a subset of what is stored; a deeper schedule needs
+    # another cut and computes (and stores) it.
+    head_only = classifier(weights)
+    shared_fit(head_only, store, x, y, x_val, y_val, {0: 0})
+    assert caching.feature_cache_info(head_only).reused
+    deeper = classifier(weights)
+    shared_fit(deeper, store, x, y, x_val, y_val, {1: 4})
+    assert not caching.feature_cache_info(deeper).reused
+    assert (store.hits, store.misses, len(store)) == (2, 2, 2)
+
+
+def test_feature_store_recomputes_when_weights_or_data_change(data, weights_dir):
+    x, y, x_val, y_val = data
+    weights = weights_dir / MNV2_035
+    store = caching.FeatureStore()
+    shared_fit(classifier(weights), store, x, y, x_val, y_val, {0: 0})
+
+    changed = x.copy()
+    changed[3, 5, 5, 1] += 1.0
+    cases = {
+        "one pixel changed": (classifier(weights), (changed, y, x_val, y_val)),
+        "other labels": (classifier(weights), (x, 1 - y, x_val, y_val)),
+        "other validation images": (classifier(weights), (x, y, x_val[::-1], y_val)),
+        "random weights": (classifier(None), (x, y, x_val, y_val)),
+    }
+    for name, (model, arrays) in cases.items():
+        shared_fit(model, store, *arrays, {0: 0})
+        assert not caching.feature_cache_info(model).reused, name
+
+    # A trained frozen layer is a different layer.
+    model = classifier(weights)
+    backbone = model.get_layer("mobilenetv2_0.35_32")
+    kernel = backbone.get_layer("Conv1").kernel
+    kernel.assign(kernel * 1.01)
+    shared_fit(model, store, x, y, x_val, y_val, {0: 0})
+    assert not caching.feature_cache_info(model).reused
+
+
+def test_feature_store_knows_datasets_by_identity(data):
+    x, y, x_val, y_val = data
+    store = caching.FeatureStore()
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    template = classifier()
+    reused = []
+    for dataset in (train, train, tf.data.Dataset.from_tensor_slices((x, y)).batch(8)):
+        model = classifier()
+        model.set_weights(template.get_weights())
+        model.feature_store = store
+        model.fit(dataset, epochs=1, verbose=0)
+        reused.append(caching.feature_cache_info(model).reused)
+    # The same dataset object is reused; an equal but new one is not known.
+    assert reused == [False, True, False]
+
+
+def test_feature_store_keeps_spilled_features_until_dropped(data, tmp_path):
+    x, y, x_val, y_val = data
+    store = caching.FeatureStore()
+    histories = []
+    template = classifier()
+    for _ in range(2):
+        model = classifier()
+        model.set_weights(template.get_weights())
+        model.cache_memory_limit = 0
+        model.cache_dir = str(tmp_path)
+        histories.append(shared_fit(model, store, x, y, x_val, y_val, {0: 0}))
+        assert caching.feature_cache_info(model).storage == "disk"
+        # The store owns the spilled files: they outlive the fit.
+        assert len(list(tmp_path.iterdir())) == 1
+    assert caching.feature_cache_info(model).reused
+    np.testing.assert_allclose(histories[0]["loss"], histories[1]["loss"], rtol=1e-5)
+    store.clear()
+    assert list(tmp_path.iterdir()) == [] and len(store) == 0
+
+
+def test_feature_store_stays_within_max_bytes(data):
+    x, y, x_val, y_val = data
+    template = classifier()
+    probe = caching.FeatureStore()
+    model = classifier()
+    model.set_weights(template.get_weights())
+    shared_fit(model, probe, x, y, x_val, y_val, {0: 0})
+    one_entry = probe.nbytes
+    assert one_entry > 0
+
+    store = caching.FeatureStore(max_bytes=one_entry + one_entry // 2)
+    for labels in (y, 1 - y):  # Two entries of the same size.
+        model = classifier()
+        model.set_weights(template.get_weights())
+        shared_fit(model, store, x, labels, x_val, y_val, {0: 0})
+    # The least recently used one was dropped for the second.
+    assert len(store) == 1 and store.nbytes <= store.max_bytes
+    tiny = caching.FeatureStore(max_bytes=one_entry - 1)
+    model = classifier()
+    shared_fit(model, tiny, x, y, x_val, y_val, {0: 0})
+    assert len(tiny) == 0
+
+
+def test_feature_store_arguments_are_checked():
+    with pytest.raises(ConfigurationError, match="max_bytes"):
+        caching.FeatureStore(max_bytes=-1)
+    inputs = keras.Input((4,))
+    with pytest.raises(ConfigurationError, match="feature_store"):
+        keras_transfer.models.TransferClassifier(
+            inputs, keras.layers.Dense(2)(inputs), feature_store={}
+        )

@@ -351,3 +351,39 @@ def test_hyperband_trials_cut_before_unfreezing_are_not_fine_tuned(tmp_path):
     rows = tuner_lib.results_table(tuner).splitlines()
     assert "epochs" in rows[0].split()
     assert all(row.endswith(("no", "2 blocks")) for row in rows[1:])
+
+
+def test_trials_with_the_same_frozen_layers_share_their_features(tmp_path):
+    folder = write_image_folder(tmp_path / "images", per_class=6, size=(32, 32))
+    train_ds, val_ds, _ = keras_transfer.load_image_folder(
+        folder, image_size=32, batch_size=8, verbose=False
+    )
+    reused = []
+
+    class Recording(kt.GridSearch):
+        def run_trial(self, trial, *args, **kwargs):
+            result = super().run_trial(trial, *args, **kwargs)
+            reused.append(keras_transfer.caching.feature_cache_info(self._model).reused)
+            return result
+
+        def _try_build(self, hp):
+            self._model = super()._try_build(hp)
+            return self._model
+
+    # Weights come from a file so that every trial's backbone starts equal,
+    # with backbone reuse off: equal features, not the pooled object, count.
+    seed_model = keras_transfer.build_classifier(BACKBONE, 2, input_shape=SHAPE, weights=None)
+    weights = tmp_path / "backbone.weights.h5"
+    find_backbone(seed_model)[0].save_weights(weights)
+    hypermodel = _hypermodel(
+        weights=str(weights), unfreeze_blocks=2, head_dropout=(0.0, 0.5),
+        reuse_backbones=False,
+    )
+    tuner = Recording(hypermodel, objective="val_accuracy", directory=tmp_path / "search")
+    tuner.search(train_ds, validation_data=val_ds, epochs=2, verbose=0)
+    assert reused == [False, True]
+    assert hypermodel.feature_store.hits == 1
+
+    assert _hypermodel(share_frozen_features=False).feature_store is None
+    with pytest.raises(ConfigurationError, match="share_frozen_features"):
+        _hypermodel(share_frozen_features="yes")
