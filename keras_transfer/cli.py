@@ -657,10 +657,17 @@ def _best_so_far(run, monitor):
 
 
 def _stop_on_non_finite_loss(stop, model, run, args):
-    where = (
-        f"the loss became {stop.loss} at epoch {stop.epoch + 1}/{run.epochs}, "
-        f"batch {stop.batch + 1}"
-    )
+    if stop.batch is None:
+        where = (
+            f"the validation loss became {stop.loss} at the end of epoch "
+            f"{stop.epoch + 1}/{run.epochs} (the training loss was finite: check "
+            "the validation images, or lower the learning rate)"
+        )
+    else:
+        where = (
+            f"the loss became {stop.loss} at epoch {stop.epoch + 1}/{run.epochs}, "
+            f"batch {stop.batch + 1}"
+        )
     fix = f"Lower --learning-rate (now {args.learning_rate:g})"
     if stop.epoch >= args.epochs:
         where += " (fine-tuning)"
@@ -886,6 +893,8 @@ def _json_number(value):
 
 
 class _NonFiniteLoss(Exception):
+    """`batch` is None for a validation loss, checked at the end of the epoch."""
+
     def __init__(self, epoch, batch, loss):
         super().__init__(f"loss {loss} at epoch {epoch}, batch {batch}")
         self.epoch = epoch
@@ -923,6 +932,13 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
             raise _NonFiniteLoss(self._epoch, batch, float(loss))
 
     def on_epoch_end(self, epoch, logs=None):
+        # Finite training losses with a non-finite validation loss: broken
+        # validation images, or an overflow that the next epoch would train
+        # on. The epoch is not kept either way (this runs before the
+        # callbacks that save it).
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is not None and not math.isfinite(float(val_loss)):
+            raise _NonFiniteLoss(epoch, None, float(val_loss))
         self.good_epoch = epoch
         self.good_weights = self.model.get_weights()
 

@@ -675,3 +675,41 @@ def test_nan_before_any_epoch_finished_saves_nothing(tmp_path, capsys):
     assert "Lower --learning-rate (now 1e+38)" in line
     assert not output.exists()
     assert not (output.parent / "history.json").exists()
+
+
+class _PoisonValidationLoss(keras.callbacks.Callback):
+    """Reports a NaN validation loss at the end of one epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            logs["val_loss"] = float("nan")
+
+
+def test_nan_validation_loss_stops_and_keeps_the_epoch_before(tmp_path, capsys, monkeypatch):
+    data_dir = write_image_folder(tmp_path / "images", per_class=12, size=(SIZE, SIZE))
+    output = tmp_path / "out" / "model.keras"
+    argv = _train(data_dir, "--epochs", 1, "--fine-tune-epochs", 2, "--batch-size", 6,
+                  "--validation-split", 0.25, "--output", output)  # fmt: skip
+    record = _RecordWeights()
+    build_callbacks = cli._build_callbacks
+    monkeypatch.setattr(
+        cli,
+        "_build_callbacks",
+        lambda *args: [_PoisonValidationLoss(epoch=1), record] + build_callbacks(*args),
+    )
+
+    status, _, err = _run_cli(capsys, argv)
+
+    assert status == 3
+    line = _error_line(err)
+    assert "the validation loss became nan at the end of epoch 2/3" in line
+    assert f"Saved the model of epoch 1, the last finished one, to {output}" in line
+    saved = keras.saving.load_model(output)
+    for kept, good in zip(saved.get_weights(), record.at_epoch_end[0]):
+        np.testing.assert_array_equal(kept, good)
+    history = json.loads((output.parent / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [0]
