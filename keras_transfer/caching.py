@@ -971,6 +971,10 @@ class _Store:
     def finish(self):
         if self.storage == "disk":
             self._spill()
+        # The directory function belongs to the fit's session: a store kept
+        # in a FeatureStore must not keep the fit's model alive.
+        self._directory_fn = None
+        if self.storage == "disk":
             return
         if not self._parts:
             raise ConfigurationError(f"The {self._label} data is empty.")

@@ -416,3 +416,22 @@ def test_feature_store_arguments_are_checked():
         keras_transfer.models.TransferClassifier(
             inputs, keras.layers.Dense(2)(inputs), feature_store={}
         )
+
+
+def test_feature_store_does_not_keep_models_alive(data):
+    import gc
+    import weakref
+
+    x, y, x_val, y_val = data
+    store = caching.FeatureStore()
+    # Other labels for the second fit: it computes, and spills to disk.
+    for limit, labels in ((caching.DEFAULT_MEMORY_LIMIT, y), (0, 1 - y)):
+        model = classifier()
+        model.cache_memory_limit = limit
+        shared_fit(model, store, x, labels, x_val, y_val, {1: 2})
+        alive = weakref.ref(model)
+        del model
+        gc.collect()
+        assert alive() is None
+    assert len(store) == 2
+    store.clear()
