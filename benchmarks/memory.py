@@ -23,11 +23,18 @@ other's peak:
    model built and fitted in a process, `clear_session()` or not
    (tensorflow/tensorflow#61791, keras-team/keras-tuner#395).
 
+3. `--trials-per-process K`: the same search through
+   `keras_transfer.search_in_subprocesses` (K trials per fresh process).
+   Reported: the resident memory after each trial with the process that ran
+   it, and each process's peak. The search's peak is the largest of those,
+   so it depends on K, not on the number of trials.
+
 Usage:
 
     python benchmarks/memory.py                         # both, full sizes
     python benchmarks/memory.py --images 500 1000 --trials 6   # quick
     python benchmarks/memory.py --images --trials 20 --baseline  # tuner only
+    python benchmarks/memory.py --images --trials 20 --trials-per-process 5
 
 Linux only (reads `/proc/self/status`). No weights or data sets needed.
 """
@@ -135,16 +142,88 @@ def plain_hypermodel(hp):
     return model
 
 
-def child_tune(trials, directory, baseline=False):
-    import keras_tuner
+def tuner_data():
     import numpy as np
-
-    import keras_transfer
 
     rng = np.random.default_rng(0)
     y = np.arange(256) % 2
     x = rng.uniform(0, 255, (256, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     x[y == 1] *= 0.5
+    return x, y
+
+
+def transfer_hypermodel():
+    import keras_transfer
+
+    return keras_transfer.TransferHyperModel(
+        num_classes=2,
+        backbones=(BACKBONE,),
+        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        weights=None,
+        unfreeze_epoch=1,
+    )
+
+
+SEARCH_KWARGS = dict(validation_split=0.25, epochs=2, batch_size=32, verbose=0)
+
+
+# search_in_subprocesses imports these by name in each process.
+
+
+def build_tuner(trials, directory, overwrite):
+    import keras_tuner
+
+    return keras_tuner.RandomSearch(
+        transfer_hypermodel(), objective="val_accuracy", max_trials=trials,
+        seed=0, directory=directory, project_name="memory", overwrite=overwrite,
+    )
+
+
+def search_arguments(log):
+    import keras
+
+    class MemoryLog(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {memory_mb('VmRSS'):.1f} {memory_mb('VmHWM'):.1f}\n")
+
+    return tuner_data(), dict(SEARCH_KWARGS, callbacks=[MemoryLog()])
+
+
+def child_tune_in_processes(trials, directory, per_process):
+    import functools
+
+    import keras_transfer
+
+    log = os.path.join(directory, "rss.log")
+    os.makedirs(directory, exist_ok=True)
+    peaks = []
+    start = time.perf_counter()
+    keras_transfer.search_in_subprocesses(
+        functools.partial(build_tuner, trials, directory),
+        functools.partial(search_arguments, log),
+        trials_per_process=per_process,
+        overwrite=True,
+        verbose=0,
+    )
+    with open(log) as f:
+        records = [line.split() for line in f]
+    for pid in dict.fromkeys(r[0] for r in records):
+        peaks.append(max(float(r[2]) for r in records if r[0] == pid))
+    return {
+        "rss_after_trial_mb": [float(r[1]) for r in records],
+        "process_of_trial": [r[0] for r in records],
+        "peak_mb": max(peaks),
+        "process_peaks_mb": peaks,
+        "parent_peak_mb": memory_mb("VmHWM"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def child_tune(trials, directory, baseline=False):
+    import keras_tuner
+
+    x, y = tuner_data()
     rss = []
 
     class Search(keras_tuner.RandomSearch):
@@ -152,16 +231,7 @@ def child_tune(trials, directory, baseline=False):
             super().on_trial_end(trial)
             rss.append(round(memory_mb("VmRSS"), 1))
 
-    if baseline:
-        hypermodel = plain_hypermodel
-    else:
-        hypermodel = keras_transfer.TransferHyperModel(
-            num_classes=2,
-            backbones=(BACKBONE,),
-            input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-            weights=None,
-            unfreeze_epoch=1,
-        )
+    hypermodel = plain_hypermodel if baseline else transfer_hypermodel()
     tuner = Search(
         hypermodel,
         objective="val_accuracy",
@@ -172,7 +242,7 @@ def child_tune(trials, directory, baseline=False):
         overwrite=True,
     )
     start = time.perf_counter()
-    tuner.search(x, y, validation_split=0.25, epochs=2, batch_size=32, verbose=0)
+    tuner.search(x, y, **SEARCH_KWARGS)
     return {
         "rss_after_trial_mb": rss,
         "peak_mb": memory_mb("VmHWM"),
@@ -212,6 +282,11 @@ def main():
     parser.add_argument("--images", type=int, nargs="*", default=[1000, 5000, 10000])
     parser.add_argument("--trials", type=int, default=20, help="0 skips the tuner")
     parser.add_argument(
+        "--trials-per-process",
+        type=int,
+        help="run the search through search_in_subprocesses, this many trials per process",
+    )
+    parser.add_argument(
         "--baseline",
         action="store_true",
         help="also search over a plain keras.applications model, for comparison",
@@ -246,14 +321,34 @@ def main():
             for label, baseline in searches:
                 result = run_child("_tune", args.trials, tmp / "tuner", int(baseline))
                 report_search(label, args.trials, result)
+            if args.trials_per_process:
+                result = run_child(
+                    "_tune_processes", args.trials, tmp / "processes", args.trials_per_process
+                )
+                label = (
+                    f"TransferHyperModel, search_in_subprocesses, "
+                    f"{args.trials_per_process} trials per process"
+                )
+                report_search(label, args.trials, result)
 
 
 def report_search(label, trials, result):
     rss = result["rss_after_trial_mb"]
     print(f"\nKerasTuner RandomSearch, {trials} trials, {label} ({result['seconds']:.0f} s)")
-    print(f"{'trial':>6}  {'RSS after':>10}")
+    processes = result.get("process_of_trial")
+    print(f"{'trial':>6}  {'RSS after':>10}" + ("  process" if processes else ""))
     for trial, value in enumerate(rss, 1):
-        print(f"{trial:>6}  {value:>7.0f} MB")
+        where = f"  {processes[trial - 1]}" if processes else ""
+        print(f"{trial:>6}  {value:>7.0f} MB{where}")
+    if processes:
+        peaks = ", ".join(f"{p:.0f}" for p in result["process_peaks_mb"])
+        print(
+            f"peak RSS of each process (MB): {peaks}; of the search: "
+            f"{result['peak_mb']:.0f} MB; the calling process: "
+            f"{result['parent_peak_mb']:.0f} MB ({result['seconds']:.0f} s)",
+            flush=True,
+        )
+        return
     tail = rss[5:] if len(rss) > 7 else rss
     print(
         f"peak RSS {result['peak_mb']:.0f} MB; growth after trial "
@@ -266,6 +361,9 @@ def report_search(label, trials, result):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_train":
         print("RESULT " + json.dumps(child_train(sys.argv[2], sys.argv[3])))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_tune_processes":
+        result = child_tune_in_processes(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        print("RESULT " + json.dumps(result))
     elif len(sys.argv) > 1 and sys.argv[1] == "_tune":
         result = child_tune(int(sys.argv[2]), sys.argv[3], bool(int(sys.argv[4])))
         print("RESULT " + json.dumps(result))

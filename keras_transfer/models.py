@@ -20,6 +20,7 @@ is safe, and fine-tuning should unfreeze the other layers of a block and leave
 its BatchNormalization layers frozen.
 """
 
+import contextlib
 import os
 
 import keras
@@ -300,9 +301,10 @@ class TransferClassifier(keras.Model):
             validation_batch_size=validation_batch_size,
             validation_freq=validation_freq,
         )
-        if not self.cache_frozen_features:
-            return super().fit(**kwargs)
-        return caching.fit(self, super().fit, kwargs)
+        with _releasing_custom_gradients():
+            if not self.cache_frozen_features:
+                return super().fit(**kwargs)
+            return caching.fit(self, super().fit, kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -313,6 +315,44 @@ class TransferClassifier(keras.Model):
             }
         )
         return config
+
+
+@contextlib.contextmanager
+def _releasing_custom_gradients():
+    """Unregisters the custom gradients that tracing registers during `fit`.
+
+    Keras' TensorFlow optimizer sums the gradients with
+    `ReplicaContext.all_reduce`, which wraps them in a `tf.custom_gradient`.
+    In a traced train step that registers a gradient function under a new
+    name (`CustomGradient-<n>`) in TensorFlow's process-wide gradient
+    registry, which never drops it; its closure holds tensors of the step's
+    graph, so every train step ever traced stays in memory, with its
+    `FuncGraph` and functions (tensorflow/tensorflow#97697). A process that
+    fits many models (a KerasTuner search) grows by 10-30 MB per model.
+    The registration only serves to differentiate the traced step itself,
+    which nothing does, so the ones added during `fit` go when it returns.
+    """
+    registry = _custom_gradient_registry()
+    before = set(registry) if registry is not None else ()
+    try:
+        yield
+    finally:
+        if registry is not None:
+            for name in set(registry) - before:
+                if name.startswith("CustomGradient-"):
+                    registry.pop(name, None)
+
+
+def _custom_gradient_registry():
+    """TensorFlow's gradient registry (a dict), or None if it is not there."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tensorflow.python.framework import ops
+    except ImportError:
+        return None
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else None
 
 
 def _head_kwargs(head, dropout):

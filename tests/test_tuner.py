@@ -1,8 +1,10 @@
 """TransferHyperModel: the search space, the trials it trains, and its tuners."""
 
 import dataclasses
+import gc
 import os
 import warnings
+import weakref
 
 import keras
 import keras_tuner as kt
@@ -204,6 +206,7 @@ def test_later_builds_reuse_the_backbone_reset_to_its_weights():
     backbone.layers[-3].trainable = True
     for variable in backbone.weights:
         variable.assign(keras.ops.zeros_like(variable))
+    first_head = weakref.ref(first.get_layer("head"))
     del first
 
     second = hypermodel.build(kt.HyperParameters())
@@ -212,6 +215,12 @@ def test_later_builds_reuse_the_backbone_reset_to_its_weights():
         np.testing.assert_array_equal(before, after)
     head = second.get_layer("head")
     assert [id(w) for w in second.trainable_weights] == [id(w) for w in head.trainable_weights]
+
+    # The first trial's layers went with it: the backbone keeps no node of
+    # the first model, only the one of its current call.
+    gc.collect()
+    assert first_head() is None
+    assert len(backbone._inbound_nodes) == 1 and len(backbone._outbound_nodes) == 1
 
     # A backbone in use by a live model is never handed out twice.
     third = hypermodel.build(kt.HyperParameters())
