@@ -19,9 +19,11 @@ other's peak:
    about 0 MB per trial: a tuner that leaks keeps every trial's model,
    optimizer and traced functions alive. `--baseline` runs the same search
    over a plain `keras.applications.MobileNetV2` classifier (no
-   keras-transfer) for comparison: TensorFlow itself keeps some memory per
-   model built and fitted in a process, `clear_session()` or not
-   (tensorflow/tensorflow#61791, keras-team/keras-tuner#395).
+   keras-transfer) for comparison. Its growth, `clear_session()` or not, is
+   TensorFlow's gradient registry: every traced train step registers
+   `tf.custom_gradient` functions (Keras' gradient all-reduce) that hold its
+   whole graph and are never dropped (tensorflow/tensorflow#97697).
+   `TransferClassifier.fit` drops those its own steps registered.
 
 3. `--trials-per-process K`: the same search through
    `keras_transfer.search_in_subprocesses` (K trials per fresh process).
@@ -35,6 +37,8 @@ Usage:
     python benchmarks/memory.py --images 500 1000 --trials 6   # quick
     python benchmarks/memory.py --images --trials 20 --baseline  # tuner only
     python benchmarks/memory.py --images --trials 20 --trials-per-process 5
+    python benchmarks/memory.py --images --trials 20 --trials-per-process 5 \
+        --baseline --only-processes     # plain Keras models, 5 per process
 
 Linux only (reads `/proc/self/status`). No weights or data sets needed.
 """
@@ -170,11 +174,12 @@ SEARCH_KWARGS = dict(validation_split=0.25, epochs=2, batch_size=32, verbose=0)
 # search_in_subprocesses imports these by name in each process.
 
 
-def build_tuner(trials, directory, overwrite):
+def build_tuner(trials, directory, baseline, overwrite):
     import keras_tuner
 
     return keras_tuner.RandomSearch(
-        transfer_hypermodel(), objective="val_accuracy", max_trials=trials,
+        plain_hypermodel if baseline else transfer_hypermodel(),
+        objective="val_accuracy", max_trials=trials,
         seed=0, directory=directory, project_name="memory", overwrite=overwrite,
     )
 
@@ -190,7 +195,7 @@ def search_arguments(log):
     return tuner_data(), dict(SEARCH_KWARGS, callbacks=[MemoryLog()])
 
 
-def child_tune_in_processes(trials, directory, per_process):
+def child_tune_in_processes(trials, directory, per_process, baseline=False):
     import functools
 
     import keras_transfer
@@ -200,7 +205,7 @@ def child_tune_in_processes(trials, directory, per_process):
     peaks = []
     start = time.perf_counter()
     keras_transfer.search_in_subprocesses(
-        functools.partial(build_tuner, trials, directory),
+        functools.partial(build_tuner, trials, directory, baseline),
         functools.partial(search_arguments, log),
         trials_per_process=per_process,
         overwrite=True,
@@ -291,6 +296,11 @@ def main():
         action="store_true",
         help="also search over a plain keras.applications model, for comparison",
     )
+    parser.add_argument(
+        "--only-processes",
+        action="store_true",
+        help="with --trials-per-process: skip the in-process searches",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kt-memory-") as tmp:
@@ -318,15 +328,16 @@ def main():
             searches = [("TransferHyperModel", False)]
             if args.baseline:
                 searches.append(("plain keras.applications MobileNetV2", True))
-            for label, baseline in searches:
+            for label, baseline in searches if not args.only_processes else ():
                 result = run_child("_tune", args.trials, tmp / "tuner", int(baseline))
                 report_search(label, args.trials, result)
-            if args.trials_per_process:
+            for label, baseline in searches if args.trials_per_process else ():
                 result = run_child(
-                    "_tune_processes", args.trials, tmp / "processes", args.trials_per_process
+                    "_tune_processes", args.trials, tmp / f"processes{int(baseline)}",
+                    args.trials_per_process, int(baseline),
                 )
                 label = (
-                    f"TransferHyperModel, search_in_subprocesses, "
+                    f"{label}, search_in_subprocesses, "
                     f"{args.trials_per_process} trials per process"
                 )
                 report_search(label, args.trials, result)
@@ -362,7 +373,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_train":
         print("RESULT " + json.dumps(child_train(sys.argv[2], sys.argv[3])))
     elif len(sys.argv) > 1 and sys.argv[1] == "_tune_processes":
-        result = child_tune_in_processes(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        result = child_tune_in_processes(
+            int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), bool(int(sys.argv[5]))
+        )
         print("RESULT " + json.dumps(result))
     elif len(sys.argv) > 1 and sys.argv[1] == "_tune":
         result = child_tune(int(sys.argv[2]), sys.argv[3], bool(int(sys.argv[4])))

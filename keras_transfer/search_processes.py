@@ -16,6 +16,7 @@ the number of trials. Each new process costs its start-up: importing
 TensorFlow, loading the data, building the first backbone (a few seconds).
 """
 
+import functools
 import multiprocessing
 import sys
 import traceback
@@ -194,6 +195,7 @@ def _search(build_tuner, search_arguments, limit, overwrite, expected):
             "empties the search). Use keras_tuner.RandomSearch(..., "
             "overwrite=overwrite) and so on."
         )
+    _restore_grid_position(oracle)
     arguments = search_arguments()
     if (
         not isinstance(arguments, tuple)
@@ -236,6 +238,48 @@ def _check_overwrite_is_honoured(build_tuner, tuner):
             "overwrite=overwrite) and so on."
         )
     os.remove(marker)
+
+
+def _restore_grid_position(oracle):
+    """Tells a reloaded `GridSearch` which combinations its trials took.
+
+    KerasTuner's `GridSearchOracle` keeps where it is in the grid in memory
+    only (`_ordered_ids`, `_populate_next`; keras-team/keras-tuner#1055): a
+    reloaded one finds nothing to continue from and ends the search early,
+    without a word. Both are rebuilt here from the trials on disk, in grid
+    order, as the oracle would have them after running those trials.
+    """
+    from keras_tuner.oracles import GridSearchOracle
+
+    if not isinstance(oracle, GridSearchOracle) or not oracle.trials:
+        return
+    ordered = getattr(oracle, "_ordered_ids", None)
+    pending = getattr(oracle, "_populate_next", None)
+    if not (
+        hasattr(ordered, "insert")
+        and isinstance(getattr(ordered, "_memory", None), list)
+        and isinstance(pending, list)
+        and hasattr(oracle, "_compare")
+    ):
+        raise ConfigurationError(
+            "This KerasTuner's GridSearch cannot be continued from its files by "
+            "search_in_subprocesses (its grid position is not where keras-"
+            "transfer knows to find it). Run the GridSearch in one process "
+            "with tuner.search, or use RandomSearch, BayesianOptimization or "
+            "Hyperband here."
+        )
+    if ordered._memory or pending:
+        return  # Restored already, or this KerasTuner saves it.
+    by_grid_order = functools.cmp_to_key(
+        lambda a, b: oracle._compare(
+            oracle.trials[a].hyperparameters.values,
+            oracle.trials[b].hyperparameters.values,
+        )
+    )
+    for trial_id in sorted(oracle.trials, key=by_grid_order):
+        ordered.insert(trial_id)
+        # The oracle skips those whose next combination was tried.
+        pending.append(trial_id)
 
 
 class _TrialLimit:

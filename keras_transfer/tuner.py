@@ -17,7 +17,12 @@ print(keras_transfer.tuner.results_table(tuner))
 
 Trials that use the same backbone at the same input shape share it: the
 backbone is built and its weights loaded once per process, then reset to
-those weights for every later trial (see `reuse_backbones`).
+those weights for every later trial (see `reuse_backbones`). Trials whose
+frozen layers and data are the same also share their frozen-feature cache
+(see `share_frozen_features`): the backbone runs over the images once per
+freeze depth, not once per trial. For searches of many trials with models
+of your own, `keras_transfer.search_in_subprocesses` runs a few trials per
+fresh process.
 """
 
 import dataclasses

@@ -277,7 +277,7 @@ def shared_fit(model, store, x, y, x_val, y_val, schedule):
     model.feature_store = store
     unfreeze = keras_transfer.ProgressiveUnfreeze(schedule=schedule, verbose=0)
     return model.fit(
-        x, y, batch_size=8, epochs=3, shuffle=False,
+        x, y, batch_size=8, epochs=2, shuffle=False,
         validation_data=(x_val, y_val), callbacks=[unfreeze], verbose=0,
     ).history
 

@@ -17,14 +17,15 @@ SHAPE = (32, 32, 3)
 # Module level: the child processes import these by name.
 
 
-def build_tuner(directory, max_trials, overwrite, honour_overwrite=True):
+def build_tuner(directory, max_trials, overwrite, honour_overwrite=True, grid=False):
     hypermodel = keras_transfer.TransferHyperModel(
         num_classes=2, backbones=("mobilenet_v2_035",), input_shape=SHAPE,
         weights=None, unfreeze_blocks=(0, 1, 2), unfreeze_epoch=0,
-        head_units=0, head_dropout=(0.0, 0.2), head_learning_rate=1e-3,
-        backbone_lr_ratio=0.1,
+        head_units=0, head_dropout=0.0 if grid else (0.0, 0.2),
+        head_learning_rate=1e-3, backbone_lr_ratio=0.1,
     )
-    return kt.RandomSearch(
+    tuner_class = kt.GridSearch if grid else kt.RandomSearch
+    return tuner_class(
         hypermodel, objective="val_accuracy", max_trials=max_trials, seed=0,
         directory=directory, project_name="search",
         overwrite=overwrite if honour_overwrite else True,
@@ -81,6 +82,23 @@ def test_trials_run_in_fresh_processes_and_the_search_continues(tmp_path, capsys
     assert len(values) == 5
     table = keras_transfer.tuner.results_table(tuner)
     assert len(table.splitlines()) == 6
+
+
+def test_a_grid_search_continues_where_the_last_process_left_it(tmp_path):
+    # KerasTuner's GridSearch does not save its place in the grid
+    # (keras-tuner#1055): without help the second process would end the
+    # search after the first process's 2 trials.
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    tuner = keras_transfer.search_in_subprocesses(
+        functools.partial(build_tuner, str(tmp_path / "tuning"), None, grid=True),
+        functools.partial(search_arguments, str(pids)),
+        trials_per_process=2,
+        verbose=0,
+    )
+    assert len({name.split("_")[1] for name in os.listdir(pids)}) == 2
+    depths = [t.hyperparameters["unfreeze_blocks"] for t in tuner.oracle.trials.values()]
+    assert sorted(depths) == [0, 1, 2]
 
 
 def test_a_childs_error_reaches_the_caller(tmp_path):
