@@ -306,6 +306,16 @@ class TransferClassifier(keras.Model):
                 return super().fit(**kwargs)
             return caching.fit(self, super().fit, kwargs)
 
+    def build_from_config(self, config):
+        # A functional model is built when it is constructed. Keras would
+        # build it again from the recorded input shape, which is None for
+        # functional models, and fail ("Undefined shapes are not
+        # supported"): KerasTuner's Hyperband does this to resume a trial
+        # from its checkpoint.
+        if self.built:
+            return
+        super().build_from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(

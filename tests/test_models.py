@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -251,3 +254,29 @@ def test_fit_leaves_no_custom_gradient_in_tensorflows_registry(cache):
     # The model still trains afterwards (its steps are traced anew or reused).
     history = model.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_build_from_config_in_a_fresh_process_is_a_no_op(tmp_path):
+    # What KerasTuner's Hyperband does to resume a trial in a new process
+    # (a worker, search_in_subprocesses, or reuse_backbones=False): build a
+    # fresh model, build it from the recorded config ({"input_shape": None}
+    # for functional models), load the checkpoint. Keras fails on the first
+    # model built in a process, hence the subprocess.
+    script = (
+        "import numpy as np, keras_transfer\n"
+        "def make():\n"
+        "    return keras_transfer.build_classifier('mobilenet_v2_035', 3,"
+        " input_shape=(48, 48, 3), weights=None)\n"
+        "fresh = make()\n"
+        "fresh.build_from_config({'input_shape': None})\n"
+        "trained = make()\n"
+        f"trained.save_weights({str(tmp_path / 'c.weights.h5')!r})\n"
+        f"fresh.load_weights({str(tmp_path / 'c.weights.h5')!r})\n"
+        "assert all((a == b).all() for a, b in zip(fresh.get_weights(), trained.get_weights()))\n"
+        "print('resumed')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed" in result.stdout
