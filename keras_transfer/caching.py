@@ -1033,12 +1033,17 @@ class FeatureStore:
     Example:
 
     ```python
+    x = np.random.uniform(0, 255, (32, 64, 64, 3)).astype("float32")
+    y = np.random.randint(0, 2, (32,))
     store = keras_transfer.caching.FeatureStore()
+    weights = None
     for rate in (1e-3, 1e-2):
         model = keras_transfer.build_classifier(
             "mobilenet_v2_035", num_classes=2, input_shape=(64, 64, 3),
             weights=None)
-        model.set_weights(first_model.get_weights())  # same frozen weights
+        if weights is None:
+            weights = model.get_weights()
+        model.set_weights(weights)  # The same frozen backbone for both.
         model.feature_store = store
         model.compile(keras.optimizers.Adam(rate),
                       "sparse_categorical_crossentropy")
@@ -1075,6 +1080,7 @@ class FeatureStore:
         return sum(entry.nbytes for entry in self._entries.values())
 
     def describe(self):
+        """One line: entries, size, hits and misses."""
         return (
             f"{len(self)} entries, {self.nbytes / 2**20:,.1f} MiB, "
             f"{self.hits} hits, {self.misses} misses"

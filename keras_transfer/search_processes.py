@@ -114,7 +114,13 @@ def search_in_subprocesses(build_tuner, search_arguments, trials_per_process=5, 
             name=f"keras-transfer-search-{process_index}",
         )
         child.start()
-        report = _wait_for(child, queue)
+        try:
+            report = _wait_for(child, queue)
+        except BaseException:  # Ctrl-C here must not leave a child training.
+            if child.is_alive():
+                child.terminate()
+                child.join()
+            raise
         if "error" in report:
             raise report["error"]
         if verbose:
