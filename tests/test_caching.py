@@ -322,42 +322,49 @@ def test_feature_store_reuses_features_of_identical_frozen_layers_and_data(
     assert (store.hits, store.misses, len(store)) == (2, 2, 2)
 
 
-def test_feature_store_recomputes_when_weights_or_data_change(data, weights_dir):
-    x, y, x_val, y_val = data
-    weights = weights_dir / MNV2_035
+def tiny_fit(model, store, x, y, **kwargs):
+    model.feature_store = store
+    kwargs = {"batch_size": 4, "epochs": 1, "shuffle": False, "verbose": 0, **kwargs}
+    return model.fit(x, y, **kwargs).history
+
+
+def test_feature_store_recomputes_when_weights_or_data_change(small_images):
+    x, y = small_images
     store = caching.FeatureStore()
-    shared_fit(classifier(weights), store, x, y, x_val, y_val, {0: 0})
+    validation = (x[:4], y[:4])
+    tiny_fit(tiny_classifier(), store, x, y, validation_data=validation)
 
     changed = x.copy()
     changed[3, 5, 5, 1] += 1.0
     cases = {
-        "one pixel changed": (classifier(weights), (changed, y, x_val, y_val)),
-        "other labels": (classifier(weights), (x, 1 - y, x_val, y_val)),
-        "other validation images": (classifier(weights), (x, y, x_val[::-1], y_val)),
-        "random weights": (classifier(None), (x, y, x_val, y_val)),
+        "one pixel changed": (changed, y, validation),
+        "other labels": (x, 1 - y, validation),
+        "other validation images": (x, y, (x[4:8], y[:4])),
     }
-    for name, (model, arrays) in cases.items():
-        shared_fit(model, store, *arrays, {0: 0})
+    for name, (images, labels, val) in cases.items():
+        model = tiny_classifier()
+        tiny_fit(model, store, images, labels, validation_data=val)
         assert not caching.feature_cache_info(model).reused, name
 
-    # A trained frozen layer is a different layer.
-    model = classifier(weights)
-    backbone = model.get_layer("mobilenetv2_0.35_32")
-    kernel = backbone.get_layer("Conv1").kernel
+    # A frozen layer with other weights is another layer.
+    model = tiny_classifier()
+    kernel = model.get_layer("frozen_conv").kernel
     kernel.assign(kernel * 1.01)
-    shared_fit(model, store, x, y, x_val, y_val, {0: 0})
+    tiny_fit(model, store, x, y, validation_data=validation)
     assert not caching.feature_cache_info(model).reused
+    # And the first one is still found.
+    model = tiny_classifier()
+    tiny_fit(model, store, x, y, validation_data=validation)
+    assert caching.feature_cache_info(model).reused
 
 
-def test_feature_store_knows_datasets_by_identity(data):
-    x, y, x_val, y_val = data
+def test_feature_store_knows_datasets_by_identity(small_images):
+    x, y = small_images
     store = caching.FeatureStore()
-    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    template = classifier()
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     reused = []
-    for dataset in (train, train, tf.data.Dataset.from_tensor_slices((x, y)).batch(8)):
-        model = classifier()
-        model.set_weights(template.get_weights())
+    for dataset in (train, train, tf.data.Dataset.from_tensor_slices((x, y)).batch(4)):
+        model = tiny_classifier()
         model.feature_store = store
         model.fit(dataset, epochs=1, verbose=0)
         reused.append(caching.feature_cache_info(model).reused)
@@ -365,17 +372,15 @@ def test_feature_store_knows_datasets_by_identity(data):
     assert reused == [False, True, False]
 
 
-def test_feature_store_keeps_spilled_features_until_dropped(data, tmp_path):
-    x, y, x_val, y_val = data
+def test_feature_store_keeps_spilled_features_until_dropped(small_images, tmp_path):
+    x, y = small_images
     store = caching.FeatureStore()
     histories = []
-    template = classifier()
     for _ in range(2):
-        model = classifier()
-        model.set_weights(template.get_weights())
+        model = tiny_classifier()
         model.cache_memory_limit = 0
         model.cache_dir = str(tmp_path)
-        histories.append(shared_fit(model, store, x, y, x_val, y_val, {0: 0}))
+        histories.append(tiny_fit(model, store, x, y, epochs=2, validation_split=0.25))
         assert caching.feature_cache_info(model).storage == "disk"
         # The store owns the spilled files: they outlive the fit.
         assert len(list(tmp_path.iterdir())) == 1
@@ -385,26 +390,23 @@ def test_feature_store_keeps_spilled_features_until_dropped(data, tmp_path):
     assert list(tmp_path.iterdir()) == [] and len(store) == 0
 
 
-def test_feature_store_stays_within_max_bytes(data):
-    x, y, x_val, y_val = data
-    template = classifier()
+def test_feature_store_stays_within_max_bytes(small_images):
+    x, y = small_images
     probe = caching.FeatureStore()
-    model = classifier()
-    model.set_weights(template.get_weights())
-    shared_fit(model, probe, x, y, x_val, y_val, {0: 0})
+    tiny_fit(tiny_classifier(), probe, x, y)
     one_entry = probe.nbytes
     assert one_entry > 0
 
     store = caching.FeatureStore(max_bytes=one_entry + one_entry // 2)
     for labels in (y, 1 - y):  # Two entries of the same size.
-        model = classifier()
-        model.set_weights(template.get_weights())
-        shared_fit(model, store, x, labels, x_val, y_val, {0: 0})
+        tiny_fit(tiny_classifier(), store, x, labels)
     # The least recently used one was dropped for the second.
     assert len(store) == 1 and store.nbytes <= store.max_bytes
+    model = tiny_classifier()
+    tiny_fit(model, store, x, 1 - y)
+    assert caching.feature_cache_info(model).reused
     tiny = caching.FeatureStore(max_bytes=one_entry - 1)
-    model = classifier()
-    shared_fit(model, tiny, x, y, x_val, y_val, {0: 0})
+    tiny_fit(tiny_classifier(), tiny, x, y)
     assert len(tiny) == 0
 
 
@@ -418,17 +420,17 @@ def test_feature_store_arguments_are_checked():
         )
 
 
-def test_feature_store_does_not_keep_models_alive(data):
+def test_feature_store_does_not_keep_models_alive(small_images):
     import gc
     import weakref
 
-    x, y, x_val, y_val = data
+    x, y = small_images
     store = caching.FeatureStore()
     # Other labels for the second fit: it computes, and spills to disk.
     for limit, labels in ((caching.DEFAULT_MEMORY_LIMIT, y), (0, 1 - y)):
-        model = classifier()
+        model = tiny_classifier()
         model.cache_memory_limit = limit
-        shared_fit(model, store, x, labels, x_val, y_val, {1: 2})
+        tiny_fit(model, store, x, labels, validation_split=0.25)
         alive = weakref.ref(model)
         del model
         gc.collect()
