@@ -223,8 +223,7 @@ def _custom_gradients():
     return {k for k in ops._gradient_registry._registry if k.startswith("CustomGradient-")}
 
 
-@pytest.mark.parametrize("cache", [True, False])
-def test_fit_leaves_no_custom_gradient_in_tensorflows_registry(cache):
+def test_fit_leaves_no_custom_gradient_in_tensorflows_registry():
     x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
     y = np.arange(16) % 2
 
@@ -244,8 +243,7 @@ def test_fit_leaves_no_custom_gradient_in_tensorflows_registry(cache):
     before = _custom_gradients()
     model = compiled(
         keras_transfer.build_classifier(
-            "mobilenet_v2_035", 2, input_shape=(32, 32, 3), weights=None,
-            cache_frozen_features=cache,
+            "mobilenet_v2_035", 2, input_shape=(32, 32, 3), weights=None
         )
     )
     unfreeze = keras_transfer.ProgressiveUnfreeze(schedule={1: 2}, verbose=0)

@@ -94,6 +94,17 @@ def test_a_childs_error_reaches_the_caller(tmp_path):
         )
 
 
+def die(overwrite):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # As the kernel's OOM killer would.
+
+
+def test_a_child_that_dies_is_reported_with_its_signal(tmp_path):
+    with pytest.raises(RuntimeError, match=r"exited with status -9 .*killed by signal 9"):
+        keras_transfer.search_in_subprocesses(die, search_arguments, verbose=0)
+
+
 def test_a_tuner_that_ignores_overwrite_is_refused_before_any_trial(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
