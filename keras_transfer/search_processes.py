@@ -18,6 +18,9 @@ TensorFlow, loading the data, building the first backbone (a few seconds).
 
 import functools
 import multiprocessing
+import os
+import pickle
+import queue as queue_lib
 import sys
 import traceback
 
@@ -145,8 +148,6 @@ def search_in_subprocesses(build_tuner, search_arguments, trials_per_process=5, 
 
 def _wait_for(child, queue):
     """The child's report; waits for the report first, then for the exit."""
-    import queue as queue_lib
-
     report = None
     while report is None:
         try:
@@ -229,8 +230,6 @@ def _search(build_tuner, search_arguments, limit, overwrite, expected):
 
 def _check_overwrite_is_honoured(build_tuner, tuner):
     """Builds the tuner again, as later processes will, before any trial runs."""
-    import os
-
     marker = os.path.join(tuner.project_dir, "keras_transfer_search_processes")
     with open(marker, "w") as f:
         f.write("Written by keras_transfer.search_in_subprocesses.\n")
@@ -327,8 +326,6 @@ def _peak_memory_mb():
 
 def _portable(error):
     """`error` if it survives pickling, else a RuntimeError with its traceback."""
-    import pickle
-
     if isinstance(error, KerasTransferError):
         try:
             pickle.loads(pickle.dumps(error))
