@@ -1,0 +1,6 @@
+"""Small helpers shared by every layer of the package (no Keras model logic).
+
+- `checks`: argument checks that raise `ConfigurationError` with the fix.
+- `files`: atomic, durable file writes and JSON-safe numbers.
+- `tensors`: parameter counts and scalar reads of Keras values.
+"""

@@ -1,0 +1,61 @@
+"""Files that a crash or a kill never leaves half-written."""
+
+import json
+import math
+import os
+
+
+def atomic_write_text(path, text):
+    """Writes `text` to `path` atomically and durably.
+
+    The text goes to a temporary file in the same folder, is flushed to disk
+    (fsync), and replaces `path` in one `os.replace`: a reader sees the old
+    file or the new one, never a part, even after a power cut.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    # os.open rather than mkstemp: the file gets the permissions of any other
+    # file the user creates (0o666 less the umask), not 0o600.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def atomic_write_json(path, payload):
+    """Writes `payload` as indented JSON, atomically (see `atomic_write_text`).
+
+    Raises ValueError for NaN or infinity: clean numbers with `json_number`.
+    """
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def fsync_file(path):
+    """Flushes a file written by someone else (e.g. `model.save`) to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def json_number(value, digits=None):
+    """A float JSON can hold, or None for missing, non-numeric and non-finite.
+
+    Args:
+        value: anything; NumPy scalars and 0-d tensors are converted.
+        digits: round to this many decimals; None keeps full precision.
+    """
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value):
+        return None
+    return value if digits is None else round(value, digits)
