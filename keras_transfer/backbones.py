@@ -26,6 +26,8 @@ import importlib
 import math
 import re
 
+import keras
+
 from keras_transfer.errors import ConfigurationError
 
 PREPROCESSING_MODES = ("tf", "caffe", "torch", "none")
@@ -456,6 +458,51 @@ def find_spec_for_model(model):
 # `params` were measured once with `count_params()` on the model built with
 # include_top=False, weights=None (the count does not depend on input size);
 # tests/test_backbones.py checks them.
+
+def find_backbone(model):
+    """Finds the registered backbone nested in a model.
+
+    Example:
+
+    ```python
+    model = keras_transfer.build_classifier("mobilenet_v2_050", 5, weights=None)
+    backbone, spec = keras_transfer.backbones.find_backbone(model)
+    backbone.name, spec.name   # ('mobilenetv2_0.50_224', 'mobilenet_v2_050')
+    ```
+
+    Args:
+        model: a model made by `build_classifier` (or any model with a
+            `keras.applications` backbone of a registered spec among its
+            layers), or such a backbone itself.
+
+    Returns:
+        `(backbone_model, spec)`.
+
+    Raises:
+        ConfigurationError: no layer of `model` is a registered backbone.
+    """
+    candidates = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    # build_classifier names the model after its spec; that spec wins when
+    # several registered specs describe the same architecture.
+    hinted = model.name[: -len("_classifier")] if model.name.endswith("_classifier") else None
+    if hinted in list_backbones():
+        spec = get_backbone(hinted)
+        for layer in candidates:
+            if spec.matches(layer):
+                return layer, spec
+    for layer in candidates + [model]:
+        spec = find_spec_for_model(layer)
+        if spec is not None:
+            return layer, spec
+    nested = ", ".join(repr(layer.name) for layer in candidates) or "none"
+    raise ConfigurationError(
+        f"Could not find a registered backbone in model {model.name!r} (nested "
+        f"models: {nested}). Build the model with keras_transfer.build_classifier, "
+        "register a BackboneSpec that describes your backbone "
+        "(keras_transfer.register_backbone), or pass the backbone explicitly, "
+        "e.g. backbone=model.get_layer('<name>') together with its spec."
+    )
+
 
 _KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 

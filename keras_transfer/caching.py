@@ -54,7 +54,10 @@ import keras
 import numpy as np
 from keras.src.utils import io_utils
 
+from keras_transfer.backbones import find_backbone
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.layers import ClassifierHead
+from keras_transfer.unfreeze.plan import plan_from_callbacks
 
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
 
@@ -352,21 +355,6 @@ def _trains_now(op):
     return isinstance(op, keras.layers.Layer) and bool(op.trainable_weights)
 
 
-def _trains_at(scheduled_ids, backbone_ids):
-    """`trains(op)` for a depth of a `ProgressiveUnfreeze` schedule."""
-
-    def trains(op):
-        for layer in _layers_of(op):
-            if id(layer) in backbone_ids:
-                if id(layer) in scheduled_ids:
-                    return True
-            elif layer.trainable_weights:
-                return True
-        return False
-
-    return trains
-
-
 @dataclasses.dataclass
 class _Regime:
     """How one phase runs: which cached tensors it starts from, what it computes."""
@@ -467,18 +455,18 @@ def _plan(model, kw):
                 f"arrays; it is a {type(validation).__name__}."
             )
 
-    unfreeze = _find_unfreeze(kw["callbacks"])
-    if isinstance(unfreeze, _Fallback):
-        return unfreeze
-    if unfreeze is None:
+    try:
+        plan = plan_from_callbacks(kw["callbacks"], model)
+    except ValueError as e:
+        return _Fallback(str(e))
+    if plan is None:
         backbone_ids = _backbone_layer_ids(model)
         predicates = [_trains_now]
     else:
-        unfreeze.set_model(model)
-        backbone_ids = {id(l) for l in unfreeze._backbone._flatten_layers()}
+        backbone_ids = {id(l) for l in plan.backbone._flatten_layers()}
         predicates = [
-            _trains_at(_scheduled(unfreeze, depth), backbone_ids)
-            for depth in _depths(unfreeze.phases, kw["initial_epoch"], kw["epochs"])
+            plan.trains_at(depth)
+            for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
         ]
     graph = _Graph(model, backbone_ids)
     regimes = {}
@@ -532,22 +520,7 @@ def _plan(model, kw):
     return _Plan(graph, regimes, keys, pooled, prefix, shuffle, note)
 
 
-def _find_unfreeze(callbacks):
-    from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
-
-    if callbacks is None:
-        return None
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        callbacks = callbacks.callbacks
-    found = [c for c in callbacks if isinstance(c, ProgressiveUnfreeze)]
-    if len(found) > 1:
-        return _Fallback("there are several ProgressiveUnfreeze callbacks.")
-    return found[0] if found else None
-
-
 def _backbone_layer_ids(model):
-    from keras_transfer.models import find_backbone
-
     try:
         backbone, _ = find_backbone(model)
     except ConfigurationError:
@@ -557,29 +530,8 @@ def _backbone_layer_ids(model):
     return {id(l) for l in backbone._flatten_layers()}
 
 
-def _depths(phases, initial_epoch, epochs):
-    depths = []
-    for index, (start, depth) in enumerate(phases):
-        end = phases[index + 1][0] if index + 1 < len(phases) else math.inf
-        if start < epochs and end > initial_epoch:
-            depths.append(depth)
-    return depths
-
-
-def _scheduled(unfreeze, depth):
-    units = unfreeze._units
-    ids = set()
-    for _, layers in units[len(units) - depth:] if depth else []:
-        for layer in layers:
-            if unfreeze._trains(layer) and layer._trainable_variables:
-                ids.add(id(layer))
-    return ids
-
-
 def _head_pooling(graph, key):
     """The head's pooling layer when the head alone consumes a 4D tensor."""
-    from keras_transfer.layers import ClassifierHead
-
     consumers = graph.consumers.get(key, [])
     if len(consumers) != 1 or key in graph.output_ids:
         return None

@@ -90,7 +90,7 @@ import keras
 
 from keras_transfer import backbones as backbones_lib
 from keras_transfer import weights as weights_lib
-from keras_transfer.callbacks import _phase
+from keras_transfer.unfreeze import phase as unfreeze_phase
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import GradualSchedule
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
@@ -750,7 +750,7 @@ class _RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         now = time.perf_counter()
-        phase = _phase.current_phase(self.model)
+        phase = unfreeze_phase.current_phase(self.model)
         steps = (self.params or {}).get("steps")
         record = {
             "epoch": epoch,

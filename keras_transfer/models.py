@@ -26,6 +26,7 @@ import os
 import keras
 
 from keras_transfer import backbones as backbones_lib
+from keras_transfer.backbones import find_backbone  # noqa: F401  (public path)
 from keras_transfer import caching
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
@@ -379,48 +380,3 @@ def _head_kwargs(head, dropout):
             f"Unknown head argument(s) {unknown}. Expected any of {list(_HEAD_ARGS)}."
         )
     return {"dropout": dropout, **head}
-
-
-def find_backbone(model):
-    """Finds the registered backbone nested in a model.
-
-    Example:
-
-    ```python
-    model = keras_transfer.build_classifier("mobilenet_v2_050", 5, weights=None)
-    backbone, spec = keras_transfer.models.find_backbone(model)
-    backbone.name, spec.name   # ('mobilenetv2_0.50_224', 'mobilenet_v2_050')
-    ```
-
-    Args:
-        model: a model made by `build_classifier` (or any model with a
-            `keras.applications` backbone of a registered spec among its
-            layers), or such a backbone itself.
-
-    Returns:
-        `(backbone_model, spec)`.
-
-    Raises:
-        ConfigurationError: no layer of `model` is a registered backbone.
-    """
-    candidates = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    # build_classifier names the model after its spec; that spec wins when
-    # several registered specs describe the same architecture.
-    hinted = model.name[: -len("_classifier")] if model.name.endswith("_classifier") else None
-    if hinted in backbones_lib.list_backbones():
-        spec = backbones_lib.get_backbone(hinted)
-        for layer in candidates:
-            if spec.matches(layer):
-                return layer, spec
-    for layer in candidates + [model]:
-        spec = backbones_lib.find_spec_for_model(layer)
-        if spec is not None:
-            return layer, spec
-    nested = ", ".join(repr(layer.name) for layer in candidates) or "none"
-    raise ConfigurationError(
-        f"Could not find a registered backbone in model {model.name!r} (nested "
-        f"models: {nested}). Build the model with keras_transfer.build_classifier, "
-        "register a BackboneSpec that describes your backbone "
-        "(keras_transfer.register_backbone), or pass the backbone explicitly, "
-        "e.g. backbone=model.get_layer('<name>') together with its spec."
-    )

@@ -39,7 +39,7 @@ import numpy as np
 
 from keras_transfer import backbones as backbones_lib
 from keras_transfer import caching
-from keras_transfer.callbacks import _phase
+from keras_transfer.unfreeze import phase as unfreeze_phase
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
 from keras_transfer.errors import ConfigurationError
@@ -419,7 +419,7 @@ class _UnfrozenBlocksLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        phase = _phase.current_phase(self.model)
+        phase = unfreeze_phase.current_phase(self.model)
         logs[UNFROZEN_BLOCKS_LOG] = float(phase.depth if phase is not None else 0)
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from keras_transfer import caching
-from keras_transfer.callbacks import _phase
+from keras_transfer.unfreeze import phase as unfreeze_phase
 from keras_transfer.errors import ConfigurationError
 
 # Name of the run (subdirectory of the log directory) holding PhaseTimer's own
@@ -380,7 +380,7 @@ class PhaseTimer(keras.callbacks.Callback):
 
     def _resolve_phase(self):
         self._phase_resolved = True
-        info = _phase.current_phase(self.model)
+        info = unfreeze_phase.current_phase(self.model)
         index = 0 if info is None else int(info.index)
         if self._phase is not None and self._phase.index == index:
             return

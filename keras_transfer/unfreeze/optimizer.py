@@ -25,6 +25,9 @@ same structure in every phase, so `model.save_weights`, `ModelCheckpoint` and
 import keras
 from keras import ops
 
+from keras_transfer.utils.tensors import copy_optimizer
+from keras_transfer.utils.tensors import to_float
+
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class BackboneLearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -222,3 +225,96 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
             "loss_scale_factor": self.loss_scale_factor,
             "group_names": list(self.group_names),
         }
+
+
+def plan_groups(plan, lr_ratio, lr_decay):
+    """One optimizer group per (phase, learning-rate multiplier) of `plan`.
+
+    Returns:
+        A list of dicts with `name` (`"phase<i>/<units>"`), `phase`,
+        `multiplier` (of the head's rate), `units` (bottom to top) and
+        `vars`, most frozen phase first. Groups without variables are left out.
+    """
+    groups = []
+    previous_depth = 0
+    for phase_index, (_, depth) in enumerate(plan.phases):
+        by_multiplier = {}
+        for distance in range(previous_depth, depth):
+            multiplier = lr_ratio / (lr_decay**distance)
+            entry = by_multiplier.setdefault(
+                round(multiplier, 12), {"multiplier": multiplier, "units": [], "vars": []}
+            )
+            entry["units"].append(plan.units[plan.num_units - 1 - distance])
+            entry["vars"].extend(plan.unit_variables(distance))
+        for entry in by_multiplier.values():
+            if not entry["vars"]:
+                continue
+            units = list(reversed(entry["units"]))  # bottom to top
+            label = units[0] if len(units) == 1 else f"{units[0]}-{units[-1]}"
+            entry.update(name=f"phase{phase_index}/{label}", units=units, phase=phase_index)
+            groups.append(entry)
+        previous_depth = depth
+    return groups
+
+
+def install_unfreeze_optimizer(model, groups):
+    """Puts an `UnfreezeOptimizer` for `groups` in place of the compiled one.
+
+    The compiled optimizer stays the head's, with its state. When the model
+    already has an `UnfreezeOptimizer` for the same groups (a later `fit`, a
+    resume with `initial_epoch`), it is kept with every group's state.
+    Under a `LossScaleOptimizer` the inner optimizer is swapped.
+
+    Returns:
+        The `UnfreezeOptimizer`; each group dict gets its `schedule`
+        (`BackboneLearningRate`).
+    """
+    compiled = model.optimizer
+    loss_scale = None
+    if isinstance(compiled, keras.optimizers.LossScaleOptimizer):
+        loss_scale, compiled = compiled, compiled.inner_optimizer
+    head = compiled
+    signature = [(g["name"], tuple(id(v) for v in g["vars"])) for g in groups]
+    if isinstance(head, UnfreezeOptimizer):
+        if getattr(head, "_keras_transfer_signature", None) == signature:
+            for group in groups:
+                group["schedule"] = head.group_optimizer(group["name"])._learning_rate
+            return head
+        head = head.head_optimizer
+    with model.distribute_strategy.scope():
+        if not head.built:
+            head.build(model.trainable_variables)
+        group_specs = []
+        for group in groups:
+            group["schedule"] = BackboneLearningRate(
+                group["multiplier"],
+                warmup_steps=0,
+                head_learning_rate=_rate_reader(head),
+                base_learning_rate=to_float(head.learning_rate),
+            )
+            name = f"{head.name}_{group['name'].replace('/', '_')}"
+            group_specs.append(
+                (group["name"], copy_optimizer(head, group["schedule"], name), group["vars"])
+            )
+        optimizer = UnfreezeOptimizer(head, group_specs)
+        all_variables, seen = [], set()
+        for variable in list(head._trainable_variables) + [
+            v for g in groups for v in g["vars"]
+        ]:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                all_variables.append(variable)
+        optimizer.build(all_variables)
+    optimizer._keras_transfer_signature = signature
+    if loss_scale is not None:
+        loss_scale.inner_optimizer = optimizer
+    else:
+        model.optimizer = optimizer
+    return optimizer
+
+
+def _rate_reader(optimizer):
+    def read():
+        return optimizer.learning_rate
+
+    return read

@@ -1,0 +1,80 @@
+"""Units: the pieces of a backbone that a schedule unfreezes, bottom to top."""
+
+import keras
+
+from keras_transfer import backbones
+from keras_transfer.errors import ConfigurationError
+
+UNITS = ("blocks", "layers")
+
+
+def resolve_backbone(model, backbone=None):
+    """The backbone layer of `model` that `backbone` designates.
+
+    Args:
+        model: the model being trained.
+        backbone: None (the registered backbone nested in `model`, as
+            `build_classifier` makes it), a layer name of `model`, or the
+            backbone layer or model itself (nested, or whose layers sit
+            inline in `model`).
+    """
+    if backbone is None:
+        backbone, _ = backbones.find_backbone(model)
+    elif isinstance(backbone, str):
+        try:
+            backbone = model.get_layer(backbone)
+        except ValueError:
+            raise ConfigurationError(
+                f"The model has no layer named {backbone!r} to use as "
+                "the backbone. Pass the backbone layer itself, or one of "
+                f"the model's layer names: {[l.name for l in model.layers]}"
+            ) from None
+    if not isinstance(backbone, keras.layers.Layer):
+        raise ConfigurationError(
+            "`backbone` must be a Keras layer or model, a layer name, or "
+            f"None. Received: {backbone!r}"
+        )
+    model_layers = {id(l) for l in model._flatten_layers(include_self=False)}
+    if id(backbone) not in model_layers:
+        weighted = weighted_layers(backbone)
+        if not weighted or any(id(l) not in model_layers for l in weighted):
+            raise ConfigurationError(
+                f"The backbone {backbone.name!r} is not part of the model "
+                f"{model.name!r} being trained: neither the backbone nor "
+                "its layers appear in it. Pass the backbone the model was "
+                "built from (the `base_model` whose output or call built "
+                "the model)."
+            )
+    return backbone
+
+
+def resolve_units(backbone, unit):
+    """`[(name, [layers])]`, bottom to top, for `unit` "blocks" or "layers"."""
+    if unit not in UNITS:
+        raise ConfigurationError(
+            f"Unknown unit: {unit!r}. Expected 'blocks' (the "
+            "architecture's blocks from the backbone registry) or "
+            "'layers' (layers that hold weights)."
+        )
+    if unit == "layers":
+        return [(layer.name, [layer]) for layer in weighted_layers(backbone)]
+    spec = backbones.find_spec_for_model(backbone)
+    if spec is None:
+        raise ConfigurationError(
+            f"unit='blocks' needs a backbone of a registered architecture, "
+            f"and {backbone.name!r} is not one "
+            f"(registered: {', '.join(backbones.list_backbones())}). Use "
+            "unit='layers' to count layers with weights, or describe its "
+            "blocks with keras_transfer.register_backbone(...)."
+        )
+    return [(name, list(layers)) for name, layers in spec.block_layers(backbone)]
+
+
+def weighted_layers(container):
+    """The leaf layers of `container` that own weights, in topological order."""
+    layers = container._flatten_layers(include_self=False, recursive=True)
+    return [
+        layer
+        for layer in layers
+        if layer.weights and not getattr(layer, "_layers", None)
+    ]
