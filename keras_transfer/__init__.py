@@ -8,7 +8,7 @@ from keras_transfer import data
 from keras_transfer import errors
 from keras_transfer import layers
 from keras_transfer import models
-from keras_transfer import weights
+from keras_transfer.backbones import weights
 from keras_transfer.backbones import BackboneSpec
 from keras_transfer.backbones import get_backbone
 from keras_transfer.backbones import list_backbones

@@ -71,7 +71,7 @@ import keras
 from keras_transfer import __version__
 from keras_transfer import backbones
 from keras_transfer import caching
-from keras_transfer import weights as weights_lib
+from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import GradualSchedule
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze

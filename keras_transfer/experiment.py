@@ -89,7 +89,7 @@ import warnings
 import keras
 
 from keras_transfer import backbones as backbones_lib
-from keras_transfer import weights as weights_lib
+from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.unfreeze import phase as unfreeze_phase
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import GradualSchedule

@@ -28,7 +28,7 @@ from PIL import Image
 import keras_transfer
 from keras_transfer import cli
 from keras_transfer import data
-from keras_transfer import weights as weights_lib
+from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import DataError
 from keras_transfer.errors import WeightsError

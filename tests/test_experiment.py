@@ -11,7 +11,7 @@ from conftest import write_image_folder
 
 from keras_transfer import cli
 from keras_transfer import experiment
-from keras_transfer import weights as weights_lib
+from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.errors import ConfigurationError
 
 RUN_FIELDS = {

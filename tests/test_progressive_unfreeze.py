@@ -5,11 +5,11 @@ import keras
 import pytest
 
 import keras_transfer
-from keras_transfer.callbacks import _phase
+from keras_transfer.unfreeze import phase as _phase
 from keras_transfer.callbacks.progressive_unfreeze import GradualSchedule
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.optimizers import UnfreezeOptimizer
+from keras_transfer.unfreeze.optimizer import UnfreezeOptimizer
 
 SIZE = 32
 BATCH = 8
@@ -429,7 +429,7 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from keras_transfer import ProgressiveUnfreeze
-from keras_transfer.optimizers import UnfreezeOptimizer
+from keras_transfer.unfreeze.optimizer import UnfreezeOptimizer
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert strategy.num_replicas_in_sync == 2
 keras.utils.set_random_seed(0)

@@ -9,7 +9,7 @@ from keras.src.backend import config as keras_config
 from keras.src.utils import file_utils
 
 import keras_transfer
-from keras_transfer import weights
+from keras_transfer.backbones import weights
 from keras_transfer.errors import WeightsError
 
 MNV2_050 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"

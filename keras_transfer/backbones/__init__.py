@@ -267,12 +267,12 @@ class BackboneSpec:
                 `(default_input_size, default_input_size, 3)`.
             weights: None (random initialisation), `"imagenet"` (from the Keras
                 cache, downloaded if the host is reachable) or the path to a
-                weights file. See `keras_transfer.weights.load_backbone`.
+                weights file. See `keras_transfer.backbones.weights.load_backbone`.
 
         Returns:
             The `keras.Model`, with the name Keras gives it.
         """
-        from keras_transfer import weights as weights_lib
+        from keras_transfer.backbones import weights as weights_lib
 
         return weights_lib.load_backbone(self, input_shape=input_shape, weights=weights)
 
