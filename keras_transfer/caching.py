@@ -138,6 +138,17 @@ def running_cache_info(model):
     return feature_cache_info(model)
 
 
+def fit_start_time(model):
+    """The `time.time()` at which the running `fit` of `model` began.
+
+    Call it from a callback's `on_train_begin`: a cached `fit` computes its
+    features before that hook, and this moves the clock back by that time,
+    so durations and timestamps count the cache pass.
+    """
+    info = running_cache_info(model)
+    return time.time() - (info.seconds if info is not None else 0.0)
+
+
 def is_feature_batch(inputs):
     """Whether `inputs` is a batch of cached features (not images)."""
     return (
