@@ -28,6 +28,7 @@ import keras
 from keras_transfer import backbones as backbones_lib
 from keras_transfer.backbones import find_backbone  # noqa: F401  (public path)
 from keras_transfer import caching
+from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
@@ -221,7 +222,7 @@ class TransferClassifier(keras.Model):
         self,
         *args,
         cache_frozen_features=True,
-        cache_memory_limit=caching.DEFAULT_MEMORY_LIMIT,
+        cache_memory_limit=defaults.CACHE_MEMORY_LIMIT,
         cache_dir=None,
         feature_store=None,
         **kwargs,

@@ -127,8 +127,8 @@ def test_a_shuffled_image_folder_is_cached_and_reshuffled(image_folder):
     assert caching.feature_cache_info(model).samples == 8
     assert len(history.history["val_accuracy"]) == 3
     # The training set reshuffles itself: so do its cached features.
-    assert caching._inspect_dataset(train) is True
-    assert caching._inspect_dataset(val) is False
+    assert caching.inputs.inspect_dataset(train) is True
+    assert caching.inputs.inspect_dataset(val) is False
 
 
 def tiny_classifier(before=None, **compile_kwargs):

@@ -1,0 +1,63 @@
+"""Frozen-feature caching: a frozen layer costs one forward pass per image, not one per epoch.
+
+While the bottom of a backbone is frozen (BatchNormalization in inference
+mode, its weights fixed), its output for a given image never changes, yet a
+plain `fit` recomputes it at every epoch. `TransferClassifier.fit` (the model
+`build_classifier` returns) avoids that without any change to the user's code:
+
+1. It works out which part of the model stays constant for the whole `fit`:
+   the layers without trainable weights whose inputs are themselves constant,
+   from the input up. With a `ProgressiveUnfreeze` among the callbacks it
+   reads the schedule, so that it knows which blocks will train later.
+2. It runs that part once over the training and validation images, in
+   inference mode, batch by batch, and keeps the tensors where the constant
+   part hands over to the trained part: one set per phase of the schedule
+   (the backbone's pooled output for the head-only phase, the output of the
+   last frozen block for each fine-tuning phase), so the cached boundary
+   moves with the unfreezing. They stay in memory up to `memory_limit`
+   bytes, and go to disk through `tf.data` beyond it.
+3. It calls Keras' own `fit` once on those features. Callbacks, `History`,
+   `BackupAndRestore`, `EarlyStopping` and `ProgressiveUnfreeze` see one
+   ordinary `fit` of the whole model; each training step runs only the part
+   of the model that the current phase trains.
+
+Results match uncached training: the cached part is computed exactly as the
+uncached step computes it (frozen BatchNormalization layers are in inference
+mode either way). One deliberate difference: random layers inside a frozen
+backbone (EfficientNet's stochastic depth) run in inference mode, as the
+`training=False` that `build_classifier` calls the backbone with intends;
+Keras 3 otherwise turns them on (keras-team/keras#20285).
+
+When caching would change the results or cannot work, `fit` trains as usual
+and says why in one warning: a random layer (data augmentation) before frozen
+layers, random operations in a `tf.data` pipeline, input types other than
+arrays or a finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`.
+Python generators, `PyDataset` and `tf.data.Dataset.from_generator` are not
+inspected for randomness: pass `cache_frozen_features=False` when those
+augment their images.
+"""
+
+from keras_transfer import defaults
+from keras_transfer.caching.fit import call_on_features
+from keras_transfer.caching.fit import fit
+from keras_transfer.caching.fit import is_feature_batch
+from keras_transfer.caching.info import FeatureCacheInfo
+from keras_transfer.caching.info import feature_cache_info
+from keras_transfer.caching.info import fit_start_time
+from keras_transfer.caching.info import running_cache_info
+from keras_transfer.caching.store import FeatureStore
+
+# Bytes of features a `TransferClassifier` keeps in memory before spilling.
+DEFAULT_MEMORY_LIMIT = defaults.CACHE_MEMORY_LIMIT
+
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "FeatureCacheInfo",
+    "FeatureStore",
+    "call_on_features",
+    "feature_cache_info",
+    "fit",
+    "fit_start_time",
+    "is_feature_batch",
+    "running_cache_info",
+]

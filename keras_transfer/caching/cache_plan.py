@@ -1,0 +1,197 @@
+"""The cache plan of one `fit`: what to compute once, and what each phase trains.
+
+From the unfreeze plan (when a `ProgressiveUnfreeze` is among the
+callbacks) or the model's current `trainable` flags, `make_plan` works out,
+for each phase of the fit, which tensors stay constant (a `Regime`), and
+the prefix of the graph that computes all of them once per image. It
+returns a `Fallback` with the reason when caching cannot be correct.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from keras_transfer.backbones import find_backbone
+from keras_transfer.caching.graph import Graph
+from keras_transfer.caching.graph import trains_now
+from keras_transfer.caching.inputs import Fallback
+from keras_transfer.caching.inputs import inspect_dataset
+from keras_transfer.caching.inputs import is_array
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.layers import ClassifierHead
+from keras_transfer.unfreeze.plan import plan_from_callbacks
+
+# Keys of the feature dictionaries that stand in for images during a cached fit.
+FEATURE_KEY = "keras_transfer_feature_"
+
+
+@dataclasses.dataclass
+class Regime:
+    """How one phase runs: which cached tensors it starts from, what it computes."""
+
+    cut_ids: tuple
+    suffix: list
+    constant: set
+    trains: object
+
+def make_regime(graph, trains):
+    constant = graph.constant_ids(trains)
+    suffix = [s for s in graph.steps if not set(s.outputs) <= constant]
+    cuts = {k for s in suffix for k in s.inputs if k in constant}
+    cuts |= {k for k in graph.output_ids if k in constant}
+    return Regime(tuple(sorted(cuts, key=graph.order.get)), suffix, constant, trains)
+
+@dataclasses.dataclass
+class CachePlan:
+    graph: Graph
+    regimes: list  # most frozen first
+    keys: dict  # cut id -> feature key
+    pooled: dict  # cut id -> pooling layer applied before caching
+    prefix: list  # steps computing every cut
+    shuffle: object  # for dataset inputs: whether to reshuffle each epoch
+    note: str = None
+
+def make_plan(model, kw):
+    if keras.backend.backend() != "tensorflow":
+        return Fallback(
+            f"it needs the TensorFlow backend (this is {keras.backend.backend()!r})."
+        )
+    if not getattr(model, "compiled", False) or kw["epochs"] <= kw["initial_epoch"]:
+        return Fallback()
+    if len(model.inputs) != 1:
+        return Fallback("it supports models with one input.")
+    if getattr(model, "_distribute_strategy", None) is not None:
+        return Fallback("it does not support tf.distribute strategies.")
+    x = kw["x"]
+    shuffle = None
+    if isinstance(x, tf.data.Dataset):
+        if kw["steps_per_epoch"] is not None:
+            return Fallback(
+                "steps_per_epoch is set; caching needs epochs that go once "
+                "through a finite dataset."
+            )
+        if x.cardinality() == tf.data.INFINITE_CARDINALITY:
+            return Fallback("the training dataset repeats forever.")
+        if not isinstance(x.element_spec, tuple) or len(x.element_spec) < 2:
+            return Fallback()  # No labels: Keras reports it.
+        if kw["validation_split"]:
+            return Fallback()  # Keras raises its own error.
+        inspected = inspect_dataset(x)
+        if isinstance(inspected, Fallback):
+            return inspected
+        shuffle = inspected
+    elif is_array(x):
+        if kw["y"] is None:
+            return Fallback("the training data has no labels.")
+        if kw["steps_per_epoch"] is not None:
+            return Fallback("steps_per_epoch is set.")
+    else:
+        return Fallback(
+            f"it supports NumPy arrays, tensors and finite tf.data datasets; "
+            f"the training data is a {type(x).__name__}."
+        )
+    validation = kw["validation_data"]
+    if validation is not None:
+        if kw["validation_steps"] is not None:
+            return Fallback("validation_steps is set.")
+        if isinstance(validation, tf.data.Dataset):
+            if validation.cardinality() == tf.data.INFINITE_CARDINALITY:
+                return Fallback("the validation dataset repeats forever.")
+            if not isinstance(validation.element_spec, tuple) or len(validation.element_spec) < 2:
+                return Fallback()
+            inspected = inspect_dataset(validation)
+            if isinstance(inspected, Fallback):
+                return inspected
+        elif not (
+            isinstance(validation, (tuple, list))
+            and 2 <= len(validation) <= 3
+            and all(v is None or is_array(v) for v in validation)
+        ):
+            return Fallback(
+                "validation_data must be a tf.data.Dataset or a tuple of "
+                f"arrays; it is a {type(validation).__name__}."
+            )
+
+    try:
+        plan = plan_from_callbacks(kw["callbacks"], model)
+    except ValueError as e:
+        return Fallback(str(e))
+    if plan is None:
+        backbone_ids = backbone_layer_ids(model)
+        predicates = [trains_now]
+    else:
+        backbone_ids = {id(l) for l in plan.backbone._flatten_layers()}
+        predicates = [
+            plan.trains_at(depth)
+            for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
+        ]
+    graph = Graph(model, backbone_ids)
+    regimes = {}
+    for trains in predicates:
+        regime = make_regime(graph, trains)
+        regimes.setdefault(regime.cut_ids, regime)
+    # Most frozen first. The trained layers only grow from phase to phase
+    # (ProgressiveUnfreeze's depths never decrease), so each regime's cached
+    # tensors stay valid until the phase that first trains below them.
+    regimes = sorted(regimes.values(), key=lambda r: len(r.suffix))
+    note = None
+    ideal = graph.constant_ids(regimes[0].trains, honour_randomness=False)
+    most_frozen = regimes[0].constant
+    blocked = [
+        s for s in graph.steps
+        if s.weighted and set(s.outputs) <= ideal and not set(s.outputs) <= most_frozen
+    ]
+    if blocked:
+        blockers = [
+            s.op.name for s in graph.steps
+            if s.random and not s.in_backbone and set(s.outputs) <= ideal
+            and not set(s.outputs) <= most_frozen
+            and all(k in most_frozen for k in s.inputs)
+        ]
+        note = (
+            f"random layer(s) {', '.join(repr(n) for n in blockers)} before "
+            "frozen layers (data augmentation?) give each epoch new inputs, "
+            "so those frozen layers cannot be cached."
+        )
+    cached_weights = [
+        s for s in graph.steps if s.weighted and set(s.outputs) <= most_frozen
+    ]
+    if not cached_weights:
+        return Fallback(note)
+
+    keys, pooled = {}, {}
+    for regime in regimes:
+        for key in regime.cut_ids:
+            if key not in keys:
+                keys[key] = f"{FEATURE_KEY}{len(keys)}"
+                pool = head_pooling(graph, key)
+                if pool is not None:
+                    pooled[key] = pool
+    needed = set(keys)
+    prefix = []
+    for step in reversed(graph.steps):
+        if needed & set(step.outputs):
+            prefix.append(step)
+            needed |= set(step.inputs)
+    prefix.reverse()
+    return CachePlan(graph, regimes, keys, pooled, prefix, shuffle, note)
+
+def backbone_layer_ids(model):
+    try:
+        backbone, _ = find_backbone(model)
+    except ConfigurationError:
+        return set()
+    if backbone is model:
+        return set()
+    return {id(l) for l in backbone._flatten_layers()}
+
+def head_pooling(graph, key):
+    """The head's pooling layer when the head alone consumes a 4D tensor."""
+    consumers = graph.consumers.get(key, [])
+    if len(consumers) != 1 or key in graph.output_ids:
+        return None
+    head = consumers[0].op
+    if not isinstance(head, ClassifierHead) or len(graph.tensors[key].shape) != 4:
+        return None
+    return head.pool

@@ -1,0 +1,74 @@
+"""`fit` with the frozen-feature cache, and the model hooks a cached `fit` needs."""
+
+import warnings
+
+import keras
+
+from keras_transfer.caching.cache_plan import FEATURE_KEY
+from keras_transfer.caching.cache_plan import CachePlan
+from keras_transfer.caching.cache_plan import make_plan
+from keras_transfer.caching.info import INFO_ATTRIBUTE
+from keras_transfer.caching.info import SESSION_ATTRIBUTE
+from keras_transfer.caching.inputs import Fallback
+from keras_transfer.caching.session import RegimeSwitch
+from keras_transfer.caching.session import Session
+from keras_transfer.errors import ConfigurationError
+
+
+def is_feature_batch(inputs):
+    """Whether `inputs` is a batch of cached features (not images)."""
+    return (
+        isinstance(inputs, dict)
+        and bool(inputs)
+        and all(isinstance(k, str) and k.startswith(FEATURE_KEY) for k in inputs)
+    )
+
+def call_on_features(model, inputs, training=None):
+    """Runs the trained part of `model` on a batch of cached features."""
+    session = getattr(model, SESSION_ATTRIBUTE, None)
+    if session is None:
+        raise ConfigurationError(
+            f"Model {model.name!r} received a batch of cached features "
+            f"({sorted(inputs)}) outside a cached fit. Pass images instead."
+        )
+    return session.forward(inputs, training)
+
+def fit(model, fit_fn, fit_kwargs):
+    """Runs `fit_fn(**fit_kwargs)` on cached features when it is possible.
+
+    `fit_fn` is Keras' own `fit` of `model`. Falls back to calling it on the
+    original arguments (with one warning naming the reason, where the user
+    can do something about it) when caching is not possible or not useful.
+    """
+    object.__setattr__(model, INFO_ATTRIBUTE, None)
+    plan = make_plan(model, fit_kwargs)
+    if isinstance(plan, CachePlan) and plan.note:
+        warnings.warn(
+            f"Caching only part of the frozen layers of {model.name!r}: {plan.note}",
+            stacklevel=3,
+        )
+    if isinstance(plan, Fallback):
+        if plan.reason:
+            warnings.warn(
+                f"Training {model.name!r} without the frozen-feature cache: "
+                f"{plan.reason}",
+                stacklevel=3,
+            )
+        return fit_fn(**fit_kwargs)
+    session = Session(model, plan)
+    try:
+        kwargs = session.prepare(fit_kwargs)
+        object.__setattr__(model, SESSION_ATTRIBUTE, session)
+        return fit_fn(**kwargs)
+    finally:
+        object.__setattr__(model, SESSION_ATTRIBUTE, None)
+        session.close()
+        callbacks = fit_kwargs["callbacks"]
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks.callbacks[:] = [
+                c for c in callbacks.callbacks if not isinstance(c, RegimeSwitch)
+            ]
+        # The traced steps take features; the next call takes images.
+        model.train_function = None
+        model.test_function = None
+        model.predict_function = None

@@ -1,0 +1,261 @@
+"""One cached `fit`: the inference pass that fills the cache, and the steps that train on it.
+
+`Session.prepare` turns the user's `fit` arguments into feature arguments;
+`Session.forward` runs the trained part of the model from the cached
+tensors of the current phase; `RegimeSwitch` moves to the next phase's
+tensors when the unfreeze plan changes what trains.
+"""
+
+import math
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.utils import io_utils
+
+from keras_transfer.caching.graph import trains_now
+from keras_transfer.caching.info import FeatureCacheInfo
+from keras_transfer.caching.info import INFO_ATTRIBUTE
+from keras_transfer.caching.inputs import is_array
+from keras_transfer.caching.sharing import sharing_key
+from keras_transfer.caching.storage import FeatureBatches
+from keras_transfer.caching.storage import array_batches
+from keras_transfer.caching.storage import dataset_batches
+from keras_transfer.caching.storage import slice_structure
+from keras_transfer.errors import ConfigurationError
+
+
+class Session:
+    """The cached features of one `fit` and the step that trains on them."""
+
+    def __init__(self, model, plan):
+        self.model = model
+        self.plan = plan
+        self.regime = plan.regimes[-1]  # The least frozen is always correct.
+        # Regimes only move towards less frozen ones: a layer that trained
+        # and was frozen again has outdated cached outputs.
+        self._earliest = 0
+        self._directory = None
+        self._extract_fn = None
+
+    # --- features
+
+    def prepare(self, kw):
+        start = time.perf_counter()
+        kw = dict(kw)
+        verbose = kw["verbose"]
+        store = getattr(self.model, "feature_store", None)
+        key = sharing_key(self.model, self.plan, kw) if store is not None else None
+        shared = store.lookup(key) if key is not None else None
+
+        x, y, sample_weight = kw["x"], kw["y"], kw["sample_weight"]
+        validation = kw["validation_data"]
+        if is_array(x) and kw["validation_split"] and validation is None:
+            # Keras' split: the last fraction of the arrays, before shuffling.
+            x, y, sample_weight = (
+                None if v is None else np.asarray(v) for v in (x, y, sample_weight)
+            )
+            split = int(math.floor(len(x) * (1.0 - kw["validation_split"])))
+            validation = (x[split:], slice_structure(y, split, None),
+                          slice_structure(sample_weight, split, None))
+            x, y, sample_weight = x[:split], slice_structure(y, 0, split), slice_structure(sample_weight, 0, split)
+            kw["validation_split"] = 0.0
+        if isinstance(x, tf.data.Dataset):
+            batch_size = None
+            shuffle = bool(self.plan.shuffle)
+        else:
+            batch_size = kw["batch_size"] or 32
+            shuffle = kw["shuffle"]
+
+        if shared is not None:
+            train, val = shared.train, shared.validation
+            rename = {self.plan.keys[cut]: shared.names[sig] for cut, sig in key.cuts.items()}
+        else:
+            train, val = self._compute(x, y, sample_weight, validation, batch_size, kw)
+            rename = {name: name for name in self.plan.keys.values()}
+            if key is not None and store.insert(key, train, val, self._directory):
+                self._directory = None  # The store deletes it with the entry.
+
+        kw.update(x=None, y=None, sample_weight=None)
+        kw["batch_size"] = batch_size or train.batch_size
+        kw["shuffle"] = shuffle
+        if train.storage == "memory":
+            kw.update(x=train.select(rename), y=train.y, sample_weight=train.sample_weight)
+        else:
+            kw.update(
+                x=train.dataset(shuffle, kw["batch_size"], self.model.cache_memory_limit, rename)
+            )
+            kw.update(batch_size=None, shuffle=False)
+        if val is not None:
+            kw["validation_batch_size"] = val.batch_size
+            if val.storage == "memory":
+                kw["validation_data"] = (val.select(rename), val.y, val.sample_weight)
+            else:
+                kw["validation_data"] = val.dataset(False, val.batch_size, 0, rename)
+                kw["validation_batch_size"] = None
+
+        kw["callbacks"] = _with_callback(kw["callbacks"], RegimeSwitch(self))
+        seconds = time.perf_counter() - start
+        info = FeatureCacheInfo(
+            storage="disk" if "disk" in (train.storage, getattr(val, "storage", "")) else "memory",
+            samples=train.count,
+            validation_samples=val.count if val is not None else 0,
+            nbytes=train.nbytes + (val.nbytes if val is not None else 0),
+            seconds=seconds,
+            boundaries=tuple(self._boundary_names(r) for r in self.plan.regimes),
+            reused=shared is not None,
+        )
+        object.__setattr__(self.model, INFO_ATTRIBUTE, info)
+        if verbose != 0:
+            where = "in memory" if info.storage == "memory" else "on disk"
+            done = (
+                f"Reused the frozen features of an earlier fit ({store.describe()})"
+                if info.reused
+                else "Cached frozen features"
+            )
+            io_utils.print_msg(
+                f"{done}: {info.samples:,} training and "
+                f"{info.validation_samples:,} validation samples in {seconds:.1f} s "
+                f"({info.nbytes / 2**20:,.1f} MiB {where}); the training steps "
+                f"start from {', '.join(info.boundaries[0])}"
+                + (f" (then {', '.join(info.boundaries[-1])})" if len(info.boundaries) > 1 else "")
+                + "."
+            )
+        return kw
+
+    def _compute(self, x, y, sample_weight, validation, batch_size, kw):
+        """One inference pass over the training and validation data."""
+        limit = self.model.cache_memory_limit
+        if isinstance(x, tf.data.Dataset):
+            batches = dataset_batches(x)
+        else:
+            batches = array_batches(x, y, sample_weight, batch_size)
+        train = self._store(batches, limit, "train")
+        val = None
+        if validation is not None:
+            if isinstance(validation, tf.data.Dataset):
+                batches = dataset_batches(validation)
+            else:
+                vx, vy, vsw = (tuple(validation) + (None,))[:3]
+                batches = array_batches(
+                    vx, vy, vsw, kw["validation_batch_size"] or batch_size or train.batch_size
+                )
+            val = self._store(batches, max(limit - train.nbytes, 0), "validation")
+        return train, val
+
+    def _boundary_names(self, regime):
+        return tuple(
+            self.plan.graph.name_of(k) + (":pooled" if k in self.plan.pooled else "")
+            for k in regime.cut_ids
+        )
+
+    def _extractor(self):
+        if self._extract_fn is None:
+            plan = self.plan
+            dtype = self.model.inputs[0].dtype
+            input_id = plan.graph.input_ids[0]
+
+            def extract(images):
+                # A one-input model also takes its input in a dict or list.
+                images = keras.tree.flatten(images)[0]
+                values = {input_id: keras.ops.cast(images, dtype)}
+                for step in plan.prefix:
+                    step.run(values, training=False)
+                features = {}
+                for key, name in plan.keys.items():
+                    value = values[key]
+                    if key in plan.pooled:
+                        value = plan.pooled[key](value)
+                    features[name] = value
+                return features
+
+            self._extract_fn = tf.function(
+                extract, jit_compile=self.model.jit_compile is True, reduce_retracing=True
+            )
+        return self._extract_fn
+
+    def _store(self, batches, limit, label):
+        extract = self._extractor()
+        store = FeatureBatches(self._spill_directory, label, limit)
+        for images, y, sample_weight in batches:
+            features = {k: v.numpy() for k, v in extract(images).items()}
+            store.add(features, y, sample_weight)
+        store.finish()
+        return store
+
+    def _spill_directory(self):
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(
+                prefix="keras_transfer_features_", dir=self.model.cache_dir
+            )
+        return self._directory
+
+    def close(self):
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+    # --- training steps
+
+    def select_regime(self):
+        """Picks the most frozen regime whose cached tensors are constant now."""
+        graph = self.plan.graph
+        constant = graph.constant_ids(trains_now)
+        for index, regime in enumerate(self.plan.regimes):
+            if index >= self._earliest and all(k in constant for k in regime.cut_ids):
+                changed = regime is not self.regime
+                self.regime = regime
+                self._earliest = index
+                return changed
+        trained = sorted(
+            {s.op.name for s in self.plan.prefix if s.op is not None and trains_now(s.op)}
+        )
+        raise ConfigurationError(
+            f"Layer(s) {trained} of model {self.model.name!r} became trainable "
+            "during a fit that cached their outputs, so they would not train. "
+            "Unfreeze layers with keras_transfer.ProgressiveUnfreeze (the cache "
+            "follows its schedule), or build the model with "
+            "cache_frozen_features=False."
+        )
+
+    def forward(self, inputs, training):
+        if any(isinstance(v, keras.KerasTensor) for v in inputs.values()):
+            # Keras builds metrics from a symbolic batch: only shapes matter.
+            output = self.model.outputs[0]
+            batch = next(iter(inputs.values())).shape[0]
+            return keras.KerasTensor((batch,) + tuple(output.shape[1:]), output.dtype)
+        values = {}
+        for key in self.regime.cut_ids:
+            values[key] = inputs[self.plan.keys[key]]
+        for step in self.regime.suffix:
+            step.run(values, training)
+        outputs = [values[k] for k in self.plan.graph.output_ids]
+        if len(outputs) == 1:
+            return outputs[0]
+        return keras.tree.pack_sequence_as(self.model._outputs_struct, outputs)
+
+class RegimeSwitch(keras.callbacks.Callback):
+    """Switches the traced steps to the regime of each epoch's phase.
+
+    Runs after every other callback, so after `ProgressiveUnfreeze` changed
+    what trains.
+    """
+
+    def __init__(self, session):
+        super().__init__()
+        self._session = session
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._session.select_regime():
+            self.model.make_train_function(force=True)
+            # Validation reads the cache of the current phase too.
+            self.model.test_function = None
+
+def _with_callback(callbacks, callback):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks.append(callback)
+        return callbacks
+    return list(callbacks or []) + [callback]
