@@ -1,0 +1,76 @@
+"""The package's architecture rules, checked on its source.
+
+The import direction between sub-packages is checked by import-linter
+(`lint-imports`, contract in setup.cfg, run by .ci/run); these tests keep
+what it cannot see: no module reaches into another module's private names,
+and every module stays small enough to read in one sitting.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_transfer"
+MAX_LINES = 500
+
+
+def _modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private_uses(path):
+    """`(line, text)` for each use of another keras_transfer module's private name."""
+    tree = ast.parse(path.read_text(), str(path))
+    own = _module_name(path)
+    module_aliases = {}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_transfer"):
+            for alias in node.names:
+                if alias.name.startswith("_") and node.module != own:
+                    found.append((node.lineno, f"from {node.module} import {alias.name}"))
+                module_aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("keras_transfer"):
+                    module_aliases[alias.asname or alias.name.split(".")[0]] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in module_aliases
+        ):
+            found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_reads_another_modules_private_names(path):
+    assert _private_uses(path) == []
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_are_short_enough_to_read_in_one_sitting(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path.name} has {lines} lines; split it by concept"
+
+
+def test_the_checks_catch_a_private_import(tmp_path):
+    module = tmp_path / "probe.py"
+    module.write_text(
+        "from keras_transfer.caching import _secret\n"
+        "from keras_transfer import caching\n"
+        "caching._state\n"
+    )
+    assert [text for _, text in _private_uses(module)] == [
+        "from keras_transfer.caching import _secret",
+        "caching._state",
+    ]
