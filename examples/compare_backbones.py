@@ -33,6 +33,7 @@ import pathlib
 import tempfile
 
 import keras_transfer
+from keras_transfer.experiment import REPORT_FILE
 
 
 def parse_args():
@@ -74,7 +75,7 @@ def main():
         output_dir=args.output_dir,
     )
     print()
-    print(pathlib.Path(args.output_dir, "report.md").read_text())
+    print(pathlib.Path(args.output_dir, REPORT_FILE).read_text())
 
 
 if __name__ == "__main__":

@@ -7,22 +7,14 @@ backbone's feature maps. Both are registered for serialization and contain no
 `Lambda` layer, so a saved model loads with `safe_mode=True`.
 """
 
-import operator
-
 import keras
 from keras import ops
 
+from keras_transfer import defaults
 from keras_transfer.backbones import PREPROCESSING_MODES
 from keras_transfer.errors import ConfigurationError
-
-def _as_int(value):
-    """`value` as a Python int if it is an integer (numpy ones too), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
+from keras_transfer.utils.checks import check_int
+from keras_transfer.utils.checks import is_int
 
 
 # ImageNet channel statistics used by keras.applications.imagenet_utils.
@@ -118,18 +110,26 @@ class ClassifierHead(keras.layers.Layer):
         **kwargs: base layer keyword arguments, e.g. `name`.
     """
 
-    def __init__(self, num_classes, dropout=0.2, hidden_units=0, pooling="avg", **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        dropout=defaults.HEAD_DROPOUT,
+        hidden_units=0,
+        pooling="avg",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if _as_int(num_classes) is None or num_classes < 2:
-            raise ConfigurationError(
-                f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}. "
-                "A classifier needs at least two classes (two folders of images)."
-            )
+        num_classes = check_int(
+            num_classes,
+            "num_classes",
+            minimum=2,
+            hint="A classifier needs at least two classes (two folders of images).",
+        )
         if not 0 <= dropout < 1:
             raise ConfigurationError(
                 f"dropout must be in [0, 1). Received: dropout={dropout!r}"
             )
-        if _as_int(hidden_units) is None or hidden_units < 0:
+        if not is_int(hidden_units) or hidden_units < 0:
             raise ConfigurationError(
                 f"hidden_units must be an integer >= 0 (0 for no hidden layer). "
                 f"Received: hidden_units={hidden_units!r}"
@@ -138,8 +138,7 @@ class ClassifierHead(keras.layers.Layer):
             raise ConfigurationError(
                 f"Unrecognized value for pooling: {pooling!r}. Expected 'avg' or 'max'."
             )
-        num_classes = _as_int(num_classes)
-        hidden_units = _as_int(hidden_units)
+        hidden_units = int(hidden_units)
         dropout = float(dropout)
         self.num_classes = num_classes
         self.dropout = dropout

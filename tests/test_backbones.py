@@ -66,7 +66,7 @@ def tiny_spec(name="tinynet_test", **overrides):
 def registered_tiny():
     spec = backbones.register_backbone(tiny_spec())
     yield spec
-    backbones._REGISTRY.pop(spec.name, None)
+    backbones.unregister_backbone(spec.name)
 
 
 def test_registry_lists_the_built_ins():
@@ -175,6 +175,16 @@ def test_user_registration(registered_tiny):
     backbone, spec = keras_transfer.models.find_backbone(model)
     assert spec is wider and backbone.name == "tinynet_8"
     assert model.predict(keras.ops.zeros((2, 24, 24, 3)), verbose=0).shape == (2, 3)
+
+
+def test_unregister_backbone():
+    spec = backbones.register_backbone(tiny_spec(name="tinynet_gone"))
+    assert backbones.unregister_backbone("tinynet_gone") is spec
+    assert "tinynet_gone" not in keras_transfer.list_backbones()
+    with pytest.raises(ConfigurationError, match="Unknown backbone: 'tinynet_gone'"):
+        backbones.unregister_backbone("tinynet_gone")
+    backbones.register_backbone(spec)
+    assert backbones.unregister_backbone(spec) is spec
 
 
 def test_register_rejects_non_specs():

@@ -12,6 +12,8 @@ from conftest import PROJECT_ROOT
 from conftest import write_image_folder
 
 from keras_transfer import cli
+from keras_transfer.callbacks.json_history import JsonHistory
+from keras_transfer.cli import train_command
 
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 
@@ -167,7 +169,7 @@ def test_train_with_cached_imagenet_weights_learns(
 def test_train_argument_errors(tmp_path, capsys, monkeypatch, options, fragments):
     data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "load_image_folder", _must_not_be_called)
+    monkeypatch.setattr(train_command, "load_image_folder", _must_not_be_called)
     status, _, err = _run(capsys, "train", data_dir, "--weights", "none", *options)
     _assert_one_line_error(status, err, *fragments)
 
@@ -176,7 +178,7 @@ def test_unwritable_output_is_reported_before_training(tmp_path, capsys, monkeyp
     data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
-    monkeypatch.setattr(cli, "load_image_folder", _must_not_be_called)
+    monkeypatch.setattr(train_command, "load_image_folder", _must_not_be_called)
     output = not_a_folder / "model.keras"
     status, _, err = _run(capsys, "train", data_dir, "--output", output)
     _assert_one_line_error(status, err, "Cannot write --output", str(output))
@@ -204,7 +206,7 @@ def test_keyboard_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "load_image_folder", interrupt)
+    monkeypatch.setattr(train_command, "load_image_folder", interrupt)
     status, _, err = _run(capsys, "train", data_dir, "--output", tmp_path / "m.keras")
     assert status == 130
     assert err.strip() == "keras-transfer: interrupted"
@@ -217,7 +219,7 @@ def test_usage_errors_are_one_line(capsys):
     _assert_one_line_error(status, err, "invalid choice: 'fly'")
 
 
-def test_subcommand_modules_register_their_commands(capsys, monkeypatch):
+def test_command_modules_register_their_commands(capsys, monkeypatch):
     module = types.ModuleType("fake_commands")
 
     def register(subparsers):
@@ -226,8 +228,7 @@ def test_subcommand_modules_register_their_commands(capsys, monkeypatch):
         parser.set_defaults(handler=lambda args: print("hi " * args.times) or 3)
 
     module.register = register
-    monkeypatch.setitem(sys.modules, "fake_commands", module)
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("fake_commands",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, module))
     status, out, _ = _run(capsys, "hello", "--times", 2)
     assert status == 3 and out.strip() == "hi hi"
     status, _, err = _run(capsys, "hello", "--times", 0)
@@ -236,7 +237,7 @@ def test_subcommand_modules_register_their_commands(capsys, monkeypatch):
 
 def test_history_is_rewritten_each_epoch_and_continues_on_resume(tmp_path):
     path = tmp_path / "history.json"
-    history = cli._JsonHistory(str(path), {"backbone": "b"})
+    history = JsonHistory(str(path), {"backbone": "b"})
     history.on_train_begin()
     for epoch in range(2):
         history.on_epoch_begin(epoch)
@@ -249,7 +250,7 @@ def test_history_is_rewritten_each_epoch_and_continues_on_resume(tmp_path):
 
     # A run resumed at epoch 1 (e.g. by BackupAndRestore) replaces epoch 1
     # and keeps counting seconds from epoch 0's.
-    resumed = cli._JsonHistory(str(path), {"backbone": "b"})
+    resumed = JsonHistory(str(path), {"backbone": "b"})
     resumed.on_train_begin()
     resumed.on_epoch_begin(1)
     logs = {"loss": float("nan"), "accuracy": 0.75, "learning_rate": 1e-4}
@@ -260,7 +261,7 @@ def test_history_is_rewritten_each_epoch_and_continues_on_resume(tmp_path):
     assert epochs[1]["accuracy"] == 0.75 and epochs[1]["learning_rate"] == 1e-4
     assert epochs[1]["seconds"] >= epochs[0]["seconds"]
 
-    fresh = cli._JsonHistory(str(path))
+    fresh = JsonHistory(str(path))
     fresh.on_train_begin()
     fresh.on_epoch_begin(0)
     fresh.on_epoch_end(0, {"loss": 0.1})

@@ -8,6 +8,7 @@ from conftest import write_image_folder
 from PIL import Image
 
 from keras_transfer import data
+from keras_transfer.data import decoding
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import DataError
 
@@ -134,7 +135,7 @@ def test_scan_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
     def fail(paths):
         raise AssertionError(f"decoded again: {paths}")
 
-    monkeypatch.setattr(data, "_check_decodable", fail)
+    monkeypatch.setattr(decoding, "check_decodable", fail)
     assert data.scan_image_folder(tmp_path).num_images == 4  # no decode
 
     monkeypatch.undo()

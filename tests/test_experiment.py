@@ -12,7 +12,14 @@ from conftest import write_image_folder
 from keras_transfer import cli
 from keras_transfer import experiment
 from keras_transfer.backbones import weights as weights_lib
+from keras_transfer.callbacks.run_recorder import RunRecorder
+from keras_transfer.callbacks.wall_clock_budget import WallClockBudget
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.experiment.conclusion import conclude
+from keras_transfer.experiment.flowers import FLOWER_PHOTOS_URL
+from keras_transfer.experiment.flowers import default_data_dir
+from keras_transfer.experiment.methods import METHOD_LABELS
+from keras_transfer.experiment.schedule import comparison_schedule
 
 RUN_FIELDS = {
     "name", "backbone", "method", "label", "weights", "learning_rate", "schedule",
@@ -35,7 +42,7 @@ TOP_FIELDS = {
 @pytest.fixture
 def offline(monkeypatch):
     """No download host is reachable, whatever the machine's network."""
-    monkeypatch.setattr(weights_lib, "_reachable", lambda url, timeout=None: False)
+    monkeypatch.setattr(weights_lib, "reachable", lambda url, timeout=None: False)
 
 
 def _seconds(cell):
@@ -178,7 +185,7 @@ def test_conclusion_is_computed_from_the_numbers():
     def run(method, best_val, final_val, final_train, to_target, total, phases=1):
         return {
             "backbone": "mobilenet_v2_050", "method": method,
-            "label": f"mobilenet_v2_050, {experiment._METHOD_LABELS[method]}",
+            "label": f"mobilenet_v2_050, {METHOD_LABELS[method]}",
             "best_val_accuracy": best_val, "final_val_accuracy": final_val,
             "best_accuracy": final_train, "final_accuracy": final_train,
             "seconds_to_target": to_target,
@@ -195,7 +202,7 @@ def test_conclusion_is_computed_from_the_numbers():
             run("fine_tune", 0.86, 0.85, 0.90, 240.0, 1500.0, phases=3),
         ],
     }
-    text = "\n".join(experiment._conclusion(results))
+    text = "\n".join(conclude(results))
     assert "pretrained weights bought 16.0 points of validation accuracy in the same " \
         "25 min 00 s of wall-clock time" in text
     assert "mobilenet_v2_050 pretrained with the head, then fine-tuned reached 80 % " \
@@ -208,7 +215,7 @@ def test_conclusion_is_computed_from_the_numbers():
     results["runs"][0]["seconds_to_target"] = 960.0
     results["runs"][2]["phases"] = [{}]
     results["num_validation_images"] = 50
-    text = "\n".join(experiment._conclusion(results))
+    text = "\n".join(conclude(results))
     assert "4.0x sooner than from scratch (16 min 00 s)" in text
     assert "ended before its first unfreeze" in text
     assert "With 50 validation images, one image is 2.0 points" in text
@@ -216,7 +223,7 @@ def test_conclusion_is_computed_from_the_numbers():
     # From scratch at chance level on validation, whatever it did in training.
     results["runs"][0].update(best_val_accuracy=0.2, final_val_accuracy=0.2,
                               seconds_to_target=None)
-    text = "\n".join(experiment._conclusion(results))
+    text = "\n".join(conclude(results))
     assert "validation accuracy never rose above 20.0 % (chance for 5 classes: " \
         "20.0 %) while train accuracy, measured on batch statistics during " \
         "training, reached 95.0 %" in text
@@ -229,7 +236,7 @@ def test_conclusion_is_computed_from_the_numbers():
      (6, 4, {2: 3, 4: 4})],
 )
 def test_default_fine_tune_schedule_in_thirds(planned, units, schedule):
-    assert experiment._default_schedule(planned, units) == schedule
+    assert comparison_schedule(planned, units) == schedule
 
 
 def test_budget_stops_mid_epoch_and_marks_the_epoch_partial():
@@ -239,8 +246,8 @@ def test_budget_stops_mid_epoch_and_marks_the_epoch_partial():
     x = np.random.rand(40, 4).astype("float32")
     y = np.random.randint(0, 2, 40)
     start = time.perf_counter()
-    recorder = experiment._RunRecorder(start, start, epochs=5, verbose=0)
-    budget = experiment._WallClockBudget(deadline=start)  # spent already
+    recorder = RunRecorder(start)
+    budget = WallClockBudget(deadline=start)  # spent already
     model.fit(x, y, batch_size=8, epochs=5, validation_data=(x, y), verbose=0,
               callbacks=[recorder, budget])
     assert budget.stopped
@@ -248,6 +255,26 @@ def test_budget_stops_mid_epoch_and_marks_the_epoch_partial():
     assert len(recorder.history) == 1
     assert recorder.history[0]["partial"] is True
     assert recorder.history[0]["val_accuracy"] is not None
+
+
+def test_run_recorder_counts_from_fit_without_a_start_and_calls_its_hook():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = np.random.rand(16, 4).astype("float32")
+    y = np.random.randint(0, 2, 16)
+    seen = []
+    recorder = RunRecorder(on_epoch=seen.append)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[recorder])
+    assert seen == recorder.history and [r["epoch"] for r in seen] == [0, 1]
+    assert recorder.start == recorder.fit_start
+    assert 0 <= seen[0]["seconds"] <= seen[1]["seconds"]
+    assert seen[0]["val_accuracy"] is None and seen[0]["partial"] is False
+    assert recorder.trainable_params == {0: 10}
+
+
+def test_wall_clock_budget_rejects_a_deadline_that_is_not_a_number():
+    with pytest.raises(ConfigurationError, match="deadline must be a time.perf_counter"):
+        WallClockBudget(deadline="60")
 
 
 def test_without_data_dir_offline_and_nothing_cached_says_what_to_do(
@@ -262,7 +289,7 @@ def test_without_data_dir_offline_and_nothing_cached_says_what_to_do(
         "No DATA_DIR given",
         str(keras_home / "datasets"),
         "keras-transfer compare DATA_DIR",
-        experiment.FLOWER_PHOTOS_URL,
+        FLOWER_PHOTOS_URL,
     ):
         assert fragment in lines[0]
 
@@ -272,10 +299,10 @@ def test_cached_flower_photos_is_used_without_network(keras_home, monkeypatch, l
     def no_network(url, timeout=None):
         raise AssertionError("the cached copy should be used without a network check")
 
-    monkeypatch.setattr(weights_lib, "_reachable", no_network)
+    monkeypatch.setattr(weights_lib, "reachable", no_network)
     folder = keras_home.joinpath("datasets", *layout)
     write_image_folder(folder, classes=("daisy", "roses"), per_class=1, size=(8, 8))
-    assert experiment._default_data_dir() == str(folder)
+    assert default_data_dir() == str(folder)
 
 
 def test_no_backbone_with_weights_is_an_error(tmp_path, capsys, keras_home, offline):

@@ -214,7 +214,7 @@ def test_find_backbone_prefers_the_spec_the_model_was_built_from():
         renamed = keras.Model(model.input, model.output, name="renamed")
         assert models.find_backbone(renamed)[1] is spec
     finally:
-        backbones._REGISTRY.pop("mnv2_coarse")
+        backbones.unregister_backbone("mnv2_coarse")
 
 
 def _custom_gradients():

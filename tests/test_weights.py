@@ -181,9 +181,9 @@ def test_imagenet_offline_with_the_real_host(keras_home):
 
 def test_reachability_check_is_bounded():
     start = time.monotonic()
-    assert not weights._reachable(UNREACHABLE + "x.h5", timeout=1.0)
+    assert not weights.reachable(UNREACHABLE + "x.h5", timeout=1.0)
     assert time.monotonic() - start < 2.5
-    assert not weights._reachable("not a url")
+    assert not weights.reachable("not a url")
 
 
 def test_backbone_without_imagenet_weights(keras_home):

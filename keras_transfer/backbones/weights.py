@@ -152,7 +152,7 @@ def _load_imagenet(spec, shape, build):
     if not path.exists():
         url = spec.weights_source + path.name
         fallback = imagenet_weights_path(spec, None)
-        if not _reachable(url):
+        if not reachable(url):
             if fallback.exists():
                 # Without top, the weights of every input size have the same
                 # shapes; those trained at the default size are a better
@@ -214,8 +214,19 @@ def _keras_home(home):
         config._KERAS_DIR = previous
 
 
-def _reachable(url, timeout=CONNECT_TIMEOUT):
-    """Whether a TCP connection to `url`'s host opens within `timeout` seconds."""
+def reachable(url, timeout=CONNECT_TIMEOUT):
+    """Whether a TCP connection to `url`'s host opens within `timeout` seconds.
+
+    Bounded even where name resolution stalls (an offline machine), so it
+    is safe to ask before a download.
+
+    Example:
+
+    ```python
+    keras_transfer.weights.reachable("https://storage.googleapis.com/")
+    # False on a machine without internet, after at most 3 seconds
+    ```
+    """
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:
         return False
@@ -235,3 +246,6 @@ def _reachable(url, timeout=CONNECT_TIMEOUT):
     thread.start()
     thread.join(timeout)
     return bool(result) and result[0]
+
+
+# TODO(remove): old name used by experiment

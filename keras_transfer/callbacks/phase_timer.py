@@ -4,55 +4,28 @@ Writes, next to the accuracy curves, how long the head-only phase and each
 unfreeze step took, how much of that was spent re-tracing the train function,
 and how training throughput changed as more of the backbone trained. Works
 with or without `ProgressiveUnfreeze`, beside `keras.callbacks.TensorBoard`
-and under KerasTuner.
+and under KerasTuner. What is measured is in `phase_records`, what is
+written, and where, in `phase_summaries`.
 """
 
-import dataclasses
-import math
-import numbers
 import os
 import statistics
 import time
-from collections.abc import Mapping
 
 import keras
-import numpy as np
 
 from keras_transfer import caching
-from keras_transfer.unfreeze import phase as unfreeze_phase
+from keras_transfer.callbacks.phase_records import PhaseRecord
+from keras_transfer.callbacks.phase_records import learning_rates
+from keras_transfer.callbacks.phase_records import optimizer_iterations
+from keras_transfer.callbacks.phase_records import samples_seen
+from keras_transfer.callbacks.phase_summaries import PHASES_RUN
+from keras_transfer.callbacks.phase_summaries import SummaryWriters
+from keras_transfer.callbacks.phase_summaries import check_hparams
 from keras_transfer.errors import ConfigurationError
-
-# Name of the run (subdirectory of the log directory) holding PhaseTimer's own
-# series; loss and accuracy go to "train" and "validation" like Keras does.
-_PHASES_RUN = "phases"
-
-# The only group name used when no `ProgressiveUnfreeze` publishes groups.
-_ALL_WEIGHTS = "all"
-
-
-@dataclasses.dataclass
-class _PhaseRecord:
-    """What one phase has cost so far."""
-
-    index: int
-    info: object  # The PhaseInfo that opened the phase, or None.
-    start_time: float
-    start_epoch: int
-    epochs: int = 0
-    steps: int = 0
-    samples: int = 0
-    samples_known: bool = True
-    train_seconds: float = 0.0
-    first_execution: float = None
-    other_executions: list = dataclasses.field(default_factory=list)
-    learning_rates: dict = None
-    trainable_params: int = None
-
-    def retrace_seconds(self):
-        if self.first_execution is None or not self.other_executions:
-            return None
-        typical = statistics.median(self.other_executions)
-        return max(0.0, self.first_execution - typical)
+from keras_transfer.unfreeze.phase import current_phase
+from keras_transfer.utils.checks import is_int
+from keras_transfer.utils.tensors import count_params
 
 
 class PhaseTimer(keras.callbacks.Callback):
@@ -234,18 +207,16 @@ class PhaseTimer(keras.callbacks.Callback):
                 "Expected 'auto', True or False."
             )
         self.write_metrics = write_metrics
-        if batch_size is not None and (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, numbers.Integral)
-            or batch_size < 1
-        ):
+        if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
             raise ConfigurationError(
                 f"Unrecognized value for batch_size: {batch_size!r}. Expected "
                 "a positive int (the training batch size) or None."
             )
         self.batch_size = None if batch_size is None else int(batch_size)
-        self.hparams = _validate_hparams(hparams)
-        self._writers = {}
+        self.hparams = check_hparams(hparams)
+        # Opened by on_train_begin: the constructor holds no file, so that a
+        # tuner can deep-copy the callback for every trial.
+        self._writers = None
         self._reset_fit_state()
 
     @property
@@ -263,26 +234,23 @@ class PhaseTimer(keras.callbacks.Callback):
         self._reset_fit_state()
         # Read once per fit: KerasTuner sets the followed callback's log_dir
         # before the trial's fit starts.
-        self._fit_log_dir = self.log_dir
-        self._writer(_PHASES_RUN)
+        self._writers = SummaryWriters(self.log_dir)
+        self._writers.writer(PHASES_RUN)
         if self.hparams:
-            from tensorboard.plugins.hparams import api as hparams_api
-
-            with self._writer("hparams").as_default():
-                hparams_api.hparams(self.hparams)
-            self._writer("hparams").flush()
-        self._fit_start = time.perf_counter()
+            self._writers.write_hparams(self.hparams)
         # A cached fit (keras_transfer.caching) computes the frozen layers'
-        # features before on_train_begin: that pass is part of the first phase.
-        cache = caching.running_cache_info(self.model)
-        if cache is not None:
-            self._fit_start -= cache.seconds
+        # features before on_train_begin: that pass is part of the first
+        # phase. Phases are timed with perf_counter, so the wall-clock shift
+        # is carried over to it.
+        now = time.perf_counter()
+        cache_seconds = time.time() - caching.fit_start_time(self.model)
+        self._fit_start = now - cache_seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self._reset_epoch_state()
         self._epoch = epoch
         self._epoch_start = time.perf_counter()
-        self._epoch_start_iterations = _optimizer_iterations(self.model)
+        self._epoch_start_iterations = optimizer_iterations(self.model)
         self._in_training = True
         # The phase is read at the first batch, after every callback's
         # on_epoch_begin has run, so that the order of callbacks does not
@@ -339,37 +307,25 @@ class PhaseTimer(keras.callbacks.Callback):
         else:
             phase.samples += self._epoch_samples
 
-        trainable_params = _count_trainable_params(self.model)
-        rates = _learning_rates(self.model, phase.info)
+        trainable_params = count_params(self.model.trainable_weights)
+        rates = learning_rates(self.model, phase.info)
         if phase.trainable_params is None:
             phase.trainable_params = trainable_params
             phase.learning_rates = rates
 
-        with self._writer(_PHASES_RUN).as_default():
-            summary = _summary()
-            summary.scalar("phase/index", phase.index, step=epoch)
-            summary.scalar("epoch/seconds", now - self._epoch_start, step=epoch)
-            if train_seconds > 0:
-                summary.scalar(
-                    "epoch/steps_per_second",
-                    self._epoch_steps / train_seconds,
-                    step=epoch,
-                )
-                if self._epoch_samples is not None:
-                    summary.scalar(
-                        "epoch/images_per_second",
-                        self._epoch_samples / train_seconds,
-                        step=epoch,
-                    )
-            summary.scalar(
-                "model/trainable_params", trainable_params, step=epoch
-            )
-            for group, rate in rates.items():
-                summary.scalar(f"learning_rate/{group}", rate, step=epoch)
+        self._writers.write_epoch(
+            epoch,
+            phase.index,
+            seconds=now - self._epoch_start,
+            train_seconds=train_seconds,
+            steps=self._epoch_steps,
+            samples=self._epoch_samples,
+            trainable_params=trainable_params,
+            rates=rates,
+        )
         if self.write_metrics:
-            self._write_epoch_logs(epoch, logs or {})
-        for writer in self._writers.values():
-            writer.flush()
+            self._writers.write_epoch_logs(epoch, logs or {})
+        self._writers.flush()
 
     def on_train_end(self, logs=None):
         if self._phase is not None:
@@ -380,7 +336,7 @@ class PhaseTimer(keras.callbacks.Callback):
 
     def _resolve_phase(self):
         self._phase_resolved = True
-        info = unfreeze_phase.current_phase(self.model)
+        info = current_phase(self.model)
         index = 0 if info is None else int(info.index)
         if self._phase is not None and self._phase.index == index:
             return
@@ -391,7 +347,7 @@ class PhaseTimer(keras.callbacks.Callback):
         else:
             start = self._epoch_start
             self._close_phase(start)
-        self._phase = _PhaseRecord(
+        self._phase = PhaseRecord(
             index=index, info=info, start_time=start, start_epoch=self._epoch
         )
         self._epoch_opens_phase = True
@@ -399,40 +355,18 @@ class PhaseTimer(keras.callbacks.Callback):
     def _close_phase(self, end):
         phase = self._phase
         self._phase = None
-        duration = end - phase.start_time
-        retrace = phase.retrace_seconds()
-        images_per_second = None
-        if phase.samples_known and phase.samples and phase.train_seconds > 0:
-            images_per_second = phase.samples / phase.train_seconds
-        step = phase.index
-        with self._writer(_PHASES_RUN).as_default():
-            summary = _summary()
-            summary.scalar("phase/duration_seconds", duration, step=step)
-            if retrace is not None:
-                summary.scalar("phase/retrace_seconds", retrace, step=step)
-            summary.scalar("phase/epochs", phase.epochs, step=step)
-            summary.scalar("phase/steps", phase.steps, step=step)
-            if images_per_second is not None:
-                summary.scalar(
-                    "phase/images_per_second", images_per_second, step=step
-                )
-            summary.text(
-                "phase/summary",
-                _phase_markdown(phase, duration, retrace, images_per_second),
-                step=step,
-            )
-        self._writer(_PHASES_RUN).flush()
+        self._writers.write_phase(phase, end - phase.start_time)
 
     def _end_training_part(self):
         self._in_training = False
-        iterations = _optimizer_iterations(self.model)
+        iterations = optimizer_iterations(self.model)
         if iterations is not None and self._epoch_start_iterations is not None:
             self._epoch_steps = iterations - self._epoch_start_iterations
         else:
             known = (self.params or {}).get("steps")
             if known:
                 self._epoch_steps = min(self._epoch_steps, known)
-        samples = _samples_seen(self.model)
+        samples = samples_seen(self.model)
         if samples is None and self.batch_size is not None:
             samples = self._epoch_steps * self.batch_size
         self._epoch_samples = samples
@@ -440,39 +374,14 @@ class PhaseTimer(keras.callbacks.Callback):
         # epoch is over now.
         self._epoch_train_end = time.perf_counter()
 
-    # Writing ---------------------------------------------------------------
-
-    def _writer(self, run):
-        # "train" and "validation" are opened on first use, as Keras does, so
-        # that a fit without validation leaves no empty run behind.
-        if run not in self._writers:
-            import tensorflow as tf
-
-            path = self._fit_log_dir
-            if run != "hparams":
-                path = os.path.join(path, run)
-            self._writers[run] = tf.summary.create_file_writer(path)
-        return self._writers[run]
-
-    def _write_epoch_logs(self, epoch, logs):
-        # Same split and names as keras.callbacks.TensorBoard.
-        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        validation = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
-        for run, values in (("train", train), ("validation", validation)):
-            values = {k: v for k, v in values.items() if _is_number(v)}
-            if not values:
-                continue
-            with self._writer(run).as_default():
-                for name, value in values.items():
-                    _summary().scalar(f"epoch_{name}", float(value), step=epoch)
+    # State -----------------------------------------------------------------
 
     def _close_writers(self):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+        if self._writers is not None:
+            self._writers.close()
+        self._writers = None
 
     def _reset_fit_state(self):
-        self._fit_log_dir = None
         self._fit_start = None
         self._phase = None
         self._phase_resolved = False
@@ -490,132 +399,3 @@ class PhaseTimer(keras.callbacks.Callback):
         self._epoch_samples = None
         self._epoch_executions = []
         self._epoch_opens_phase = False
-
-
-def _summary():
-    import tensorflow as tf
-
-    return tf.summary
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) or (
-        isinstance(value, np.ndarray) and value.size == 1
-    )
-
-
-def _validate_hparams(hparams):
-    if hparams is None:
-        return None
-    if not isinstance(hparams, Mapping):
-        # keras_tuner.HyperParameters keeps the current values in `.values`.
-        values = getattr(hparams, "values", None)
-        if not isinstance(values, Mapping):
-            raise ConfigurationError(
-                f"Unrecognized value for hparams: {hparams!r}. Expected a dict "
-                "of hyperparameter name to value, a "
-                "keras_tuner.HyperParameters, or None."
-            )
-        hparams = values
-    result = {}
-    for name, value in hparams.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if not isinstance(value, (bool, int, float, str)):
-            raise ConfigurationError(
-                f"Unrecognized value for hparams[{name!r}]: {value!r}. HParams "
-                "values must be bool, int, float or str; leave out the ones "
-                "that are not."
-            )
-        result[str(name)] = value
-    return result
-
-
-def _count_trainable_params(model):
-    return int(sum(math.prod(v.shape) for v in model.trainable_weights))
-
-
-def _samples_seen(model):
-    """Training samples averaged by the loss tracker since the last reset.
-
-    Keras' train step updates the `loss` metric with the batch size as its
-    weight, so its `count` is the number of samples in the epoch so far.
-    """
-    tracker = getattr(model, "_loss_tracker", None)
-    count = getattr(tracker, "count", None)
-    if count is None:
-        return None
-    count = int(round(float(keras.ops.convert_to_numpy(count))))
-    return count or None
-
-
-def _optimizer_iterations(model):
-    """Steps the optimizer has applied, or None without an optimizer."""
-    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
-    if iterations is None:
-        return None
-    return int(keras.ops.convert_to_numpy(iterations))
-
-
-def _current_rate(optimizer):
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-def _learning_rates(model, info):
-    """The current learning rate of each parameter group."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return {}
-    # LossScaleOptimizer wraps the real one.
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    if info is None or not info.learning_rates:
-        try:
-            return {_ALL_WEIGHTS: _current_rate(optimizer)}
-        except (AttributeError, TypeError, ValueError):
-            return {}  # An optimizer without a single learning rate.
-    # The groups are those of the phase; an optimizer with per-group
-    # optimizers (ProgressiveUnfreeze's) gives their current rates, which
-    # move with warm-up and with callbacks such as ReduceLROnPlateau.
-    group_optimizer = getattr(optimizer, "group_optimizer", None)
-    rates = {}
-    for group, rate in info.learning_rates.items():
-        try:
-            rate = _current_rate(group_optimizer(group))
-        except (TypeError, ValueError, KeyError, AttributeError):
-            rate = float(rate)
-        rates[group] = rate
-    return rates
-
-
-def _phase_markdown(phase, duration, retrace, images_per_second):
-    info = phase.info
-    if info is None:
-        trainable = "the model as compiled (no `ProgressiveUnfreeze`)"
-    elif info.trainable_units:
-        trainable = f"{info.depth} {info.unit}: " + ", ".join(
-            f"`{name}`" for name in info.trainable_units
-        )
-    else:
-        trainable = f"head only (no backbone {info.unit})"
-    # The schedule's rates and size at the start of the phase when published,
-    # else what was measured at the end of its first epoch.
-    rates = (info and info.learning_rates) or phase.learning_rates or {}
-    rates = ", ".join(f"{group} {rate:.3g}" for group, rate in rates.items())
-    params = (info and info.trainable_params) or phase.trainable_params
-    last_epoch = phase.start_epoch + max(phase.epochs, 1) - 1
-    rows = [
-        ("epochs", f"{phase.start_epoch}-{last_epoch} ({phase.epochs})"),
-        ("trainable", trainable),
-        ("trainable parameters", f"{params or 0:,}"),
-        ("learning rates", rates or "-"),
-        ("steps", str(phase.steps)),
-        ("duration", f"{duration:.2f} s"),
-        ("re-trace", "-" if retrace is None else f"{retrace:.2f} s"),
-        (
-            "images/s",
-            "-" if images_per_second is None else f"{images_per_second:.1f}",
-        ),
-    ]
-    lines = [f"| phase {phase.index} | |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
-    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""Argument checks of the command line: argparse types and path checks.
+
+The argparse types (`positive_int`, `fraction`, ...) reject a value while
+the command line is parsed, so that `main` reports it as a usage mistake.
+The path checks run before any data is read: a run never trains for an hour
+to find that it cannot write its model.
+"""
+
+import argparse
+import math
+import os
+import tempfile
+
+from keras_transfer.errors import ConfigurationError
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1.
+
+    Example:
+
+    ```python
+    parser.add_argument("--epochs", type=positive_int, default=5)
+    ```
+    """
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {minimum}, got {text!r}"
+        )
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a number in [0, 1)."""
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1), e.g. 0.2, got {text!r}"
+        )
+    return value
+
+
+def unit_fraction(text):
+    """argparse type: a number in (0, 1]."""
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1], e.g. 0.1, got {text!r}"
+        )
+    return value
+
+
+def _float(text):
+    """`float(text)`, or NaN, which fails every range check, for non-numbers."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def weights_argument(text):
+    """The checked `--weights`: "imagenet", None (for "none") or a file path.
+
+    Raises:
+        ConfigurationError: `text` is none of them, or no such file exists.
+    """
+    if text.lower() == "none":
+        return None
+    if text.lower() == "imagenet":
+        return "imagenet"
+    path = os.path.expanduser(text)
+    if not os.path.isfile(path):
+        raise ConfigurationError(
+            f"--weights must be 'imagenet', 'none' or the path of a weights file. "
+            f"Received: {text!r}, which is not a file."
+        )
+    return path
+
+
+def keras_file_path(path, option):
+    """Checks that `path` is a writable `.keras` file path; returns it absolute.
+
+    Args:
+        path: the value given.
+        option: the option that gave it, for the messages (e.g. "--output").
+
+    Example:
+
+    ```python
+    output = keras_file_path("model.keras", "--output")
+    ```
+    """
+    if not path.endswith(".keras"):
+        raise ConfigurationError(
+            f"{option} must be a .keras file (the Keras model format). "
+            f"Received: {path!r}"
+        )
+    return writable_path(path, option)
+
+
+def writable_path(path, option):
+    """Checks that a file can be created at `path`; returns it absolute.
+
+    Writes a probe file: `os.access` says yes to root everywhere and knows
+    nothing of read-only file systems. Creates the missing folders.
+
+    Args:
+        path: the value given.
+        option: the option that gave it, for the messages.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise ConfigurationError(
+            f"{option} must be a file path, but {path} is a folder."
+        )
+    probe_folder(os.path.dirname(path), option, path)
+    return path
+
+
+def writable_dir(path, option):
+    """Checks that files can be created in folder `path`; returns it absolute.
+
+    Args:
+        path: the value given; created if missing.
+        option: the option that gave it, for the messages.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigurationError(
+            f"{option} must be a folder, but {path} is a file."
+        )
+    probe_folder(path, option, path)
+    return path
+
+
+def probe_folder(folder, option, path):
+    """Creates `folder` if needed and a file in it, or raises `ConfigurationError`.
+
+    Args:
+        folder: the folder that must be writable.
+        option: the option whose value needs it, for the message.
+        path: that value, for the message.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".keras-transfer-"):
+            pass
+    except OSError as e:
+        raise ConfigurationError(
+            f"Cannot write {option} {path}: {e.strerror or e}. Choose a path in a "
+            "folder you can write to."
+        ) from e

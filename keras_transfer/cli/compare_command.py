@@ -1,0 +1,136 @@
+"""`keras-transfer compare [DATA_DIR]`: what a pretrained backbone buys, measured.
+
+For each backbone, trains from scratch, pretrained with the head only, and
+pretrained with the head then progressive fine-tuning, on one seeded split
+and under the same epoch count or wall-clock budget; writes a report, the
+results, a plot and TensorBoard logs. The work is
+`keras_transfer.experiment.run_comparison`; this module is its options.
+"""
+
+import argparse
+import sys
+
+from keras_transfer import defaults
+from keras_transfer.cli.arguments import fraction
+from keras_transfer.cli.arguments import positive_float
+from keras_transfer.cli.arguments import positive_int
+from keras_transfer.cli.program import PROG
+from keras_transfer.experiment import run_comparison
+
+# Epochs per run when neither --epochs nor --budget-minutes limits it.
+_DEFAULT_EPOCHS = 10
+
+
+def register(subparsers):
+    """Adds the `compare` subcommand.
+
+    Args:
+        subparsers: the object `ArgumentParser.add_subparsers()` returns.
+    """
+    parser = subparsers.add_parser(
+        "compare",
+        help="measure what a pretrained backbone buys over training from scratch",
+        description="Train, on one seeded split of DATA_DIR and for each backbone,\n"
+        "(1) from scratch, (2) pretrained with the head only and (3) pretrained\n"
+        "with the head first, then progressive fine-tuning; every run stops at the\n"
+        "same epoch count or wall-clock budget. Writes OUT/report.md,\n"
+        "OUT/results.json, OUT/accuracy_vs_time.png and TensorBoard logs in\n"
+        "OUT/tensorboard/<run>. Backbones whose ImageNet weights cannot be had\n"
+        "(offline, not cached) are skipped with the reason.",
+        epilog="example:\n"
+        f"  {PROG} compare flower_photos --backbones mobilenet_v2_050,resnet50 \\\n"
+        "      --budget-minutes 25 --image-size 160 --output-dir compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "data_dir",
+        nargs="?",
+        metavar="DATA_DIR",
+        help="folder with one subfolder of images per class (default: TensorFlow's "
+        "flower_photos from the Keras cache, downloaded if online)",
+    )
+    parser.add_argument(
+        "--backbones",
+        default=defaults.BACKBONE,
+        metavar="NAMES",
+        help="comma-separated registered backbone names (default: %(default)s)",
+    )
+    _add_limit_arguments(parser)
+    parser.add_argument(
+        "--output-dir",
+        default="compare",
+        metavar="OUT",
+        help="folder for the report, results, plot and logs (default: %(default)s)",
+    )
+    _add_training_arguments(parser)
+    parser.set_defaults(handler=compare_command)
+
+
+def _add_limit_arguments(parser):
+    parser.add_argument(
+        "--budget-minutes",
+        type=positive_float,
+        metavar="M",
+        help="wall-clock minutes per run, model building included (default: none)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        metavar="N",
+        help=f"most epochs per run (default: {_DEFAULT_EPOCHS} without "
+        "--budget-minutes, unlimited with it)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="side of the square inputs, the same for every run "
+        "(default: the backbones' input size, 224)",
+    )
+
+
+def _add_training_arguments(parser):
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=defaults.BATCH_SIZE, metavar="N",
+        help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate", type=positive_float, default=1e-3, metavar="LR",
+        help="Adam learning rate of every run; the backbone fine-tunes at a tenth "
+        "of it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--validation-split", type=fraction, default=defaults.VALIDATION_SPLIT,
+        metavar="FRACTION",
+        help="fraction of each class held out for validation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.SEED, metavar="N",
+        help="seed of the split, the shuffling and the initial weights "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target-accuracy", type=fraction, default=0.8, metavar="FRACTION",
+        help="validation accuracy whose time-to-reach is reported (default: %(default)s)",
+    )
+
+
+def compare_command(args):
+    """Runs `run_comparison` with the parsed arguments."""
+    epochs = args.epochs
+    if epochs is None and args.budget_minutes is None:
+        epochs = _DEFAULT_EPOCHS
+    run_comparison(
+        args.data_dir,
+        backbones=args.backbones,
+        output_dir=args.output_dir,
+        epochs=epochs,
+        budget_minutes=args.budget_minutes,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_split=args.validation_split,
+        seed=args.seed,
+        target_accuracy=args.target_accuracy,
+    )
+    sys.stdout.flush()

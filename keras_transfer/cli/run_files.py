@@ -1,0 +1,78 @@
+"""The files a `train` run keeps between its runs: the backup folder and the history.
+
+`train` deletes the backup folder after a successful run, so
+`check_backup_dir` only accepts one that holds nothing but a backup; a
+resumed run reads the best value so far from the history with
+`best_so_far`. The model itself is saved with
+`keras_transfer.callbacks.best_checkpoint.save_model`.
+"""
+
+import math
+import os
+
+from keras_transfer.callbacks.json_history import history_records
+from keras_transfer.callbacks.run_backup import RunBackup
+from keras_transfer.cli.arguments import probe_folder
+from keras_transfer.cli.arguments import writable_dir
+from keras_transfer.errors import ConfigurationError
+
+
+def check_backup_dir(path):
+    """Checks `--backup-dir`: writable, and new or holding only a backup.
+
+    Args:
+        path: the value given (or its default).
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ConfigurationError: the folder cannot be written, or holds files a
+            `RunBackup` did not write.
+
+    Example:
+
+    ```python
+    backup_dir = check_backup_dir("model.backup")
+    ```
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        # Created at the end of the first epoch; a run that fails before
+        # leaves no empty folder behind.
+        probe_folder(os.path.dirname(path), "--backup-dir", path)
+        return path
+    path = writable_dir(path, "--backup-dir")
+    foreign = [name for name in os.listdir(path) if not RunBackup.owns(name)]
+    if foreign:
+        # The folder is deleted after a successful run: never one that holds
+        # anything else.
+        raise ConfigurationError(
+            f"--backup-dir {path} holds files that are not a keras-transfer backup "
+            f"(e.g. {sorted(foreign)[0]!r}), and the backup folder is deleted after "
+            "training. Pass a new or empty folder."
+        )
+    return path
+
+
+def best_so_far(run, monitor):
+    """The best `monitor` of the finished epochs a resumed run keeps.
+
+    Args:
+        run: the `TrainRun`; its checkpoint file must exist for a value to
+            count (else the checkpoint restarts from the first epoch).
+        monitor: the history key, e.g. "val_accuracy".
+
+    Returns:
+        The largest value in the history of the epochs before
+        `run.resume_epoch`, or None (a new run, no checkpoint, no value).
+    """
+    if not run.resume_epoch or not os.path.exists(run.checkpoint):
+        return None
+    values = [
+        record.get(monitor)
+        for record in history_records(run.history)
+        if record.get("epoch", math.inf) < run.resume_epoch
+    ]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return max(values) if values else None

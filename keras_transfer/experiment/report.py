@@ -1,0 +1,128 @@
+"""The comparison's three output files, and the text of `report.md`.
+
+`write_outputs` rewrites all three after every run, so that an interrupted
+comparison keeps the runs it finished:
+
+- `results.json`: the dict `run_comparison` returns;
+- `accuracy_vs_time.png`: see `experiment.plot`;
+- `report.md`: the setup, the machine, one table row per run, what was
+  skipped, the conclusion and the plot.
+"""
+
+import os
+
+from keras_transfer.experiment.formatting import format_duration
+from keras_transfer.experiment.formatting import format_percent
+from keras_transfer.experiment.formatting import limit_text
+from keras_transfer.experiment.formatting import target_text
+from keras_transfer.experiment.machine import machine_text
+from keras_transfer.experiment.plot import write_plot
+from keras_transfer.utils.files import atomic_write_json
+from keras_transfer.utils.files import atomic_write_text
+
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+PLOT_FILE = "accuracy_vs_time.png"
+
+
+def write_outputs(output_dir, results):
+    """Writes `results.json`, the plot and `report.md` to `output_dir`.
+
+    Each file is replaced in one step: a reader sees the previous version or
+    the new one, never a part.
+
+    Example:
+
+    ```python
+    write_outputs("compare", results)
+    ```
+    """
+    atomic_write_json(os.path.join(output_dir, RESULTS_FILE), results)
+    write_plot(os.path.join(output_dir, PLOT_FILE), results)
+    atomic_write_text(
+        os.path.join(output_dir, REPORT_FILE), report_text(results, output_dir)
+    )
+
+
+def report_text(results, output_dir):
+    """The Markdown of `report.md` for `results`, written to `output_dir`.
+
+    Example:
+
+    ```python
+    print(report_text(results, "compare"))
+    ```
+    """
+    lines = _setup_lines(results)
+    lines += _table_lines(results)
+    if results["skipped"]:
+        lines += ["", "Skipped:", ""]
+        for skipped in results["skipped"]:
+            reason = " ".join(skipped["reason"].split())
+            lines.append(f"- {skipped['backbone']}: {reason}")
+    if results["conclusion"]:
+        lines += ["", "## Conclusion", ""]
+        lines += [f"- {sentence}" for sentence in results["conclusion"]]
+    lines += [
+        "",
+        f"![Validation accuracy against wall-clock time]({PLOT_FILE})",
+        "",
+        f"Per-epoch history: `{RESULTS_FILE}`. Phase timings in TensorBoard: "
+        f"`tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _setup_lines(results):
+    """The title, the data, what the times count, and the machine."""
+    classes = results["class_names"]
+    size = results["image_size"]
+    num_train = results["num_train_images"]
+    num_val = results["num_validation_images"]
+    return [
+        f"# Pretrained or from scratch: {os.path.basename(results['data_dir'])}",
+        "",
+        f"{num_train + num_val:,} images of "
+        f"{len(classes)} classes ({', '.join(classes)}) from `{results['data_dir']}`, "
+        f"split once with seed {results['seed']}: {num_train:,} for "
+        f"training, {num_val:,} for validation. Inputs "
+        f"{size[0]}x{size[1]} px, batches of {results['batch_size']}, Adam. Each run "
+        f"stopped after {limit_text(results)}. Times count from the start of the run: "
+        "building the model, loading the weights and caching frozen features (the "
+        "setup) included, reading and decoding "
+        f"the images (done once before the runs, "
+        f"{format_duration(results['data_seconds'])}) not.",
+        "",
+        f"Machine: {machine_text(results['machine'])}",
+        "",
+    ]
+
+
+def _table_lines(results):
+    """One row per run: accuracies, time to the target, total and per phase."""
+    lines = [
+        f"| Run | Best train acc. | Final train acc. | Best val. acc. | Final val. acc. "
+        f"| Time to {target_text(results)} val. | Total time | Time per phase |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in results["runs"]:
+        phases = [f"setup {format_duration(run['setup_seconds'])}"] + [
+            f"{p['trainable']} {format_duration(p['seconds'])}" for p in run["phases"]
+        ]
+        reached = run["seconds_to_target"]
+        total = format_duration(run["total_seconds"])
+        if run["stopped_by"] == "budget":
+            total += " (budget)"
+        cells = [
+            run["label"],
+            format_percent(run["best_accuracy"]),
+            format_percent(run["final_accuracy"]),
+            format_percent(run["best_val_accuracy"]),
+            format_percent(run["final_val_accuracy"]),
+            "not reached" if reached is None else format_duration(reached),
+            total,
+            "; ".join(phases),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

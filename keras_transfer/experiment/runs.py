@@ -1,0 +1,283 @@
+"""One run of a comparison: build, train under the budget, summarise.
+
+A run's clock starts before its model is built, so building it and loading
+the ImageNet weights count, as does everything `fit` does (computing the
+cache of frozen features, tracing) and every validation pass. The run stops
+after the comparison's epochs or at the first training step past its
+budget (`WallClockBudget`), whichever comes first.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import time
+import warnings
+
+import keras
+
+from keras_transfer.callbacks.phase_timer import PhaseTimer
+from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
+from keras_transfer.callbacks.run_recorder import RunRecorder
+from keras_transfer.callbacks.wall_clock_budget import WallClockBudget
+from keras_transfer.experiment.formatting import format_duration
+from keras_transfer.experiment.formatting import format_percent
+from keras_transfer.experiment.methods import METHOD_LABELS
+from keras_transfer.models import build_classifier
+from keras_transfer.models import find_backbone
+
+# `fit` needs an epoch count; with a budget alone the budget stops the run.
+_UNLIMITED_EPOCHS = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What every run of a comparison shares.
+
+    Example:
+
+    ```python
+    settings = RunSettings(train_ds, val_ds, num_classes=5, shape=(160, 160, 3),
+                           epochs=10, budget_seconds=None, learning_rate=1e-3,
+                           seed=1337, target_accuracy=0.8, output_dir="compare")
+    ```
+
+    Args:
+        train_ds, val_ds: the batched datasets, images already cached.
+        num_classes: int, the classifier's outputs.
+        shape: the `(height, width, 3)` input shape.
+        epochs: int, the most epochs per run, or None for the budget alone.
+        budget_seconds: float, the most wall-clock seconds per run, or None.
+        learning_rate: float, Adam's learning rate (the head's in `fine_tune`).
+        seed: int, seed of the shuffling and the initial weights.
+        target_accuracy: float, the validation accuracy whose time-to-reach
+            the run reports.
+        output_dir: the comparison's folder; TensorBoard logs go to
+            `tensorboard/<run>` in it.
+        verbose: 0 for silence, 1 to print the run and its epochs.
+    """
+
+    train_ds: object
+    val_ds: object
+    num_classes: int
+    shape: tuple
+    epochs: object
+    budget_seconds: object
+    learning_rate: float
+    seed: int
+    target_accuracy: float
+    output_dir: str
+    verbose: int = 1
+
+
+def train_run(spec, method, settings, schedule=None, position=(1, 1)):
+    """Trains one run and returns its entry of `results["runs"]`.
+
+    Example:
+
+    ```python
+    run = train_run(get_backbone("mobilenet_v2_050"), "head_only", settings)
+    print(run["best_val_accuracy"], run["total_seconds"])
+    ```
+
+    Args:
+        spec: the backbone's `BackboneSpec`.
+        method: one of `METHODS`.
+        settings: the comparison's `RunSettings`.
+        schedule: the `ProgressiveUnfreeze` schedule of a `fine_tune` run;
+            None for the other methods.
+        position: `(number, total)` of the run, for the progress line.
+
+    Raises:
+        WeightsError: the ImageNet weights of `spec` cannot be loaded.
+    """
+    name = f"{spec.name}-{method}"
+    log_dir = os.path.join(settings.output_dir, "tensorboard", name)
+    # Two runs' event files in one folder would show as one run.
+    shutil.rmtree(log_dir, ignore_errors=True)
+    if settings.verbose:
+        _print_header(spec, method, schedule, position)
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(settings.seed)
+    start = time.perf_counter()
+    budget_seconds = settings.budget_seconds
+    deadline = None if budget_seconds is None else start + budget_seconds
+    model = _compiled_model(spec, method, settings)
+    unfreeze = None
+    if method == "fine_tune":
+        unfreeze = ProgressiveUnfreeze(schedule=schedule, verbose=settings.verbose)
+    on_epoch = _epoch_printer(settings.epochs, deadline) if settings.verbose else None
+    recorder = RunRecorder(start, on_epoch=on_epoch)
+    budget = WallClockBudget(deadline)
+    callbacks = [unfreeze] if unfreeze is not None else []
+    callbacks += [PhaseTimer(log_dir), recorder, budget]
+    with _retracing_warnings_silenced():
+        model.fit(
+            settings.train_ds,
+            validation_data=settings.val_ds,
+            epochs=settings.epochs or _UNLIMITED_EPOCHS,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,
+        )
+    total_seconds = time.perf_counter() - start
+    del model
+    keras.backend.clear_session()
+
+    run = _summary(spec, method, settings, recorder, start, total_seconds)
+    run["stopped_by"] = "budget" if budget.stopped else "epochs"
+    run["phases"] = _phases(
+        method, unfreeze, recorder.history, recorder.fit_start - start,
+        recorder.trainable_params,
+    )
+    run["history"] = recorder.history
+    run["tensorboard"] = os.path.relpath(log_dir, settings.output_dir)
+    if unfreeze is not None:
+        run["schedule"] = [list(phase) for phase in unfreeze.phases]
+        run["unit"] = unfreeze.unit
+    return run
+
+
+def _compiled_model(spec, method, settings):
+    with warnings.catch_warnings():
+        # Reported once when the weights were checked before the runs.
+        warnings.filterwarnings("ignore", message=".*cannot be downloaded; loading")
+        warnings.filterwarnings("ignore", message=".*will be loaded as the default")
+        model = build_classifier(
+            spec,
+            settings.num_classes,
+            input_shape=settings.shape,
+            weights=None if method == "scratch" else "imagenet",
+        )
+    if method == "scratch":
+        backbone, _ = find_backbone(model)
+        # Propagates to every layer: BatchNormalization trains too.
+        backbone.trainable = True
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _summary(spec, method, settings, recorder, start, total_seconds):
+    """The run's accuracies and times, in the order of `results.json`."""
+    history = recorder.history
+    trained = [r for r in history if r["accuracy"] is not None]
+    validated = [r for r in history if r["val_accuracy"] is not None]
+    reached = [r for r in validated if r["val_accuracy"] >= settings.target_accuracy]
+    return {
+        "name": f"{spec.name}-{method}",
+        "backbone": spec.name,
+        "method": method,
+        "label": f"{spec.name}, {METHOD_LABELS[method]}",
+        "weights": None if method == "scratch" else "imagenet",
+        "learning_rate": settings.learning_rate,
+        "schedule": None,
+        "unit": None,
+        "best_accuracy": _max(r["accuracy"] for r in trained),
+        "final_accuracy": trained[-1]["accuracy"] if trained else None,
+        "best_val_accuracy": _max(r["val_accuracy"] for r in validated),
+        "final_val_accuracy": validated[-1]["val_accuracy"] if validated else None,
+        "seconds_to_target": reached[0]["seconds"] if reached else None,
+        "setup_seconds": round(recorder.fit_start - start, 3),
+        "total_seconds": round(total_seconds, 3),
+    }
+
+
+def _phases(method, unfreeze, history, setup_seconds, trainable_params):
+    """What each phase trained and how long it took (after the setup)."""
+    if not history:
+        return []
+    descriptions = {0: "all layers" if method == "scratch" else "head"}
+    if unfreeze is not None:
+        for index, (_, depth) in enumerate(unfreeze.phases):
+            descriptions[index] = (
+                "head" if depth == 0 else f"last {depth} {unfreeze.unit}"
+            )
+    phases = []
+    previous_end = setup_seconds
+    for record in history:
+        if not phases or phases[-1]["index"] != record["phase"]:
+            phases.append(
+                {
+                    "index": record["phase"],
+                    "start_epoch": record["epoch"],
+                    "trainable": descriptions.get(record["phase"], "?"),
+                    "trainable_params": trainable_params.get(record["phase"]),
+                    "seconds": 0.0,
+                }
+            )
+        phases[-1]["seconds"] = round(
+            phases[-1]["seconds"] + record["seconds"] - previous_end, 3
+        )
+        previous_end = record["seconds"]
+    return phases
+
+
+def _max(values):
+    values = list(values)
+    return max(values) if values else None
+
+
+@contextlib.contextmanager
+def _retracing_warnings_silenced():
+    # Every run traces the train function of a new model; TensorFlow counts
+    # them together and, from the third run on, warns of "excessive
+    # retracing", which here is expected and harmless.
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --- progress ----------------------------------------------------------------
+
+
+def _print_header(spec, method, schedule, position):
+    number, total = position
+    what = {
+        "scratch": "random weights, every layer trains",
+        "head_only": "ImageNet weights, backbone frozen",
+        "fine_tune": f"ImageNet weights, unfreeze schedule {_schedule_text(schedule)}",
+    }[method]
+    print(f"\n[{number}/{total}] {spec.name}, {METHOD_LABELS[method]} ({what})")
+
+
+def _schedule_text(schedule):
+    if isinstance(schedule, dict):
+        return ", ".join(
+            f"last {depth} blocks from epoch {epoch + 1}"
+            for epoch, depth in sorted(schedule.items())
+            if depth
+        )
+    return repr(schedule)
+
+
+def _epoch_printer(epochs, deadline):
+    """A `RunRecorder` hook printing each epoch and the time left."""
+
+    def print_epoch(record):
+        now = time.perf_counter()
+        of = f"/{epochs}" if epochs else ""
+        parts = [f"  epoch {record['epoch'] + 1}{of}"]
+        if record["partial"]:
+            parts[0] += " (partial)"
+        for key in ("accuracy", "val_accuracy"):
+            if record[key] is not None:
+                parts.append(f"{key} {format_percent(record[key])}")
+        parts.append(f"{format_duration(record['seconds'])} elapsed")
+        if deadline is not None:
+            left = max(0.0, deadline - now)
+            parts.append(f"{format_duration(left)} left in the budget")
+        print(", ".join(parts), flush=True)
+
+    return print_epoch
