@@ -23,5 +23,5 @@ from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.models import TransferClassifier
 from keras_transfer.models import build_classifier
-from keras_transfer.search_processes import search_in_subprocesses
+from keras_transfer.tuner import search_in_subprocesses
 from keras_transfer.tuner import TransferHyperModel

@@ -246,6 +246,3 @@ def reachable(url, timeout=CONNECT_TIMEOUT):
     thread.start()
     thread.join(timeout)
     return bool(result) and result[0]
-
-
-# TODO(remove): old name used by experiment

@@ -15,10 +15,11 @@ from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import positive_float
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.program import PROG
+from keras_transfer.experiment import DEFAULT_EPOCHS
+from keras_transfer.experiment import DEFAULT_LEARNING_RATE
+from keras_transfer.experiment import DEFAULT_OUTPUT_DIR
+from keras_transfer.experiment import DEFAULT_TARGET_ACCURACY
 from keras_transfer.experiment import run_comparison
-
-# Epochs per run when neither --epochs nor --budget-minutes limits it.
-_DEFAULT_EPOCHS = 10
 
 
 def register(subparsers):
@@ -58,7 +59,7 @@ def register(subparsers):
     _add_limit_arguments(parser)
     parser.add_argument(
         "--output-dir",
-        default="compare",
+        default=DEFAULT_OUTPUT_DIR,
         metavar="OUT",
         help="folder for the report, results, plot and logs (default: %(default)s)",
     )
@@ -77,7 +78,7 @@ def _add_limit_arguments(parser):
         "--epochs",
         type=positive_int,
         metavar="N",
-        help=f"most epochs per run (default: {_DEFAULT_EPOCHS} without "
+        help=f"most epochs per run (default: {DEFAULT_EPOCHS} without "
         "--budget-minutes, unlimited with it)",
     )
     parser.add_argument(
@@ -91,35 +92,51 @@ def _add_limit_arguments(parser):
 
 def _add_training_arguments(parser):
     parser.add_argument(
-        "--batch-size", type=positive_int, default=defaults.BATCH_SIZE, metavar="N",
+        "--batch-size",
+        type=positive_int,
+        default=defaults.BATCH_SIZE,
+        metavar="N",
         help="(default: %(default)s)",
     )
     parser.add_argument(
-        "--learning-rate", type=positive_float, default=1e-3, metavar="LR",
+        "--learning-rate",
+        type=positive_float,
+        default=DEFAULT_LEARNING_RATE,
+        metavar="LR",
         help="Adam learning rate of every run; the backbone fine-tunes at a tenth "
         "of it (default: %(default)s)",
     )
     parser.add_argument(
-        "--validation-split", type=fraction, default=defaults.VALIDATION_SPLIT,
+        "--validation-split",
+        type=fraction,
+        default=defaults.VALIDATION_SPLIT,
         metavar="FRACTION",
         help="fraction of each class held out for validation (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=defaults.SEED, metavar="N",
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        metavar="N",
         help="seed of the split, the shuffling and the initial weights "
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--target-accuracy", type=fraction, default=0.8, metavar="FRACTION",
-        help="validation accuracy whose time-to-reach is reported (default: %(default)s)",
+        "--target-accuracy",
+        type=fraction,
+        default=DEFAULT_TARGET_ACCURACY,
+        metavar="FRACTION",
+        help="validation accuracy whose time-to-reach is reported "
+        "(default: %(default)s)",
     )
 
 
 def compare_command(args):
     """Runs `run_comparison` with the parsed arguments."""
     epochs = args.epochs
+    # Without either limit a run would never stop.
     if epochs is None and args.budget_minutes is None:
-        epochs = _DEFAULT_EPOCHS
+        epochs = DEFAULT_EPOCHS
     run_comparison(
         args.data_dir,
         backbones=args.backbones,

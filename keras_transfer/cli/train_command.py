@@ -96,7 +96,10 @@ def train_command(args):
 
     size = run.image_size
     model = build_classifier(
-        run.spec.name, len(class_names), input_shape=(size, size, 3), weights=run.weights
+        run.spec.name,
+        len(class_names),
+        input_shape=(size, size, 3),
+        weights=run.weights,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),

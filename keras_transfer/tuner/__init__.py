@@ -39,3 +39,12 @@ from keras_transfer.tuner.hypermodel import TransferHyperModel
 from keras_transfer.tuner.results import results_table
 from keras_transfer.tuner.search_processes import search_in_subprocesses
 from keras_transfer.tuner.search_space import HYPERPARAMETERS
+
+__all__ = [
+    "HYPERPARAMETERS",
+    "TransferHyperModel",
+    "UNFROZEN_BLOCKS_LOG",
+    "clear_backbone_cache",
+    "results_table",
+    "search_in_subprocesses",
+]

@@ -180,8 +180,9 @@ def check_search_space(specs, **ranges):
 
     Example:
 
+    >>> from keras_transfer import get_backbone
     >>> space = check_search_space(
-    ...     [keras_transfer.get_backbone("mobilenet_v2_035")],
+    ...     [get_backbone("mobilenet_v2_035")],
     ...     unfreeze_blocks=(0, 2), unfreeze_epoch=1, head_units=0,
     ...     head_dropout=0.2, head_learning_rate=1e-3, backbone_lr_ratio=0.1)
     >>> space["unfreeze_blocks"]
