@@ -20,6 +20,8 @@ def _modules():
 
 
 def _module_name(path):
+    if PACKAGE not in path.parents:
+        return path.stem
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -33,7 +35,8 @@ def _private_uses(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_transfer"):
             for alias in node.names:
-                if alias.name.startswith("_") and node.module != own:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and node.module != own:
                     found.append((node.lineno, f"from {node.module} import {alias.name}"))
                 module_aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         elif isinstance(node, ast.Import):
