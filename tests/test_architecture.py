@@ -77,3 +77,29 @@ def test_the_checks_catch_a_private_import(tmp_path):
         "from keras_transfer.caching import _secret",
         "caching._state",
     ]
+
+
+def test_readme_module_table_matches_the_tree():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        if line.startswith("| `keras_transfer/"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1]
+    listed = set()
+    for package, modules in rows.items():
+        folder = package.split("`")[1].rstrip("/")
+        if folder.endswith(".py"):
+            listed.add(folder)
+            continue
+        for module in modules.replace("`", "").split(","):
+            if module.strip():
+                listed.add(f"{folder}/{module.strip()}.py")
+    # The last row also names top-level modules after its package.
+    listed |= {f"keras_transfer/{name}" for name in ("defaults.py", "errors.py")}
+    actual = {
+        str(p.relative_to(PACKAGE.parent)) for p in _modules()
+        if p.name != "__main__.py" and str(p.relative_to(PACKAGE.parent)) != "keras_transfer/__init__.py"
+        and not (p.name == "__init__.py" and p.parent.name != "cli")
+    }
+    assert listed == actual

@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from test_progressive_unfreeze import SIZE
+from test_progressive_unfreeze import tiny_model
 
 import keras_transfer
 from keras_transfer.errors import ConfigurationError
@@ -11,25 +13,10 @@ from keras_transfer.unfreeze import UnfreezePlan
 from keras_transfer.unfreeze import fine_tune_schedule
 from keras_transfer.unfreeze import plan_from_callbacks
 
-SIZE = 32
-
 
 def inline_model():
-    """Three conv/BN units inline in the model, as a classic script builds it."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = inputs
-    for i, filters in enumerate((4, 8, 8)):
-        x = keras.layers.Conv2D(filters, 3, strides=2, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
-    base = keras.Model(inputs, x, name="tiny_backbone")
-    base.trainable = False
-    pooled = keras.layers.GlobalAveragePooling2D()(base.output)
-    outputs = keras.layers.Dense(2, activation="softmax", name="head")(pooled)
-    model = keras.Model(base.input, outputs)
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    return model, base
+    """Three conv/BN units in a nested backbone, as a classic script builds it."""
+    return tiny_model(keras.optimizers.Adam(1e-2))
 
 
 def test_phases_epochs_and_depths():
