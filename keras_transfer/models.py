@@ -32,6 +32,8 @@ from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
+from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.tensors import copy_optimizer
 
 _HEAD_ARGS = ("hidden_units", "pooling", "dropout")
 
@@ -381,3 +383,47 @@ def _head_kwargs(head, dropout):
             f"Unknown head argument(s) {unknown}. Expected any of {list(_HEAD_ARGS)}."
         )
     return {"dropout": dropout, **head}
+
+
+def save_model(model, path):
+    """Saves `model` to the `.keras` file `path` atomically, loadable without warnings.
+
+    The model is saved under a temporary name in the same folder, flushed to
+    disk and renamed: an interrupted save never leaves a truncated model
+    where the previous one was. A model whose optimizer is
+    `ProgressiveUnfreeze`'s per-group optimizer is saved with a fresh copy of
+    its head optimizer instead; `model.optimizer` is left as it was.
+
+    Args:
+        model: a compiled or uncompiled Keras model.
+        path: the `.keras` file to write.
+
+    Example:
+
+    ```python
+    save_model(model, "model.keras")
+    keras.saving.load_model("model.keras")  # no warning about the optimizer
+    ```
+    """
+    optimizer = model.optimizer
+    head = getattr(optimizer, "head_optimizer", None)
+    if head is not None:
+        # ProgressiveUnfreeze's per-group optimizer is rebuilt by the callback,
+        # never loaded from a file: `load_model` would compile the head's
+        # optimizer and warn that the saved variables do not fit it. Save a
+        # fresh copy of the head's optimizer, built for the weights that are
+        # trainable now, which `load_model` restores as it is.
+        fresh = copy_optimizer(head)
+        fresh.build(model.trainable_variables)
+        model.optimizer = fresh
+    folder, name = os.path.split(path)
+    # Keras picks the format from the suffix: the temporary name keeps it.
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(temporary)
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    finally:
+        model.optimizer = optimizer
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -211,6 +211,20 @@ class BackboneSpec:
                 rows = height
         return self.weights_file.format(rows=rows)
 
+    def check_depth(self, depth, name="unfreeze_blocks"):
+        """Raises `ConfigurationError` unless `depth` blocks fit in this backbone.
+
+        Args:
+            depth: how many blocks, counted from the top, would train.
+            name: how the user gave it (`"--unfreeze-blocks"`, `"unfreeze_blocks"`).
+        """
+        if depth > len(self.blocks):
+            raise ConfigurationError(
+                f"{name} {depth} is more than the {len(self.blocks)} blocks of "
+                f"backbone {self.name!r} ({self.block_names[0]} ... "
+                f"{self.block_names[-1]}). Use at most {len(self.blocks)}."
+            )
+
     def check_input_shape(self, input_shape, require_rgb=True):
         """Validates an input shape for this backbone; returns it as a tuple.
 

@@ -4,7 +4,7 @@
 `check_backup_dir` only accepts one that holds nothing but a backup; a
 resumed run reads the best value so far from the history with
 `best_so_far`. The model itself is saved with
-`keras_transfer.callbacks.best_checkpoint.save_model`.
+`keras_transfer.models.save_model`.
 """
 
 import math

@@ -268,13 +268,7 @@ def _check_backbone_fits(args, spec, size):
             f"backbone {spec.name!r} accepts. Use --image-size "
             f"{spec.min_input_size} or more (its default is {spec.default_input_size})."
         )
-    if args.unfreeze_blocks > len(spec.blocks):
-        raise ConfigurationError(
-            f"--unfreeze-blocks {args.unfreeze_blocks} is more than the "
-            f"{len(spec.blocks)} blocks of backbone {spec.name!r} "
-            f"({spec.block_names[0]} ... {spec.block_names[-1]}). Use at most "
-            f"{len(spec.blocks)}."
-        )
+    spec.check_depth(args.unfreeze_blocks, name="--unfreeze-blocks")
 
 
 def run_identity(args, run, class_names):

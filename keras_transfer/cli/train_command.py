@@ -17,7 +17,6 @@ import sys
 import keras
 
 from keras_transfer.callbacks.best_checkpoint import BestCheckpoint
-from keras_transfer.callbacks.best_checkpoint import save_model
 from keras_transfer.callbacks.flushing_tensorboard import FlushingTensorBoard
 from keras_transfer.callbacks.json_history import JsonHistory
 from keras_transfer.callbacks.non_finite_loss_guard import NonFiniteLoss
@@ -35,6 +34,7 @@ from keras_transfer.cli.train_arguments import check_train_arguments
 from keras_transfer.cli.train_arguments import run_identity
 from keras_transfer.data import load_image_folder
 from keras_transfer.models import build_classifier
+from keras_transfer.models import save_model
 from keras_transfer.unfreeze import fine_tune_schedule
 
 

@@ -247,12 +247,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         values = self.declare(hp)
         spec = backbones_lib.get_backbone(values["backbone"])
         depth = values["unfreeze_blocks"]
-        if depth > len(spec.blocks):
-            raise ConfigurationError(
-                f"unfreeze_blocks={depth} but backbone {spec.name!r} has "
-                f"{len(spec.blocks)} blocks ({', '.join(spec.block_names)}). "
-                f"Use at most {len(spec.blocks)}."
-            )
+        spec.check_depth(depth, name="unfreeze_blocks")
         head = {"hidden_units": int(values["head_units"])}
         dropout = float(values["head_dropout"])
         if self.reuse_backbones:

@@ -15,17 +15,19 @@ def to_float(value):
     return float(keras.ops.convert_to_numpy(value))
 
 
-def copy_optimizer(optimizer, learning_rate, name=None):
+def copy_optimizer(optimizer, learning_rate=None, name=None):
     """A new, unbuilt optimizer of the same class and configuration.
 
     Args:
         optimizer: an optimizer instance or identifier (`"adam"`).
-        learning_rate: the copy's learning rate (a float or a schedule).
+        learning_rate: the copy's learning rate (a float or a schedule);
+            None keeps the original's.
         name: the copy's name; None keeps the original's.
     """
     optimizer = keras.optimizers.get(optimizer)
     config = optimizer.get_config()
-    config["learning_rate"] = learning_rate
+    if learning_rate is not None:
+        config["learning_rate"] = learning_rate
     if name is not None:
         config["name"] = name
     return optimizer.__class__.from_config(config)
