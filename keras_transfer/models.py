@@ -43,7 +43,7 @@ def build_classifier(
     num_classes,
     input_shape=None,
     weights="imagenet",
-    dropout=0.2,
+    dropout=defaults.HEAD_DROPOUT,
     head=None,
     name=None,
     cache_frozen_features=True,

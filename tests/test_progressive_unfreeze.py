@@ -472,3 +472,10 @@ def test_mirrored_strategy_on_two_logical_cpus_unfreezes():
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_other_backends_are_refused_at_construction(monkeypatch, backend):
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    with pytest.raises(ConfigurationError, match=f"TensorFlow backend only.*'{backend}'"):
+        ProgressiveUnfreeze(schedule={1: 1})

@@ -143,6 +143,16 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            # The per-group optimizer is built under `model.distribute_strategy`
+            # and the train function is rebuilt mid-fit: both TensorFlow-only here.
+            raise ConfigurationError(
+                f"ProgressiveUnfreeze supports the TensorFlow backend only; Keras "
+                f"runs on {backend!r} (KERAS_BACKEND). Set KERAS_BACKEND=tensorflow, "
+                "or unfreeze with two fit calls (set layer.trainable, then "
+                "compile again) on this backend."
+            )
         if schedule is None:
             raise ConfigurationError(
                 "ProgressiveUnfreeze needs a `schedule`: a dict {epoch: depth} "
