@@ -14,6 +14,7 @@ from keras_transfer import data
 from keras_transfer import defaults
 from keras_transfer import errors
 from keras_transfer import layers
+from keras_transfer import learning_rate
 from keras_transfer import models
 from keras_transfer import unfreeze
 from keras_transfer.backbones import BackboneSpec
@@ -30,6 +31,7 @@ from keras_transfer.data import load_image_folder
 from keras_transfer.experiment import run_comparison
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
+from keras_transfer.learning_rate import find_learning_rate
 from keras_transfer.models import TransferClassifier
 from keras_transfer.models import build_classifier
 from keras_transfer.tuner import TransferHyperModel

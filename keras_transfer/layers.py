@@ -5,6 +5,9 @@ weights were trained on, inside the model, so that a saved model takes raw
 images. `ClassifierHead` is the new, trainable classifier on top of the
 backbone's feature maps. Both are registered for serialization and contain no
 `Lambda` layer, so a saved model loads with `safe_mode=True`.
+
+The head also carries the class names (`class_names_of(model)` reads them),
+so that a saved model says what its outputs mean.
 """
 
 import keras
@@ -92,11 +95,17 @@ class ClassifierHead(keras.layers.Layer):
     float32, so a model trained with `"mixed_float16"` still outputs float32
     probabilities (what the losses need for numerical stability).
 
+    The head keeps the names of the classes its outputs stand for, if given:
+    they are saved with the model, so `keras-transfer predict` and
+    `evaluate` can name the classes of a model file.
+
     Example:
 
-    >>> head = keras_transfer.ClassifierHead(5, dropout=0.2, hidden_units=128)
+    >>> head = keras_transfer.ClassifierHead(2, class_names=["cats", "dogs"])
     >>> head(np.zeros((2, 7, 7, 1280))).shape
-    (2, 5)
+    (2, 2)
+    >>> head.class_names
+    ['cats', 'dogs']
 
     Args:
         num_classes: number of classes, at least 2.
@@ -107,6 +116,9 @@ class ClassifierHead(keras.layers.Layer):
         pooling: `"avg"` (default) or `"max"` global pooling of the
             `(batch, height, width, channels)` input. Inputs that are
             already `(batch, features)` are used as they are.
+        class_names: None (default), or a list of `num_classes` distinct
+            strings: the name of each output, in output order (for an image
+            folder, its sorted class subfolder names).
         **kwargs: base layer keyword arguments, e.g. `name`.
     """
 
@@ -116,6 +128,7 @@ class ClassifierHead(keras.layers.Layer):
         dropout=defaults.HEAD_DROPOUT,
         hidden_units=0,
         pooling="avg",
+        class_names=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -140,6 +153,8 @@ class ClassifierHead(keras.layers.Layer):
             )
         hidden_units = int(hidden_units)
         dropout = float(dropout)
+        # A tuple: Keras would wrap a list attribute in a tracking list.
+        self._class_names = _check_class_names(class_names, num_classes)
         self.num_classes = num_classes
         self.dropout = dropout
         self.hidden_units = hidden_units
@@ -180,6 +195,11 @@ class ClassifierHead(keras.layers.Layer):
                 x = self.hidden_dropout(x, training=training)
         return self.classifier(x)
 
+    @property
+    def class_names(self):
+        """The name of each output as a list, or None when not given."""
+        return None if self._class_names is None else list(self._class_names)
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
 
@@ -194,6 +214,85 @@ class ClassifierHead(keras.layers.Layer):
                 "dropout": self.dropout,
                 "hidden_units": self.hidden_units,
                 "pooling": self.pooling,
+                "class_names": self.class_names,
             }
         )
         return config
+
+
+def _check_class_names(class_names, num_classes):
+    """`class_names` as a tuple of strings, or None; raises naming what is wrong."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, (list, tuple)):
+        raise ConfigurationError(
+            "class_names must be None or a list of strings, one per class. "
+            f"Received: class_names={class_names!r}"
+        )
+    names = list(class_names)
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if bad:
+        raise ConfigurationError(
+            f"class_names must be non-empty strings. Received: {bad[0]!r} in "
+            f"class_names={names!r}"
+        )
+    if len(names) != num_classes:
+        raise ConfigurationError(
+            f"class_names has {len(names)} names but num_classes={num_classes}: "
+            f"give one name per class. Received: class_names={names!r}"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigurationError(
+            f"class_names must be distinct; repeated: {', '.join(map(repr, repeated))}."
+        )
+    return tuple(names)
+
+
+def find_classifier_head(model):
+    """The `ClassifierHead` of `model`, or None if it has none.
+
+    Looks through the model's layers and those of nested models.
+
+    Example:
+
+    ```python
+    model = keras_transfer.build_classifier("mobilenet_v2_035", 2, weights=None)
+    find_classifier_head(model).num_classes  # 2
+    ```
+
+    Args:
+        model: a Keras model.
+    """
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, ClassifierHead):
+            return layer
+        if isinstance(layer, keras.Model):
+            head = find_classifier_head(layer)
+            if head is not None:
+                return head
+    return None
+
+
+def class_names_of(model):
+    """The class names stored in `model`'s `ClassifierHead`, or None.
+
+    None for a model without a head, and for one built without class names
+    (as models saved before heads carried them were).
+
+    Example:
+
+    ```python
+    model = keras_transfer.build_classifier(
+        "mobilenet_v2_035", 2, weights=None, class_names=["cats", "dogs"])
+    class_names_of(model)  # ['cats', 'dogs']
+    ```
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        A list of strings, one per output, or None.
+    """
+    head = find_classifier_head(model)
+    return None if head is None else head.class_names

@@ -20,7 +20,6 @@ is safe, and fine-tuning should unfreeze the other layers of a block and leave
 its BatchNormalization layers frozen.
 """
 
-import contextlib
 import os
 
 import keras
@@ -33,6 +32,7 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.internals import releasing_custom_gradients
 from keras_transfer.utils.tensors import copy_optimizer
 
 _HEAD_ARGS = ("hidden_units", "pooling", "dropout")
@@ -48,6 +48,7 @@ def build_classifier(
     name=None,
     cache_frozen_features=True,
     dtype=None,
+    class_names=None,
 ):
     """Builds an image classifier from a registered backbone.
 
@@ -92,6 +93,10 @@ def build_classifier(
             `"mixed_float16"` (GPU) or `"mixed_bfloat16"` (TPU, recent
             CPUs). Mixed-precision models still output float32
             probabilities, and `compile` adds loss scaling for float16.
+        class_names: None (default), or the `num_classes` distinct names of
+            the classes, in label order (e.g. the `class_names` of
+            `load_image_folder`). They are saved with the model in its head;
+            `keras_transfer.layers.class_names_of(model)` returns them.
 
     Returns:
         A `TransferClassifier` with input `"image"`, layers
@@ -99,7 +104,8 @@ def build_classifier(
 
     Raises:
         ConfigurationError: unknown backbone, bad input shape, fewer than two
-            classes, unknown head arguments or dtype policy.
+            classes, unknown head arguments or dtype policy, class names
+            that are not `num_classes` distinct strings.
         WeightsError: the weights cannot be found or do not fit.
     """
     spec = backbones_lib.get_backbone(backbone)
@@ -114,7 +120,9 @@ def build_classifier(
     keras.config.set_dtype_policy(policy or previous)
     try:
         # Validate the head before the (possibly slow) backbone build.
-        classifier_head = ClassifierHead(num_classes, name="head", **head_kwargs)
+        classifier_head = ClassifierHead(
+            num_classes, name="head", class_names=class_names, **head_kwargs
+        )
 
         features = spec.build(input_shape=shape, weights=weights)
         features.trainable = False
@@ -305,7 +313,8 @@ class TransferClassifier(keras.Model):
             validation_batch_size=validation_batch_size,
             validation_freq=validation_freq,
         )
-        with _releasing_custom_gradients():
+        # TensorFlow never frees the gradient functions a traced step registers.
+        with releasing_custom_gradients():
             if not self.cache_frozen_features:
                 return super().fit(**kwargs)
             return caching.fit(self, super().fit, kwargs)
@@ -329,44 +338,6 @@ class TransferClassifier(keras.Model):
             }
         )
         return config
-
-
-@contextlib.contextmanager
-def _releasing_custom_gradients():
-    """Unregisters the custom gradients that tracing registers during `fit`.
-
-    Keras' TensorFlow optimizer sums the gradients with
-    `ReplicaContext.all_reduce`, which wraps them in a `tf.custom_gradient`.
-    In a traced train step that registers a gradient function under a new
-    name (`CustomGradient-<n>`) in TensorFlow's process-wide gradient
-    registry, which never drops it; its closure holds tensors of the step's
-    graph, so every train step ever traced stays in memory, with its
-    `FuncGraph` and functions (tensorflow/tensorflow#97697). A process that
-    fits many models (a KerasTuner search) grows by 10-30 MB per model.
-    The registration only serves to differentiate the traced step itself,
-    which nothing does, so the ones added during `fit` go when it returns.
-    """
-    registry = _custom_gradient_registry()
-    before = set(registry) if registry is not None else ()
-    try:
-        yield
-    finally:
-        if registry is not None:
-            for name in set(registry) - before:
-                if name.startswith("CustomGradient-"):
-                    registry.pop(name, None)
-
-
-def _custom_gradient_registry():
-    """TensorFlow's gradient registry (a dict), or None if it is not there."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    try:
-        from tensorflow.python.framework import ops
-    except ImportError:
-        return None
-    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
-    return registry if isinstance(registry, dict) else None
 
 
 def _head_kwargs(head, dropout):

@@ -1,9 +1,13 @@
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
 from keras.applications import imagenet_utils
 
 import keras_transfer
+from keras_transfer import layers as layers_lib
 from keras_transfer import BackbonePreprocessing
 from keras_transfer import ClassifierHead
 from keras_transfer.errors import ConfigurationError
@@ -166,3 +170,98 @@ def test_layers_save_and_load_in_safe_mode(tmp_path):
 def test_exported_at_top_level():
     assert keras_transfer.BackbonePreprocessing is BackbonePreprocessing
     assert keras_transfer.ClassifierHead is ClassifierHead
+
+
+def test_head_keeps_its_class_names_through_serialization():
+    head = ClassifierHead(3, class_names=("daisy", "roses", "tulips"), name="head")
+    assert head.class_names == ["daisy", "roses", "tulips"]
+    config = keras.layers.serialize(head)
+    assert config["config"]["class_names"] == ["daisy", "roses", "tulips"]
+    restored = keras.layers.deserialize(config)
+    assert restored.class_names == ["daisy", "roses", "tulips"]
+    assert restored.get_config() == head.get_config()
+    assert ClassifierHead(3).get_config()["class_names"] is None
+
+
+@pytest.mark.parametrize(
+    "class_names, fragment",
+    [
+        (["a", "b"], "2 names but num_classes=3"),
+        (["a", "b", "a"], "repeated: 'a'"),
+        (["a", "b", 3], "non-empty strings"),
+        (["a", "", "c"], "non-empty strings"),
+        ("abc", "list of strings"),
+    ],
+)
+def test_head_rejects_bad_class_names(class_names, fragment):
+    with pytest.raises(ConfigurationError, match="class_names") as e:
+        ClassifierHead(3, class_names=class_names)
+    assert fragment in str(e.value)
+
+
+def test_head_config_from_before_class_names_still_loads():
+    config = ClassifierHead(2, name="head").get_config()
+    del config["class_names"]  # as models saved before heads carried names
+    assert ClassifierHead.from_config(config).class_names is None
+
+
+def _small_model(**head_kwargs):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(BackbonePreprocessing("tf")(inputs))
+    return keras.Model(inputs, ClassifierHead(2, name="head", **head_kwargs)(x))
+
+
+def test_class_names_travel_inside_a_saved_model(tmp_path):
+    model = _small_model(class_names=["cats", "dogs"])
+    assert layers_lib.class_names_of(model) == ["cats", "dogs"]
+    assert layers_lib.find_classifier_head(model) is model.get_layer("head")
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    assert layers_lib.class_names_of(restored) == ["cats", "dogs"]
+
+
+def test_a_model_saved_without_class_names_loads_without_them(tmp_path):
+    """A `.keras` file written before heads had `class_names` (the key absent)."""
+    path = tmp_path / "old.keras"
+    _small_model().save(path)
+    _drop_head_class_names(path)
+    restored = keras.saving.load_model(path)
+    assert layers_lib.class_names_of(restored) is None
+    assert restored.get_layer("head").num_classes == 2
+
+
+def test_build_classifier_stores_class_names_in_its_head():
+    model = keras_transfer.build_classifier(
+        "mobilenet_v2_035", 2, input_shape=(32, 32, 3), weights=None,
+        class_names=["cats", "dogs"],
+    )
+    assert model.get_layer("head").class_names == ["cats", "dogs"]
+    assert layers_lib.class_names_of(model) == ["cats", "dogs"]
+
+
+def test_class_names_of_a_model_without_a_head_is_none():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    assert layers_lib.class_names_of(model) is None
+    assert layers_lib.find_classifier_head(model) is None
+
+
+def test_build_classifier_checks_its_class_names():
+    with pytest.raises(ConfigurationError, match="class_names has 1 names"):
+        keras_transfer.build_classifier(
+            "mobilenet_v2_035", 2, input_shape=(32, 32, 3), weights=None,
+            class_names=["cats"],
+        )
+
+
+def _drop_head_class_names(path):
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "ClassifierHead":
+            assert layer["config"].pop("class_names") is None
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)

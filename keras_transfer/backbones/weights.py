@@ -11,7 +11,6 @@ raises a `WeightsError` that names the file, the folder, and the
 alternatives.
 """
 
-import contextlib
 import os
 import pathlib
 import socket
@@ -21,6 +20,7 @@ import warnings
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import WeightsError
+from keras_transfer.utils.internals import keras_home_for_downloads
 
 # Seconds to wait for the download host before declaring the machine offline.
 CONNECT_TIMEOUT = 3.0
@@ -184,7 +184,7 @@ def _load_imagenet(spec, shape, build):
         # constructors do only for "imagenet", e.g. EfficientNet's extra
         # input rescaling; pointing Keras at the call-time KERAS_HOME makes it
         # read (or download into) the folder checked above.
-        with _keras_home(keras_home()):
+        with keras_home_for_downloads(keras_home()):
             return build("imagenet")
     except Exception as e:
         raise WeightsError(
@@ -192,26 +192,6 @@ def _load_imagenet(spec, shape, build):
             f"{str(path)!r}: {e}. Delete the file to download it again, or pass "
             "weights=PATH to a good copy."
         ) from e
-
-
-@contextlib.contextmanager
-def _keras_home(home):
-    # keras.utils.get_file resolves its cache through
-    # keras.src.backend.config.keras_home(), frozen when Keras was imported.
-    try:
-        from keras.src.backend import config
-    except ImportError:  # pragma: no cover - a future Keras layout
-        yield
-        return
-    if not hasattr(config, "_KERAS_DIR"):  # pragma: no cover
-        yield
-        return
-    previous = config._KERAS_DIR
-    config._KERAS_DIR = home
-    try:
-        yield
-    finally:
-        config._KERAS_DIR = previous
 
 
 def reachable(url, timeout=CONNECT_TIMEOUT):

@@ -13,11 +13,16 @@ import keras
 import tensorflow as tf
 
 from keras_transfer.backbones import find_backbone
+from keras_transfer.caching.graph import RANDOM
+from keras_transfer.caching.graph import TRAINING_MODE
 from keras_transfer.caching.graph import Graph
+from keras_transfer.caching.graph import probe_steps
+from keras_transfer.caching.graph import steps_to_probe
 from keras_transfer.caching.graph import trains_now
 from keras_transfer.caching.inputs import Fallback
 from keras_transfer.caching.inputs import inspect_dataset
 from keras_transfer.caching.inputs import is_array
+from keras_transfer.caching.inputs import sample_batch
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.unfreeze.plan import plan_from_callbacks
@@ -127,6 +132,11 @@ def make_plan(model, kw):
             for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
         ]
     graph = Graph(model, backbone_ids)
+    # User layers that could be cached are tried before any regime is made:
+    # their randomness decides what stays constant.
+    to_probe = steps_to_probe(graph, predicates)
+    if to_probe:
+        probe_steps(graph, to_probe, sample_batch(x, model.inputs[0]))
     regimes = {}
     for trains in predicates:
         regime = make_regime(graph, trains)
@@ -143,17 +153,12 @@ def make_plan(model, kw):
         if s.weighted and set(s.outputs) <= ideal and not set(s.outputs) <= most_frozen
     ]
     if blocked:
-        blockers = [
-            s.op.name for s in graph.steps
+        note = blocked_note([
+            s for s in graph.steps
             if s.random and not s.in_backbone and set(s.outputs) <= ideal
             and not set(s.outputs) <= most_frozen
             and all(k in most_frozen for k in s.inputs)
-        ]
-        note = (
-            f"random layer(s) {', '.join(repr(n) for n in blockers)} before "
-            "frozen layers (data augmentation?) give each epoch new inputs, "
-            "so those frozen layers cannot be cached."
-        )
+        ])
     cached_weights = [
         s for s in graph.steps if s.weighted and set(s.outputs) <= most_frozen
     ]
@@ -176,6 +181,33 @@ def make_plan(model, kw):
             needed |= set(step.inputs)
     prefix.reverse()
     return CachePlan(graph, regimes, keys, pooled, prefix, shuffle, note)
+
+def blocked_note(blockers):
+    """Why the frozen layers after `blockers` (random steps) cannot be cached."""
+    def names(steps):
+        return ", ".join(repr(s.op.name) for s in steps)
+
+    random = [s for s in blockers if s.finding in (None, RANDOM)]
+    modal = [s for s in blockers if s.finding == TRAINING_MODE]
+    parts = []
+    if random:
+        parts.append(
+            f"random layer(s) {names(random)} before frozen layers (data "
+            "augmentation?) give each epoch new inputs"
+        )
+    if modal:
+        parts.append(
+            f"layer(s) {names(modal)} before frozen layers give other outputs "
+            "in training than in inference (what the cache computes)"
+        )
+    for s in blockers:
+        if s not in random and s not in modal:
+            parts.append(
+                f"layer {s.op.name!r} could not be checked for randomness "
+                f"({s.finding}) and counts as random (if it is deterministic, "
+                "let its call accept any batch of the model's input shape)"
+            )
+    return "; ".join(parts) + ", so those frozen layers cannot be cached."
 
 def backbone_layer_ids(model):
     try:

@@ -4,9 +4,38 @@ A functional model (nested functional models flattened into it) becomes a
 list of `Step`s in topological order. Given a predicate `trains(layer)`, the
 `Graph` says which tensors cannot change during training: those computed
 from the input by layers that do not train and are not random.
+
+Which layers are random is known for Keras' own layers (`Dropout`, the
+`Random*` layers and `GaussianNoise` hold a `SeedGenerator`). Any other
+layer runs code Keras cannot vouch for (`tf.random` in a custom `call`, a
+`Lambda`, NumPy in a `py_function`), so `probe_steps` decides by behaviour:
+it calls the layer on a sample batch in training mode and watches it.
 """
 
+import re
+
 import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_transfer.caching.inputs import random_ops
+
+# Calls of a probed layer in training mode. A layer that draws one coin per
+# batch looks constant over n calls with probability 2**(1 - n); the traced
+# graph's random operations catch those that the calls miss.
+PROBE_CALLS = 4
+
+# What a probe found, besides an exception (kept as its text).
+RANDOM = "random"
+TRAINING_MODE = "training mode"
+
+# Keras' own layers that run user code: probed like user layers.
+_USER_CODE_LAYERS = tuple(
+    getattr(keras.layers, name)
+    for name in ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
+    if hasattr(keras.layers, name)
+)
+_KNOWN_MODULES = ("keras.", "keras_transfer.")
 
 
 class Step:
@@ -23,7 +52,21 @@ class Step:
         self.casts = casts
         self.in_backbone = in_backbone
         self.random = op is not None and is_random_layer(op)
+        # Why a probed step is not constant: RANDOM, TRAINING_MODE or the
+        # exception its probe raised; None when known from its class.
+        self.finding = None
         self.weighted = op is not None and bool(getattr(op, "weights", None))
+
+    def call(self, values, training):
+        """The flat outputs of the step's operation on the tensors of `values`."""
+        args, kwargs = self.node.arguments.fill_in(values)
+        # What Keras' Functional.call does: the outer `training` replaces the
+        # one the layer was called with when the graph was built.
+        if training is not None and "training" in getattr(
+            self.op, "_call_context_args", ()
+        ):
+            kwargs["training"] = training
+        return keras.tree.flatten(self.op(*args, **kwargs))
 
     def run(self, values, training):
         if self.op is None:
@@ -33,15 +76,7 @@ class Step:
                     value = keras.ops.cast(value, dtype)
                 values[target] = value
             return
-        args, kwargs = self.node.arguments.fill_in(values)
-        # What Keras' Functional.call does: the outer `training` replaces the
-        # one the layer was called with when the graph was built.
-        if training is not None and "training" in getattr(
-            self.op, "_call_context_args", ()
-        ):
-            kwargs["training"] = training
-        outputs = self.op(*args, **kwargs)
-        for key, value in zip(self.outputs, keras.tree.flatten(outputs)):
+        for key, value in zip(self.outputs, self.call(values, training)):
             values[key] = value
 
 class Graph:
@@ -150,3 +185,134 @@ def is_random_layer(op):
 
 def trains_now(op):
     return isinstance(op, keras.layers.Layer) and bool(op.trainable_weights)
+
+def runs_user_code(op):
+    """Whether `op`, or a layer inside it, runs code that is not Keras' or ours."""
+    layers = [op]
+    if isinstance(op, keras.layers.Layer):
+        layers = op._flatten_layers(include_self=True)
+    return any(
+        isinstance(layer, _USER_CODE_LAYERS)
+        or not type(layer).__module__.startswith(_KNOWN_MODULES)
+        for layer in layers
+    )
+
+def steps_to_probe(graph, predicates):
+    """The steps of user code whose outputs would be cached if they were not random.
+
+    Args:
+        graph: the model's `Graph`.
+        predicates: the `trains(layer)` predicates of the fit's phases.
+    """
+    cacheable = set()
+    for trains in predicates:
+        cacheable |= graph.constant_ids(trains, honour_randomness=False)
+    return [
+        s for s in graph.steps
+        if s.op is not None and not s.random and not s.in_backbone
+        and set(s.outputs) <= cacheable and runs_user_code(s.op)
+    ]
+
+def probe_steps(graph, steps, sample):
+    """Marks as random those of `steps` that do not give constant outputs in training.
+
+    Runs the graph from `sample` (a small batch of the model's input, or
+    None when none could be made) in inference mode, as the cache would,
+    and calls each of `steps` on its inputs in training mode: a step is
+    random when its outputs change from call to call or its traced graph
+    holds random operations, and not constant either when its outputs in
+    training differ from those in inference (the cache computes inference).
+    A step that cannot be called counts as random: training uncached is
+    always correct. Sets `step.random` and `step.finding`.
+
+    Example:
+
+    >>> probe_steps(graph, steps_to_probe(graph, [trains_now]), x[:4])
+    >>> [(s.op.name, s.finding) for s in graph.steps if s.finding]
+    [('noise', 'random')]
+    """
+    targets = {id(s) for s in steps}
+    needed, chain = set(), []
+    for step in reversed(graph.steps):
+        if id(step) in targets or needed & set(step.outputs):
+            chain.append(step)
+            needed |= set(step.inputs)
+    values, failure = {}, "no sample batch of the input could be made"
+    if sample is not None:
+        key = graph.input_ids[0]
+        values[key] = keras.ops.cast(sample, graph.tensors[key].dtype)
+    for step in reversed(chain):
+        probed = id(step) in targets
+        if not all(k in values for k in step.inputs):
+            if probed:
+                _mark(step, f"its input could not be computed ({failure})")
+            continue
+        try:
+            if probed:
+                finding, outputs = _probe(step, values)
+                values.update(zip(step.outputs, outputs))
+                if finding is not None:
+                    _mark(step, finding)
+            else:
+                step.run(values, training=False)
+        except Exception as e:  # User code: any failure means "not known constant".
+            failure = _describe(e)
+            if probed:
+                _mark(
+                    step,
+                    f"called in training mode on a sample batch of shape "
+                    f"{tuple(sample.shape)}, it raised {failure}",
+                )
+
+def _mark(step, finding):
+    step.random = True
+    step.finding = finding
+
+def _probe(step, values):
+    """What makes `step` not constant (or None), and its outputs in inference."""
+    tensors = [values[k] for k in step.inputs]
+
+    def traced(training):
+        # Traced as in fit's training step, where a layer may behave otherwise
+        # than eagerly; one trace, then called again and again.
+        def call(*args):
+            return step.call(dict(zip(step.inputs, args)), training)
+
+        return tf.function(call)
+
+    train = traced(True)
+    graph_def = train.get_concrete_function(*tensors).graph.as_graph_def()
+    outputs = [_numpy(train(*tensors)) for _ in range(PROBE_CALLS)]
+    inference = traced(False)(*tensors)
+    if random_ops(graph_def) or any(not _same(outputs[0], o) for o in outputs[1:]):
+        return RANDOM, inference
+    if not _same(outputs[0], _numpy(inference)):
+        return TRAINING_MODE, inference
+    return None, inference
+
+def _describe(error):
+    # Keras re-raises a layer's error with its arguments and terminal
+    # colours; the error the user's code raised is the innermost one.
+    seen = {id(error)}
+    inner = error.__cause__ or error.__context__
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error, inner = inner, inner.__cause__ or inner.__context__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("in user code"):
+        lines = lines[-1:]  # tf.function's traceback; the message comes last.
+    message = lines[0][:200] if lines else ""
+    kind = type(error).__name__
+    return message if message.startswith(f"{kind}:") else f"{kind}: {message}"
+
+def _numpy(tensors):
+    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in tensors]
+
+def _same(a, b):
+    # Bit for bit: a deterministic layer repeats itself exactly, and random
+    # noise can be smaller than any tolerance.
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
+        for x, y in zip(a, b)
+    )

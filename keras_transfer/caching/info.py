@@ -28,6 +28,10 @@ class FeatureCacheInfo:
         reused: whether the features came from the model's `FeatureStore`
             (computed by an earlier fit) instead of a pass over the images;
             `seconds` is then the time spent recognising them.
+        recomputed: whether the features were computed again at the first
+            epoch, because a callback (`BackupAndRestore` resuming a run)
+            changed the frozen weights after the first pass; `seconds`
+            then includes the second pass.
     """
 
     storage: str
@@ -37,6 +41,7 @@ class FeatureCacheInfo:
     seconds: float
     boundaries: tuple
     reused: bool = False
+    recomputed: bool = False
 
 def feature_cache_info(model):
     """Returns the `FeatureCacheInfo` of the model's last cached `fit`, or None.

@@ -3,9 +3,12 @@
 `Session.prepare` turns the user's `fit` arguments into feature arguments;
 `Session.forward` runs the trained part of the model from the cached
 tensors of the current phase; `RegimeSwitch` moves to the next phase's
-tensors when the unfreeze plan changes what trains.
+tensors when the unfreeze plan changes what trains, and computes the
+features again when a callback changed the frozen weights as training
+began (`BackupAndRestore` restoring a backup into a freshly built model).
 """
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -19,9 +22,12 @@ from keras.src.utils import io_utils
 from keras_transfer.caching.graph import trains_now
 from keras_transfer.caching.info import FeatureCacheInfo
 from keras_transfer.caching.info import INFO_ATTRIBUTE
+from keras_transfer.caching.info import feature_cache_info
 from keras_transfer.caching.inputs import is_array
 from keras_transfer.caching.sharing import sharing_key
+from keras_transfer.caching.sharing import weight_checksums
 from keras_transfer.caching.storage import FeatureBatches
+from keras_transfer.caching.storage import FeatureSource
 from keras_transfer.caching.storage import array_batches
 from keras_transfer.caching.storage import dataset_batches
 from keras_transfer.caching.storage import slice_structure
@@ -40,13 +46,18 @@ class Session:
         self._earliest = 0
         self._directory = None
         self._extract_fn = None
+        self._sources = ()  # the training and validation FeatureSource
+        self._inputs = None  # what the features are computed from
+        self._checksums = None  # of the frozen weights that computed them
+        self._owns_features = False
+        self._verbose = 0
 
     # --- features
 
     def prepare(self, kw):
         start = time.perf_counter()
         kw = dict(kw)
-        verbose = kw["verbose"]
+        verbose = self._verbose = kw["verbose"]
         store = getattr(self.model, "feature_store", None)
         key = sharing_key(self.model, self.plan, kw) if store is not None else None
         shared = store.lookup(key) if key is not None else None
@@ -70,32 +81,39 @@ class Session:
             batch_size = kw["batch_size"] or 32
             shuffle = kw["shuffle"]
 
+        self._inputs = (x, y, sample_weight, validation, batch_size, kw["validation_batch_size"])
         if shared is not None:
             train, val = shared.train, shared.validation
             rename = {self.plan.keys[cut]: shared.names[sig] for cut, sig in key.cuts.items()}
         else:
-            train, val = self._compute(x, y, sample_weight, validation, batch_size, kw)
+            train, val = self._compute(*self._inputs)
             rename = {name: name for name in self.plan.keys.values()}
+            self._owns_features = True
             if key is not None and store.insert(key, train, val, self._directory):
                 self._directory = None  # The store deletes it with the entry.
+                self._owns_features = False
+        if _has_callbacks(kw["callbacks"]):
+            # Only a callback can change frozen weights before the first epoch.
+            self._checksums = weight_checksums(self._frozen_ops(self.plan.regimes))
 
-        kw.update(x=None, y=None, sample_weight=None)
-        kw["batch_size"] = batch_size or train.batch_size
-        kw["shuffle"] = shuffle
-        if train.storage == "memory":
-            kw.update(x=train.select(rename), y=train.y, sample_weight=train.sample_weight)
-        else:
-            kw.update(
-                x=train.dataset(shuffle, kw["batch_size"], self.model.cache_memory_limit, rename)
-            )
-            kw.update(batch_size=None, shuffle=False)
+        # Both storages reach Keras as one pipeline that reads rows by index,
+        # so that a disk-backed cache shuffles as the in-memory one does, and
+        # recomputed features can replace these before the first epoch.
+        self._sources = (FeatureSource(train, rename),) + (
+            (FeatureSource(val, rename),) if val is not None else ()
+        )
+        kw.update(
+            x=self._sources[0].dataset(
+                batch_size or train.batch_size,
+                shuffle,
+                # Arrays: Keras' own order, so results match uncached fits.
+                reshuffle_each_epoch=not is_array(x),
+            ),
+            y=None, sample_weight=None, batch_size=None, shuffle=False,
+        )
         if val is not None:
-            kw["validation_batch_size"] = val.batch_size
-            if val.storage == "memory":
-                kw["validation_data"] = (val.select(rename), val.y, val.sample_weight)
-            else:
-                kw["validation_data"] = val.dataset(False, val.batch_size, 0, rename)
-                kw["validation_batch_size"] = None
+            kw["validation_data"] = self._sources[1].dataset(val.batch_size)
+            kw["validation_batch_size"] = None
 
         kw["callbacks"] = _with_callback(kw["callbacks"], RegimeSwitch(self))
         seconds = time.perf_counter() - start
@@ -126,7 +144,7 @@ class Session:
             )
         return kw
 
-    def _compute(self, x, y, sample_weight, validation, batch_size, kw):
+    def _compute(self, x, y, sample_weight, validation, batch_size, validation_batch_size):
         """One inference pass over the training and validation data."""
         limit = self.model.cache_memory_limit
         if isinstance(x, tf.data.Dataset):
@@ -141,10 +159,65 @@ class Session:
             else:
                 vx, vy, vsw = (tuple(validation) + (None,))[:3]
                 batches = array_batches(
-                    vx, vy, vsw, kw["validation_batch_size"] or batch_size or train.batch_size
+                    vx, vy, vsw, validation_batch_size or batch_size or train.batch_size
                 )
             val = self._store(batches, max(limit - train.nbytes, 0), "validation")
         return train, val
+
+    def _frozen_ops(self, regimes):
+        """The layers with weights that compute the cached tensors of `regimes`."""
+        needed = {key for regime in regimes for key in regime.cut_ids}
+        ops = {}
+        for step in reversed(self.plan.prefix):
+            if needed & set(step.outputs):
+                needed |= set(step.inputs)
+                if step.weighted:
+                    ops[id(step.op)] = step.op
+        return list(ops.values())
+
+    def refresh_features(self):
+        """Computes the features again if the frozen weights changed since (once per fit).
+
+        Called at the first epoch, after every other callback's hooks:
+        `BackupAndRestore` (in `on_train_begin`) may have restored frozen
+        weights other than those the features were computed with. Only the
+        phases still to come count: layers that trained before the backup
+        belong to phases that are over.
+        """
+        if self._checksums is None:
+            return False
+        saved, self._checksums = self._checksums, None
+        current = weight_checksums(self._frozen_ops(self.plan.regimes[self._earliest:]))
+        if all(saved[key] == value for key, value in current.items()):
+            return False
+        start = time.perf_counter()
+        if self._verbose != 0:
+            io_utils.print_msg(
+                "The frozen weights changed as training began (a backup "
+                "restored?): computing the cached features again."
+            )
+        old_directories = [source.batches.directory for source in self._sources]
+        for source in self._sources:
+            source.batches = None  # Frees their memory during the pass.
+        computed = self._compute(*self._inputs)
+        rename = {name: name for name in self.plan.keys.values()}
+        for source, batches in zip(self._sources, computed):
+            source.use(batches, rename)
+        if self._owns_features:
+            for directory in old_directories:
+                if directory is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
+        self._owns_features = True
+        train, val = computed
+        info = feature_cache_info(self.model)
+        object.__setattr__(self.model, INFO_ATTRIBUTE, dataclasses.replace(
+            info,
+            storage="disk" if "disk" in (train.storage, getattr(val, "storage", "")) else "memory",
+            seconds=info.seconds + time.perf_counter() - start,
+            reused=False,
+            recomputed=True,
+        ))
+        return True
 
     def _boundary_names(self, regime):
         return tuple(
@@ -241,7 +314,8 @@ class RegimeSwitch(keras.callbacks.Callback):
     """Switches the traced steps to the regime of each epoch's phase.
 
     Runs after every other callback, so after `ProgressiveUnfreeze` changed
-    what trains.
+    what trains, and after `BackupAndRestore` restored weights (at the first
+    epoch it computes the features again if frozen weights changed).
     """
 
     def __init__(self, session):
@@ -249,10 +323,19 @@ class RegimeSwitch(keras.callbacks.Callback):
         self._session = session
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._session.select_regime():
+        changed = self._session.select_regime()
+        # The pipelines read the new features from this epoch on; the traced
+        # steps do not depend on them.
+        self._session.refresh_features()
+        if changed:
             self.model.make_train_function(force=True)
             # Validation reads the cache of the current phase too.
             self.model.test_function = None
+
+def _has_callbacks(callbacks):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = callbacks.callbacks
+    return bool(callbacks)
 
 def _with_callback(callbacks, callback):
     if isinstance(callbacks, keras.callbacks.CallbackList):

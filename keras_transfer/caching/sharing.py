@@ -133,13 +133,23 @@ def _layer_signature(op, with_weights):
     for name in ("name", "trainable"):
         config.pop(name, None)
     text = json.dumps(config, sort_keys=True, default=repr)
-    weights = ()
-    if with_weights:
-        weights = tuple(
-            (tuple(w.shape), str(w.dtype), zlib.crc32(np.ascontiguousarray(w.numpy()).view(np.uint8)))
+    weights = weight_checksums([op])[id(op)] if with_weights else ()
+    return (type(op).__module__, type(op).__qualname__, text, weights)
+
+def weight_checksums(ops):
+    """`{id(op): (shape, dtype, crc32) of each weight}`: tells whether weights changed.
+
+    crc32 reads ~4 GB/s: 0.3 s for MobileNetV2's 14 MB of weights... and
+    ~0.1 s for its frozen part. Called twice per cached fit that has callbacks.
+    """
+    return {
+        id(op): tuple(
+            (tuple(w.shape), str(w.dtype),
+             zlib.crc32(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).view(np.uint8)))
             for w in op.weights
         )
-    return (type(op).__module__, type(op).__qualname__, text, weights)
+        for op in ops
+    }
 
 def _call_arguments(node):
     """The non-tensor arguments a layer was called with."""

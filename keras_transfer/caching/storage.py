@@ -1,10 +1,23 @@
-"""Feature batches collected in memory, or spilled to disk through `tf.data` past a limit."""
+"""Cached features in memory or on disk, and the `tf.data` pipeline that reads them.
+
+`FeatureBatches` collects a split's features (and labels, sample weights)
+batch by batch: as NumPy arrays up to a memory limit, and beyond it as raw
+files opened with `np.memmap`, so that any row can be read without loading
+the rest. `FeatureSource.dataset` reads them for Keras' `fit` in batches of
+sample indices, in a new order at each epoch when the fit shuffles: memory
+stays within the limit plus a few batches, and a disk-backed cache trains
+on the same batches as an in-memory one. A source can be pointed at other
+features until an epoch starts reading (the session does so when a callback
+restored other frozen weights).
+"""
 
 import os
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
 from keras_transfer.errors import ConfigurationError
 
@@ -42,8 +55,21 @@ def _concat(parts):
         return None
     return keras.tree.map_structure(lambda *v: np.concatenate(v), *parts)
 
+def _columns(features, y, sample_weight):
+    """One flat {column name: array} for a batch: features, label and weight leaves."""
+    columns = {f"feature/{name}": np.asarray(v) for name, v in features.items()}
+    for prefix, value in (("y", y), ("sample_weight", sample_weight)):
+        if value is not None:
+            for i, leaf in enumerate(keras.tree.flatten(value)):
+                columns[f"{prefix}/{i}"] = np.asarray(leaf)
+    return columns
+
 class FeatureBatches:
-    """Collects feature batches in memory, or on disk past a memory limit."""
+    """A split's features, labels and sample weights: in memory, or on disk past a limit.
+
+    After `finish`, `columns` maps each column name to an array of `count`
+    rows: a NumPy array in memory, or an `np.memmap` of a raw file on disk.
+    """
 
     def __init__(self, directory_fn, label, limit):
         self._directory_fn = directory_fn
@@ -51,21 +77,38 @@ class FeatureBatches:
         self._limit = limit
         self._parts = []
         self._part_bytes = 0
-        self._chunks = []
+        self._files = {}  # column -> (path, dtype, row shape)
+        self._rows_on_disk = 0
+        self.directory = None  # its own folder, for features on disk
         self.storage = "memory"
         self.count = 0
         self.nbytes = 0
         self.batch_size = None
-        self.x = self.y = self.sample_weight = None
+        self.columns = None
+        self.y_structure = self.sample_weight_structure = None
 
     def add(self, features, y, sample_weight):
         size = len(next(iter(features.values())))
+        columns = _columns(features, y, sample_weight)
         if self.batch_size is None:
             self.batch_size = size
+            # Only the nesting: the pipeline packs label and weight columns in it.
+            self.y_structure, self.sample_weight_structure = (
+                None if v is None else keras.tree.map_structure(lambda _: 0, v)
+                for v in (y, sample_weight)
+            )
+            for name, array in columns.items():
+                if array.dtype.kind not in "biufc":
+                    raise ConfigurationError(
+                        f"The {self._label} {name.split('/')[0]} has dtype "
+                        f"{array.dtype}: the frozen-feature cache needs numbers. "
+                        "Pass numeric labels and weights, or build the model "
+                        "with cache_frozen_features=False."
+                    )
         nbytes = _nbytes(features) + _nbytes(y) + _nbytes(sample_weight)
         self.count += size
         self.nbytes += nbytes
-        self._parts.append((features, y, sample_weight))
+        self._parts.append(columns)
         self._part_bytes += nbytes
         if self.storage == "memory" and self.nbytes > self._limit:
             self.storage = "disk"
@@ -77,11 +120,24 @@ class FeatureBatches:
     def _spill(self):
         if not self._parts:
             return
-        features, y, sample_weight = (_concat(list(p)) for p in zip(*self._parts))
-        element = (features, y) if sample_weight is None else (features, y, sample_weight)
-        path = os.path.join(self._directory_fn(), f"{self._label}_{len(self._chunks)}")
-        tf.data.Dataset.from_tensor_slices(element).save(path)
-        self._chunks.append(path)
+        if not self._files:
+            # A folder of its own: features computed again in the same fit
+            # never write into files that a pipeline still reads.
+            self.directory = tempfile.mkdtemp(prefix=f"{self._label}_", dir=self._directory_fn())
+            for name, array in self._parts[0].items():
+                path = os.path.join(self.directory, f"{len(self._files)}.bin")
+                self._files[name] = (path, array.dtype, array.shape[1:])
+        chunk = _concat(self._parts)
+        for name, (path, dtype, shape) in self._files.items():
+            array = chunk[name]
+            if array.shape[1:] != shape:
+                raise ConfigurationError(
+                    f"The {self._label} batches differ in shape ({name}: "
+                    f"{shape} then {array.shape[1:]})."
+                )
+            with open(path, "ab") as f:
+                np.ascontiguousarray(array.astype(dtype, casting="same_kind", copy=False)).tofile(f)
+        self._rows_on_disk += len(next(iter(chunk.values())))
         self._parts, self._part_bytes = [], 0
 
     def finish(self):
@@ -90,32 +146,143 @@ class FeatureBatches:
         # The directory function belongs to the fit's session: a store kept
         # in a FeatureStore must not keep the fit's model alive.
         self._directory_fn = None
-        if self.storage == "disk":
-            return
-        if not self._parts:
+        if self.count == 0:
             raise ConfigurationError(f"The {self._label} data is empty.")
-        self.x, self.y, self.sample_weight = (_concat(list(p)) for p in zip(*self._parts))
+        if self.storage == "disk":
+            self.columns = {
+                name: np.memmap(path, dtype=dtype, mode="r", shape=(self._rows_on_disk, *shape))
+                for name, (path, dtype, shape) in self._files.items()
+            }
+        else:
+            self.columns = _concat(self._parts)
         self._parts = []
 
-    def select(self, rename):
-        """The in-memory features under the names of the fit that reads them."""
-        return {name: self.x[stored] for name, stored in rename.items()}
+    def signature(self, rename):
+        """(dtype, row shape) of each column a fit reads, features under its names."""
+        columns = {
+            f"feature/{name}": self.columns[f"feature/{stored}"]
+            for name, stored in rename.items()
+        }
+        columns.update({k: v for k, v in self.columns.items() if not k.startswith("feature/")})
+        return {k: (v.dtype, v.shape[1:]) for k, v in sorted(columns.items())}
 
-    def dataset(self, shuffle, batch_size, memory_limit, rename):
-        ds = tf.data.Dataset.load(self._chunks[0])
-        for path in self._chunks[1:]:
-            ds = ds.concatenate(tf.data.Dataset.load(path))
-        if any(name != stored for name, stored in rename.items()) or len(
-            rename
-        ) != len(ds.element_spec[0]):
-            ds = ds.map(
-                lambda features, *rest: (
-                    {name: features[stored] for name, stored in rename.items()},
-                    *rest,
-                )
+def _read_rows(columns, indices):
+    """The rows `indices` of each column, read in increasing order for locality."""
+    if len(indices) and indices[-1] - indices[0] == len(indices) - 1 and np.all(np.diff(indices) == 1):
+        start, stop = int(indices[0]), int(indices[-1]) + 1
+        return [np.array(c[start:stop]) for c in columns]
+    order = np.argsort(indices, kind="stable")
+    rows = indices[order]
+    restore = np.empty_like(order)
+    restore[order] = np.arange(len(order))
+    return [np.asarray(c[rows])[restore] for c in columns]
+
+class FeatureSource:
+    """The features that a fit's pipelines read, and the pipelines.
+
+    Args:
+        batches: a finished `FeatureBatches`.
+        rename: dict, feature name in the fit -> name in `batches`.
+    """
+
+    def __init__(self, batches, rename):
+        self.batches = batches
+        self.rename = dict(rename)
+        self._signature = batches.signature(rename)
+
+    def use(self, batches, rename):
+        """Reads `batches` from now on: from the next epoch, for a pipeline in use."""
+        if batches.signature(rename) != self._signature:
+            raise ConfigurationError(
+                "The recomputed frozen features differ in shape or dtype from "
+                "the first ones. Build the model with cache_frozen_features=False."
             )
-        if shuffle:
-            per_sample = max(1, self.nbytes // max(self.count, 1))
-            buffer = int(max(1, min(self.count, memory_limit // per_sample)))
-            ds = ds.shuffle(buffer, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        self.batches, self.rename = batches, dict(rename)
+
+    def _read(self, indices):
+        batches, rename = self.batches, self.rename
+        columns = [
+            batches.columns[
+                f"feature/{rename[name.split('/', 1)[1]]}" if name.startswith("feature/") else name
+            ]
+            for name in self._signature
+        ]
+        return _read_rows(columns, indices)
+
+    def dataset(self, batch_size, shuffle=False, reshuffle_each_epoch=True):
+        """Batches of `(features, y[, sample_weight])` for Keras' `fit`.
+
+        Args:
+            batch_size: int, samples per batch (the last one may be smaller).
+            shuffle: False (stored order), True, or `"batch"` (as Keras'
+                `fit(shuffle="batch")`).
+            reshuffle_each_epoch: with `shuffle`, True draws a new order at
+                every epoch, also under `keras.utils.set_random_seed`; False
+                draws the order exactly as Keras' `fit` does for arrays, so
+                that a cached fit matches an uncached one.
+        """
+        count = self.batches.count
+        if shuffle is True and reshuffle_each_epoch:
+            indices = _new_order_each_epoch(count, batch_size)
+        elif shuffle:
+            indices = ArrayDataAdapter(
+                np.arange(count), batch_size=batch_size, shuffle=shuffle
+            ).get_tf_dataset()
+        else:
+            indices = tf.data.Dataset.range(count).batch(batch_size)
+        names = list(self._signature)
+        dtypes = [tf.as_dtype(dtype) for dtype, _ in self._signature.values()]
+        shapes = [shape for _, shape in self._signature.values()]
+        y_structure = self.batches.y_structure
+        weight_structure = self.batches.sample_weight_structure
+
+        def read(batch):
+            values = tf.numpy_function(self._read, [batch], dtypes)
+            for value, shape in zip(values, shapes):
+                value.set_shape((None, *shape))
+            by_name = dict(zip(names, values))
+            features = {
+                name.split("/", 1)[1]: value
+                for name, value in by_name.items()
+                if name.startswith("feature/")
+            }
+            element = (features, _pack(by_name, "y", y_structure))
+            if weight_structure is not None:
+                element += (_pack(by_name, "sample_weight", weight_structure),)
+            return element
+
+        batches = -(-count // batch_size)
+        return (
+            indices.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+            .apply(tf.data.experimental.assert_cardinality(batches))
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+def _pack(by_name, prefix, structure):
+    leaves = keras.tree.flatten(structure)
+    return keras.tree.pack_sequence_as(
+        structure, [by_name[f"{prefix}/{i}"] for i in range(len(leaves))]
+    )
+
+def _new_order_each_epoch(count, batch_size):
+    """Batches of a uniformly random permutation of `range(count)`, new at each epoch.
+
+    The seed is drawn per iteration (per epoch) by `Dataset.random`, which is
+    deterministic under a global seed; the permutation costs 8 bytes a
+    sample, where a shuffle buffer of every index would take ~200.
+    """
+    seeds = tf.data.Dataset.random(rerandomize_each_iteration=True).take(1)
+
+    def batches(seed):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([seed, seed])
+        )
+        full = count // batch_size
+        ds = tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order[: full * batch_size], (full, batch_size))
+        )
+        if count % batch_size:
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(order[full * batch_size :]))
+        return ds
+
+    return seeds.flat_map(batches)

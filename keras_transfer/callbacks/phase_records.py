@@ -11,6 +11,7 @@ import statistics
 
 import keras
 
+from keras_transfer.utils.internals import loss_count
 from keras_transfer.utils.tensors import to_float
 
 # The only group name used when no `ProgressiveUnfreeze` publishes groups.
@@ -83,12 +84,10 @@ def samples_seen(model):
     samples_seen(model)  # 40 after an epoch over 40 images; None if unknown
     ```
     """
-    tracker = getattr(model, "_loss_tracker", None)
-    count = getattr(tracker, "count", None)
+    count = loss_count(model)
     if count is None:
         return None
-    count = int(round(float(keras.ops.convert_to_numpy(count))))
-    return count or None
+    return int(round(count)) or None
 
 
 def optimizer_iterations(model):

@@ -14,6 +14,11 @@ import keras
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.internals import require_attributes
+from keras_transfer.utils.internals import set_initial_epoch
+
+# What BackupAndRestore calls at the start of fit and at each epoch end.
+_BACKUP_HOOKS = ("_load_model", "_save_model")
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
@@ -58,6 +63,11 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     def __init__(self, backup_dir, run, learning_rate):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        # The hooks and epoch count of BackupAndRestore that this class builds
+        # on are private: fail here, by name, rather than resume nothing.
+        used_by = "RunBackup (keras-transfer train --backup-dir)"
+        require_attributes(keras.callbacks.BackupAndRestore, _BACKUP_HOOKS, used_by)
+        require_attributes(self, ("_current_epoch",), used_by)
         self.run = run
         self.learning_rate = learning_rate
 
@@ -149,8 +159,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
                 "to start over."
             ) from e
         model.optimizer.learning_rate = self.learning_rate
-        # How BackupAndRestore tells fit where to start.
-        model._initial_epoch = metadata["epoch"]
+        set_initial_epoch(model, metadata["epoch"])
 
     def _save_model(self):
         folder = self.backup_dir

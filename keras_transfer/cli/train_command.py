@@ -100,6 +100,7 @@ def train_command(args):
         len(class_names),
         input_shape=(size, size, 3),
         weights=run.weights,
+        class_names=class_names,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),

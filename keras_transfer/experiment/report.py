@@ -6,7 +6,8 @@ comparison keeps the runs it finished:
 - `results.json`: the dict `run_comparison` returns;
 - `accuracy_vs_time.png`: see `experiment.plot`;
 - `report.md`: the setup, the machine, one table row per run, what was
-  skipped, the conclusion and the plot.
+  skipped, the conclusion, the plot, and each run's per-class recall and
+  confusion matrix on the validation set.
 """
 
 import os
@@ -19,6 +20,8 @@ from keras_transfer.experiment.machine import machine_text
 from keras_transfer.experiment.plot import write_plot
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.files import atomic_write_text
+from keras_transfer.utils.metrics import confusion_matrix_lines
+from keras_transfer.utils.metrics import format_table
 
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
@@ -67,11 +70,54 @@ def report_text(results, output_dir):
         "",
         f"![Validation accuracy against wall-clock time]({PLOT_FILE})",
         "",
+    ]
+    lines += class_lines(results)
+    lines += [
         f"Per-epoch history: `{RESULTS_FILE}`. Phase timings in TensorBoard: "
         f"`tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def class_lines(results):
+    """Per-class recall of every run, then each run's confusion matrix.
+
+    Both are of the final model of each run, on the validation set: a class
+    that one method learns and another misses shows here, not in the
+    overall accuracy. Runs recorded without them are left out. Aligned text
+    in code blocks: the report keeps a single Markdown table, the runs'.
+
+    Example:
+
+    ```python
+    class_lines(results)  # ["## Per class (validation set, ...)", "", ...]
+    ```
+    """
+    names = results["class_names"]
+    runs = [run for run in results["runs"] if run.get("confusion_matrix")]
+    if not runs:
+        return []
+    recalls = [("recall",) + tuple(names)] + [
+        (run["label"],) + tuple(format_percent(r) for r in run["per_class_recall"])
+        for run in runs
+    ]
+    lines = [
+        "## Per class (validation set, final model of each run)",
+        "",
+        "Recall: the share of each class's validation images that the run got right.",
+        "",
+        "```text",
+        *format_table(recalls),
+        "```",
+        "",
+        "Confusion matrices (rows: true class, columns: predicted class):",
+    ]
+    for run in runs:
+        lines += ["", f"{run['label']}:", "", "```text"]
+        lines += confusion_matrix_lines(run["confusion_matrix"], names)
+        lines += ["```"]
+    return lines + [""]
 
 
 def _setup_lines(results):

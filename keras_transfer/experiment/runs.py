@@ -4,7 +4,9 @@ A run's clock starts before its model is built, so building it and loading
 the ImageNet weights count, as does everything `fit` does (computing the
 cache of frozen features, tracing) and every validation pass. The run stops
 after the comparison's epochs or at the first training step past its
-budget (`WallClockBudget`), whichever comes first.
+budget (`WallClockBudget`), whichever comes first. After the clock stops,
+the final model is scored on the validation set: the recall of each class
+and the confusion matrix (`utils.metrics`, as `keras-transfer evaluate`).
 """
 
 import contextlib
@@ -16,6 +18,7 @@ import time
 import warnings
 
 import keras
+import numpy as np
 
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
@@ -26,6 +29,8 @@ from keras_transfer.experiment.formatting import format_percent
 from keras_transfer.experiment.methods import METHOD_LABELS
 from keras_transfer.models import build_classifier
 from keras_transfer.models import find_backbone
+from keras_transfer.utils.metrics import confusion_matrix
+from keras_transfer.utils.metrics import per_class_scores
 
 # `fit` needs an epoch count; with a budget alone the budget stops the run.
 _UNLIMITED_EPOCHS = 1_000_000
@@ -123,10 +128,12 @@ def train_run(spec, method, settings, schedule=None, position=(1, 1)):
             shuffle=False,
         )
     total_seconds = time.perf_counter() - start
+    scores = validation_scores(model, settings.val_ds, settings.num_classes)
     del model
     keras.backend.clear_session()
 
     run = _summary(spec, method, settings, recorder, start, total_seconds)
+    run.update(scores)
     run["stopped_by"] = "budget" if budget.stopped else "epochs"
     run["phases"] = _phases(
         method, unfreeze, recorder.history, recorder.fit_start - start,
@@ -161,6 +168,44 @@ def _compiled_model(spec, method, settings):
         metrics=["accuracy"],
     )
     return model
+
+
+def validation_scores(model, val_ds, num_classes):
+    """The per-class recall and the confusion matrix of `model` on `val_ds`.
+
+    Example:
+
+    ```python
+    validation_scores(model, val_ds, 5)
+    # {"per_class_recall": [0.9, 0.75, ...], "confusion_matrix": [[18, 1, ...], ...]}
+    ```
+
+    Args:
+        model: the trained classifier.
+        val_ds: batches of `(images, labels)`, labels as class indices; None
+            for no validation set.
+        num_classes: int, the classifier's outputs.
+
+    Returns:
+        `{"per_class_recall": [...], "confusion_matrix": [[...]]}` in class
+        order (a recall is None for a class without validation images);
+        both None without validation images.
+    """
+    if val_ds is None:
+        return {"per_class_recall": None, "confusion_matrix": None}
+    labels, predictions = [], []
+    for images, batch_labels in val_ds:
+        labels.append(np.asarray(batch_labels).reshape(-1))
+        predictions.append(np.asarray(model.predict_on_batch(images)).argmax(axis=-1))
+    if not labels:
+        return {"per_class_recall": None, "confusion_matrix": None}
+    confusion = confusion_matrix(
+        np.concatenate(labels), np.concatenate(predictions), num_classes
+    )
+    return {
+        "per_class_recall": [s["recall"] for s in per_class_scores(confusion)],
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 def _summary(spec, method, settings, recorder, start, total_seconds):

@@ -16,6 +16,7 @@ import keras
 
 from keras_transfer.models import build_classifier
 from keras_transfer.models import find_backbone
+from keras_transfer.utils.internals import forget_call_nodes
 
 
 @dataclasses.dataclass
@@ -114,7 +115,7 @@ class BackbonePool:
             # them the backbone keeps every past trial's head, preprocessing
             # and input layers, and their variables, alive. No live model
             # uses these nodes: the last user of the backbone is gone.
-            _forget_nodes(entry.backbone)
+            forget_call_nodes(entry.backbone)
             handout = dataclasses.replace(
                 spec, constructor=_HandOut(entry.backbone)
             )
@@ -137,26 +138,6 @@ class BackbonePool:
             # build, a user calling build() directly may not have.
             gc.collect()
         return None
-
-
-def _forget_nodes(layer):
-    """Empties the layer's lists of call nodes where they are kept.
-
-    On the TensorFlow backend each list is a `ListWrapper` that the layer's
-    checkpoint dependencies hold too, so assigning a new list would leave the
-    old one reachable; it is emptied in place instead. Deleting its items
-    through the wrapper would mark it as mutated, and SavedModel export
-    refuses mutated wrappers: the wrapped list is cleared and the wrapper's
-    snapshot brought up to date.
-    """
-    for name in ("_inbound_nodes", "_outbound_nodes"):
-        nodes = getattr(layer, name)
-        storage = getattr(nodes, "_storage", None)
-        if isinstance(storage, list) and hasattr(nodes, "_update_snapshot"):
-            storage.clear()
-            nodes._update_snapshot()
-        else:
-            del nodes[:]
 
 
 class _HandOut:

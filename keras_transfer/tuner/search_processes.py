@@ -31,6 +31,8 @@ from keras_tuner.oracles import GridSearchOracle
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import KerasTransferError
 from keras_transfer.utils.checks import check_int
+from keras_transfer.utils.internals import MissingInternalError
+from keras_transfer.utils.internals import missing_message
 
 
 def search_in_subprocesses(build_tuner, search_arguments, trials_per_process=5, overwrite=False, verbose=1):
@@ -259,12 +261,13 @@ def _restore_grid_position(oracle):
         and isinstance(pending, list)
         and hasattr(oracle, "_compare")
     ):
-        raise ConfigurationError(
-            "This KerasTuner's GridSearch cannot be continued from its files by "
-            "search_in_subprocesses (its grid position is not where keras-"
-            "transfer knows to find it). Run the GridSearch in one process "
-            "with tuner.search, or use RandomSearch, BayesianOptimization or "
-            "Hyperband here."
+        raise MissingInternalError(
+            missing_message(
+                "GridSearchOracle._ordered_ids/_populate_next/_compare",
+                "search_in_subprocesses (to continue a GridSearch from its files)",
+            )
+            + " Or run the GridSearch in one process with tuner.search, or use "
+            "RandomSearch, BayesianOptimization or Hyperband here."
         )
     if ordered._memory or pending:
         return  # Restored already, or this KerasTuner saves it.

@@ -20,11 +20,25 @@ front for every variable a schedule will ever train:
 Because the variable list never changes, the optimizer's variables have the
 same structure in every phase, so `model.save_weights`, `ModelCheckpoint` and
 `BackupAndRestore` checkpoints restore into any phase.
+
+The compiled optimizer's options keep the meaning they have with one
+optimizer over the weights that train:
+
+- `global_clipnorm` clips the gradients of all groups together (in `apply`,
+  before they are split); `clipnorm` and `clipvalue` act per variable and
+  `loss_scale_factor` on every gradient alike, the same in any group;
+- `weight_decay` (AdamW) scales with each group's learning rate, as in
+  Keras and PyTorch; `exclude_from_weight_decay` is carried to every group;
+- `use_ema`: the head's average runs on; a group's starts at its unfreeze,
+  as a freshly compiled optimizer's would; `fit` writes them into the weights;
+- refused, because each group counts its own steps:
+  `gradient_accumulation_steps` and `ema_overwrite_frequency`.
 """
 
 import keras
 from keras import ops
 
+from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.tensors import copy_optimizer
 from keras_transfer.utils.tensors import to_float
 
@@ -121,6 +135,11 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
     `optimizers` attribute (those callbacks would set each group's rate on
     its own); `group_optimizers` maps group names to optimizers.
 
+    The head optimizer's `global_clipnorm` clips the gradients of all groups
+    together, as one optimizer would; `gradient_accumulation_steps` and
+    `ema_overwrite_frequency` raise a `ConfigurationError` when there are
+    backbone groups (see the module's docstring for every option).
+
     Args:
         head_optimizer: the optimizer the model was compiled with (not a
             `LossScaleOptimizer`: wrap the `UnfreezeOptimizer` instead).
@@ -143,6 +162,9 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
     """
 
     def __init__(self, head_optimizer, groups, name=None):
+        if groups:
+            for optimizer in [head_optimizer] + [group[1] for group in groups]:
+                _check_per_group_options(optimizer)
         group_names = ["head"] + [group[0] for group in groups]
         optimizer_map = _VariableGroups(
             head_optimizer, [(opt, variables) for _, opt, variables in groups]
@@ -195,10 +217,12 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
         return self.head_optimizer._get_current_learning_rate()
 
     def apply(self, grads, trainable_variables=None):
-        if trainable_variables is None:
-            # Without variables, MultiOptimizer's all-variables path applies.
-            return super().apply(grads, trainable_variables)
         grads = list(grads)
+        if trainable_variables is None:
+            if not self.built or len(grads) != len(self._trainable_variables):
+                # Keras' own errors: build first, one gradient per variable.
+                return super().apply(grads)
+            trainable_variables = self._trainable_variables
         trainable_variables = list(trainable_variables)
         if not grads:
             return
@@ -206,6 +230,7 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
             self.build(trainable_variables)
             self.built = True
         self._check_variables_are_known(trainable_variables)
+        grads = self._clip_by_global_norm(grads)
 
         per_optimizer = [[] for _ in self._inner_optimizers]
         for grad, variable in zip(grads, trainable_variables):
@@ -216,6 +241,38 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
                 sub_grads, sub_variables = zip(*pairs)
                 optimizer.apply(list(sub_grads), list(sub_variables))
         self._iterations.assign_add(1)
+
+    def _clip_by_global_norm(self, grads):
+        # Clipped per group, the head's and each group's gradients would each
+        # reach the norm. Clipped here, every share is within the norm, so the
+        # clip that the head and its copies apply again changes nothing.
+        clip = self.head_optimizer.global_clipnorm
+        present = [g for g in grads if g is not None]
+        if not clip or clip <= 0 or not present:
+            return grads
+        norm = ops.sqrt(
+            ops.sum(ops.stack([ops.sum(ops.square(ops.cast(g, "float32"))) for g in present]))
+        )
+        if self.loss_scale_factor is not None:
+            # The groups unscale the gradients after this: clip on their scale.
+            norm = norm / self.loss_scale_factor
+        # Keras' formula: 1 below the norm, NaN for a non-finite norm.
+        factor = clip * ops.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        return [g if g is None else g * ops.cast(factor, g.dtype) for g in grads]
+
+    def finalize_variable_values(self, var_list):
+        # MultiOptimizer hands each group its variables in `var_list`'s order,
+        # but a group's moving averages follow the order it was built in (its
+        # units top first): a shape error, or averages written into the wrong
+        # weights. A group that has not trained yet has only zeros to write.
+        keys = {self._var_key(variable) for variable in var_list}
+        for optimizer in self._inner_optimizers:
+            if not optimizer.use_ema or int(ops.convert_to_numpy(optimizer.iterations)) == 0:
+                continue
+            # Keras keeps the built order only in this attribute.
+            built = optimizer._trainable_variables
+            if any(self._var_key(variable) in keys for variable in built):
+                optimizer.finalize_variable_values(built)
 
     def get_config(self):
         # The groups hold live variable references; an UnfreezeOptimizer is
@@ -311,6 +368,28 @@ def install_unfreeze_optimizer(model, groups):
     else:
         model.optimizer = optimizer
     return optimizer
+
+
+def _check_per_group_options(optimizer):
+    # Each group counts its own steps from its unfreeze: options that act
+    # every N steps would act out of step with the head's.
+    steps = optimizer.gradient_accumulation_steps
+    if steps:
+        raise ConfigurationError(
+            f"ProgressiveUnfreeze does not support gradient_accumulation_steps="
+            f"{steps} (optimizer {optimizer.name!r}): each group of backbone "
+            "weights would count its own steps and update out of step with the "
+            "head. Compile without it and use a larger batch size instead."
+        )
+    frequency = optimizer.ema_overwrite_frequency if optimizer.use_ema else None
+    if frequency:
+        raise ConfigurationError(
+            f"ProgressiveUnfreeze does not support ema_overwrite_frequency="
+            f"{frequency} (optimizer {optimizer.name!r}): each group of backbone "
+            "weights would count its own steps and take its moving average at "
+            "other steps than the head. Use ema_overwrite_frequency=None: `fit` "
+            "writes the moving averages into the weights at its end."
+        )
 
 
 def _rate_reader(optimizer):

@@ -1,0 +1,164 @@
+"""`keras-transfer predict MODEL PATH...`: the top classes of images, as a table and a file.
+
+Files and folders (searched recursively) are predicted in batches through
+the training pipeline (`keras_transfer.evaluation.predict_images`). Files
+that cannot be read are named on stderr, one line each, and the others are
+still predicted. `--output` writes every input, readable or not, to a CSV
+or JSON Lines file.
+"""
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+from keras_transfer import defaults
+from keras_transfer.cli.arguments import positive_int
+from keras_transfer.cli.arguments import writable_path
+from keras_transfer.cli.program import PROG
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.evaluation import DEFAULT_TOP_K
+from keras_transfer.evaluation import load_classifier
+from keras_transfer.evaluation import predict_images
+from keras_transfer.utils.files import atomic_write_text
+from keras_transfer.utils.metrics import format_table
+
+_OUTPUT_FORMATS = (".csv", ".jsonl")
+
+
+def register(subparsers):
+    """Adds the `predict` subcommand.
+
+    Args:
+        subparsers: the object `ArgumentParser.add_subparsers()` returns.
+    """
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict the classes of images with a trained model",
+        description="Predict the top classes of images with MODEL, a .keras file\n"
+        f"saved by '{PROG} train'. PATH: image files or folders (searched\n"
+        "recursively). Images are resized to the model's input size as in\n"
+        "training. Unreadable files are listed and skipped.",
+        epilog="example:\n"
+        f"  {PROG} predict flowers.keras new_photos/ --top-k 2 --output predictions.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="the .keras model file")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files or folders of images"
+    )
+    parser.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=DEFAULT_TOP_K,
+        metavar="K",
+        help="classes to report per image (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="also write the predictions to FILE.csv or FILE.jsonl",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.BATCH_SIZE,
+        metavar="N",
+        help="images per batch (default: %(default)s)",
+    )
+    parser.set_defaults(handler=predict_command)
+
+
+def predict_command(args):
+    """Prints the predictions and writes `--output`; returns None (exit 0).
+
+    Raises:
+        KerasTransferError: the model is not a keras-transfer classifier, the
+            output cannot be written, or no path holds a readable image.
+    """
+    output = _check_output(args.output)
+    model, info = load_classifier(args.model)
+    result = predict_images(model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    for path, reason in result.unreadable:
+        print(f"{PROG}: warning: skipped {path}: {reason}", file=sys.stderr)
+    print(prediction_table(result))
+    if info.class_names is None:
+        print(
+            "The model stores no class names, so classes are shown by index: index i "
+            "is the i-th class folder, sorted, of its training data (class_names in "
+            f"the history.json beside the model); models trained by '{PROG} train' "
+            "from this version on store them."
+        )
+    if output:
+        atomic_write_text(output, _output_text(output, result))
+        print(f"Wrote {len(result.images)} predictions to {output}.")
+
+
+def _check_output(path):
+    if path is None:
+        return None
+    if not path.lower().endswith(_OUTPUT_FORMATS):
+        raise ConfigurationError(
+            f"--output must end in .csv or .jsonl. Received: {path!r}"
+        )
+    return writable_path(path, "--output")
+
+
+def prediction_table(result):
+    """The predictions of a `Predictions` as an aligned text table, one image a row.
+
+    Example:
+
+    ```python
+    print(prediction_table(predict_images(model, ["photos/"])))
+    # IMAGE            CLASS 1     P 1  CLASS 2    P 2
+    # photos/rose.jpg    roses  93.1 %   tulips  4.9 %
+    ```
+    """
+    if not result.images:
+        return "No image was predicted."
+    k = max(len(image.top) for image in result.images)
+    header = ["IMAGE"] + [cell for i in range(1, k + 1) for cell in (f"CLASS {i}", f"P {i}")]
+    rows = [header]
+    for image in result.images:
+        row = [image.path]
+        for index, name, probability in image.top:
+            row += [str(index) if name is None else name, f"{100 * probability:.1f} %"]
+        rows.append(row)
+    return "\n".join(format_table(rows))
+
+
+def _output_text(path, result):
+    """The `--output` file: every input, its top classes or why it was skipped."""
+    if path.lower().endswith(".jsonl"):
+        lines = [
+            json.dumps(
+                {
+                    "path": image.path,
+                    "predictions": [
+                        {"index": index, "class": name, "probability": probability}
+                        for index, name, probability in image.top
+                    ],
+                }
+            )
+            for image in result.images
+        ]
+        lines += [json.dumps({"path": p, "error": reason}) for p, reason in result.unreadable]
+        return "".join(line + "\n" for line in lines)
+    k = max((len(image.top) for image in result.images), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["path"]
+        + [cell for i in range(1, k + 1) for cell in (f"class_{i}", f"probability_{i}")]
+        + ["error"]
+    )
+    for image in result.images:
+        cells = [image.path]
+        for index, name, probability in image.top:
+            cells += [index if name is None else name, f"{probability:.6f}"]
+        writer.writerow(cells + [""])
+    for p, reason in result.unreadable:
+        writer.writerow([p] + [""] * (2 * k) + [reason])
+    return buffer.getvalue()

@@ -1,0 +1,133 @@
+"""Loading a saved classifier and checking it is one `predict`/`evaluate` can use.
+
+A keras-transfer classifier takes `(batch, height, width, 3)` raw RGB pixels
+and ends in a `ClassifierHead` whose softmax gives one probability per class;
+its head may carry the class names (`class_names_of`). Any other model (a
+plain Keras model, one with a single output unit, a file that does not load)
+is refused here with one line that says what the file is and what to pass.
+"""
+
+import dataclasses
+import os
+
+import keras
+
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.layers import find_classifier_head
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierInfo:
+    """What `predict_images` and `evaluate` need to know about a classifier.
+
+    Example:
+
+    ```python
+    info = check_classifier(model)
+    info.image_size, info.num_classes, info.class_names
+    # ((160, 160), 5, ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips'])
+    ```
+
+    Attributes:
+        image_size: `(height, width)` of the model's input; images are
+            resized to it as `load_image_folder` resizes training images.
+        num_classes: the number of outputs.
+        class_names: the name of each output, or None for a model saved
+            without them.
+    """
+
+    image_size: tuple
+    num_classes: int
+    class_names: object
+
+    def label(self, index):
+        """The name of class `index`, or the index as text without names."""
+        return str(index) if self.class_names is None else self.class_names[index]
+
+
+def check_classifier(model, source="the model"):
+    """Checks that `model` is a keras-transfer classifier; returns its `ClassifierInfo`.
+
+    Example:
+
+    ```python
+    model = keras_transfer.build_classifier(
+        "mobilenet_v2_035", 2, input_shape=(64, 64, 3), weights=None)
+    check_classifier(model).image_size  # (64, 64)
+    ```
+
+    Args:
+        model: a Keras model.
+        source: how to name the model in an error, e.g. its file.
+
+    Raises:
+        ConfigurationError: the model has no `ClassifierHead` at its output,
+            or its input is not a fixed-size RGB image.
+    """
+    fix = (
+        "Pass a model saved by 'keras-transfer train' or built with "
+        "keras_transfer.build_classifier."
+    )
+    if not isinstance(model, keras.Model):
+        raise ConfigurationError(f"{source} is not a Keras model. {fix}")
+    inputs, outputs = list(model.inputs or ()), list(model.outputs or ())
+    head = find_classifier_head(model)
+    if head is None or len(outputs) != 1 or outputs[0].shape[-1] != head.num_classes:
+        shapes = ", ".join(str(tuple(o.shape)) for o in outputs) or "none"
+        raise ConfigurationError(
+            f"{source} is not a keras-transfer classifier: it does not end in a "
+            f"ClassifierHead (output shape {shapes}). {fix}"
+        )
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
+    if len(shape) != 4 or shape[3] != 3 or not all(shape[1:3]):
+        raise ConfigurationError(
+            f"{source} does not take fixed-size RGB images: its input shape is "
+            f"{shape or 'not a single input'}, expected (None, height, width, 3). {fix}"
+        )
+    return ClassifierInfo(
+        image_size=(int(shape[1]), int(shape[2])),
+        num_classes=int(head.num_classes),
+        class_names=head.class_names,
+    )
+
+
+def load_classifier(path):
+    """Loads a `.keras` classifier file for inference; returns `(model, info)`.
+
+    The model is loaded uncompiled (inference needs no optimizer) with
+    Keras' default `safe_mode=True`, then checked with `check_classifier`.
+
+    Example:
+
+    ```python
+    model, info = load_classifier("flowers.keras")
+    info.class_names  # ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips']
+    ```
+
+    Args:
+        path: the model file.
+
+    Returns:
+        `(model, ClassifierInfo)`.
+
+    Raises:
+        ConfigurationError: the file is missing, does not load, or is not a
+            keras-transfer classifier.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigurationError(
+            f"Model file not found: {path}. Pass a .keras file saved by "
+            "'keras-transfer train'."
+        )
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - any failure means "not loadable".
+        # Keras raises ValueError, TypeError, OSError or zipfile errors,
+        # depending on what is wrong with the file.
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ConfigurationError(
+            f"Cannot load {path} as a Keras model ({reason}). Pass a .keras file "
+            "saved by 'keras-transfer train'."
+        ) from None
+    return model, check_classifier(model, source=path)

@@ -1,0 +1,399 @@
+"""The guarded uses of Keras, TensorFlow and KerasTuner internals, in one place.
+
+A few things keras-transfer does have no public API: walking every nested
+layer of a model, telling Keras' `fit` where a resumed run starts, dropping
+the gradient functions TensorFlow never frees. Those that more than one module
+needs, or that need a guard, live here; `docs/private_apis.md` lists every
+internal the package touches (here and elsewhere), why, and what happens when
+it goes, and `tests/test_private_apis.py` fails naming the internal and its
+user as soon as an installed version lacks one.
+
+Two kinds of guard:
+
+- optional (a speed-up, a memory release, a nicety): the feature is skipped
+  with one warning per process that names the internal (`warn_missing`);
+- essential: `MissingInternalError`, naming the internal, who needs it and
+  the supported versions (`SUPPORTED_VERSIONS`, the bounds of `setup.cfg`).
+"""
+
+import contextlib
+import importlib.metadata
+import sys
+import warnings
+
+import keras
+import tensorflow as tf
+from absl import logging as absl_logging
+
+from keras_transfer.errors import KerasTransferError
+
+try:  # Where `keras.utils.get_file` reads its cache folder from.
+    from keras.src.backend import config as keras_config
+except ImportError:  # pragma: no cover - a future Keras layout
+    keras_config = None
+try:  # TensorFlow's process-wide registry of gradient functions.
+    from tensorflow.python.framework import ops as tf_ops
+except ImportError:  # pragma: no cover - a future TensorFlow layout
+    tf_ops = None
+
+# The versions whose internals `tests/test_private_apis.py` checks; the
+# bounds of `install_requires` in setup.cfg.
+SUPPORTED_VERSIONS = "keras>=3.15,<4, tensorflow>=2.16 and keras-tuner>=1.4,<2"
+
+# The prefix of the names `tf.custom_gradient` registers its functions under.
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
+
+_warned = set()
+
+
+class MissingInternalError(KerasTransferError, RuntimeError):
+    """An installed Keras, TensorFlow or KerasTuner lacks an internal keras-transfer needs."""
+
+
+def _installed():
+    versions = []
+    for name in ("keras", "tensorflow", "keras-tuner"):
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"no {name}")
+    return ", ".join(versions)
+
+
+def missing_message(internal, used_by):
+    """The message of a missing internal: what, who needs it, which versions work."""
+    return (
+        f"{internal} is missing from the installed libraries ({_installed()}); "
+        f"{used_by} needs it. keras-transfer supports {SUPPORTED_VERSIONS}: "
+        "install one of those (see docs/private_apis.md)."
+    )
+
+
+def require_attributes(obj, names, used_by):
+    """Raises `MissingInternalError` unless `obj` has every attribute in `names`.
+
+    For essential internals: a newer library then fails where the feature
+    starts, naming the internal, not with an `AttributeError` inside `fit`.
+
+    Args:
+        obj: the object (or class) that should have them.
+        names: attribute names, e.g. `("_load_model", "_save_model")`.
+        used_by: who needs them, e.g. `"callbacks/run_backup.py:RunBackup"`.
+
+    Example:
+
+    ```python
+    require_attributes(keras.callbacks.BackupAndRestore, ("_load_model",), "RunBackup")
+    ```
+    """
+    cls = obj if isinstance(obj, type) else type(obj)
+    # Name the library's class (BackupAndRestore), not our subclass of it.
+    owner = next((c for c in cls.__mro__ if not c.__module__.startswith("keras_transfer")), cls)
+    for name in names:
+        if not hasattr(obj, name):
+            raise MissingInternalError(missing_message(f"{owner.__name__}.{name}", used_by))
+
+
+def warn_missing(internal, used_by, consequence):
+    """Warns, once per process and internal, that an optional internal is missing.
+
+    Args:
+        internal: e.g. `"Model._loss_tracker"`.
+        used_by: e.g. `"PhaseTimer"`.
+        consequence: what the user loses, e.g. `"images/s is not reported"`.
+
+    Example:
+
+    ```python
+    warn_missing("Model._loss_tracker", "PhaseTimer", "images/s is not reported")
+    ```
+    """
+    if internal in _warned:
+        return
+    _warned.add(internal)
+    warnings.warn(
+        f"{missing_message(internal, used_by)} Without it, {consequence}.",
+        stacklevel=3,
+    )
+
+
+def print_msg(message):
+    """Prints a line the way Keras prints its progress (stdout, or absl's log).
+
+    Keras' own `print_msg` is private (`keras.src.utils.io_utils`); this does
+    the same through public APIs: stdout while interactive logging is on
+    (`keras.config.is_interactive_logging_enabled()`), else absl's INFO log.
+
+    Example:
+
+    ```python
+    print_msg("ProgressiveUnfreeze: epoch 3: phase 1")
+    ```
+    """
+    line = f"{message}\n"
+    if not keras.config.is_interactive_logging_enabled():
+        absl_logging.info(str(message))
+        return
+    try:
+        sys.stdout.write(line)
+    except UnicodeEncodeError:  # A console that cannot show every character.
+        encoding = sys.stdout.encoding or "utf-8"
+        sys.stdout.write(line.encode(encoding, "replace").decode(encoding))
+    sys.stdout.flush()
+
+
+def flatten_layers(layer, include_self=True, recursive=True, used_by="keras-transfer"):
+    """`layer` and every layer nested in it, at any depth (`Layer._flatten_layers`).
+
+    `model.layers` lists only the top level; a nested backbone's blocks and a
+    custom layer's sublayers are only reachable through Keras' private walk.
+
+    Args:
+        layer: a Keras layer or model.
+        include_self: whether `layer` itself comes first.
+        recursive: False for the direct sublayers only.
+        used_by: who asks, named in the error.
+
+    Raises:
+        MissingInternalError: this Keras has no `_flatten_layers`.
+
+    Example:
+
+    ```python
+    [l.name for l in flatten_layers(model, include_self=False)]
+    ```
+    """
+    walk = getattr(layer, "_flatten_layers", None)
+    if walk is None:
+        raise MissingInternalError(missing_message("Layer._flatten_layers", used_by))
+    return list(walk(include_self=include_self, recursive=recursive))
+
+
+def created_trainable_variables(obj):
+    """The variables a layer (or built optimizer) holds as trainable, even while frozen.
+
+    A frozen layer's `trainable_variables` is empty; the unfreeze plan needs
+    the ones it will train once unfrozen (`_trainable_variables`).
+
+    Raises:
+        MissingInternalError: this Keras has no `_trainable_variables`.
+
+    Example:
+
+    ```python
+    created_trainable_variables(frozen_dense)  # [kernel, bias]
+    ```
+    """
+    if not hasattr(obj, "_trainable_variables"):
+        raise MissingInternalError(
+            missing_message(f"{type(obj).__name__}._trainable_variables", "the unfreeze plan")
+        )
+    return list(obj._trainable_variables)
+
+
+def call_context_args(op):
+    """The call arguments Keras passes down from the outer call (`training`).
+
+    Running a layer of a functional graph by hand (the feature cache does)
+    must pass the outer `training` to the layers that take it, as
+    `Functional.call` does; a layer's `_call_context_args` says which do.
+    An operation that is not a layer takes none.
+
+    Raises:
+        MissingInternalError: a layer without `_call_context_args`; guessing
+            would run Dropout and BatchNormalization in the wrong mode.
+
+    Example:
+
+    >>> "training" in call_context_args(keras.layers.Dropout(0.5))
+    True
+    """
+    if not isinstance(op, keras.layers.Layer):
+        return frozenset()
+    if not hasattr(op, "_call_context_args"):
+        raise MissingInternalError(
+            missing_message("Layer._call_context_args", "the frozen-feature cache")
+        )
+    return frozenset(op._call_context_args)
+
+
+def uses_distribution_strategy(model):
+    """Whether `model` was built under a `tf.distribute` strategy (public APIs only).
+
+    Replaces a read of `model._distribute_strategy`: the default strategy is
+    the only one for which `tf.distribute.has_strategy()` is False in its scope.
+
+    Example:
+
+    ```python
+    uses_distribution_strategy(model)  # False outside any strategy
+    ```
+    """
+    with model.distribute_strategy.scope():
+        return tf.distribute.has_strategy()
+
+
+def loss_count(model):
+    """Samples the loss tracker has averaged since its last reset, or None.
+
+    Keras' train step weights the `loss` metric (`model._loss_tracker`) by the
+    batch size, so its `count` is the number of samples seen in the epoch.
+    Without the internal, one warning and None (images/s goes unreported).
+
+    Example:
+
+    ```python
+    loss_count(model)  # 40.0 after an epoch over 40 images
+    ```
+    """
+    if not hasattr(model, "_loss_tracker"):
+        warn_missing(
+            "Model._loss_tracker", "PhaseTimer", "images per second are not reported"
+        )
+        return None
+    count = getattr(model._loss_tracker, "count", None)
+    return None if count is None else float(keras.ops.convert_to_numpy(count))
+
+
+def set_initial_epoch(model, epoch):
+    """Makes the next (or running) `fit` of `model` start at `epoch`.
+
+    What `keras.callbacks.BackupAndRestore` does from `on_train_begin`: Keras'
+    `fit` reads `model._initial_epoch` after the callbacks' `on_train_begin`.
+
+    Raises:
+        MissingInternalError: this Keras has no `Model._initial_epoch`.
+
+    Example:
+
+    ```python
+    set_initial_epoch(self.model, 3)  # from a callback's on_train_begin
+    ```
+    """
+    if not hasattr(model, "_initial_epoch"):
+        raise MissingInternalError(
+            missing_message("Model._initial_epoch", "RunBackup (resuming a run)")
+        )
+    model._initial_epoch = epoch
+
+
+@contextlib.contextmanager
+def releasing_custom_gradients():
+    """Unregisters the custom gradients that tracing registers inside the block.
+
+    Keras' TensorFlow optimizer sums the gradients with `ReplicaContext.all_reduce`,
+    a `tf.custom_gradient`: each traced train step registers a gradient function
+    (`CustomGradient-<n>`) in TensorFlow's process-wide registry, which never
+    drops it, and its closure keeps the step's graph alive
+    (tensorflow/tensorflow#97697): 10-30 MB per model in a KerasTuner search.
+    Nothing differentiates the traced step, so those added inside the block go
+    when it ends. Without the registry: one warning, and the memory stays.
+
+    Example:
+
+    ```python
+    with releasing_custom_gradients():
+        model.fit(x, y)
+    ```
+    """
+    registry = custom_gradient_registry()
+    before = set(registry) if registry is not None else ()
+    try:
+        yield
+    finally:
+        if registry is not None:
+            for name in set(registry) - before:
+                if name.startswith(CUSTOM_GRADIENT_PREFIX):
+                    registry.pop(name, None)
+
+
+def custom_gradient_registry():
+    """TensorFlow's gradient registry (a dict), or None off TensorFlow or without it.
+
+    Example: `len(custom_gradient_registry())`, the gradient functions registered.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None
+    registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
+    if not isinstance(registry, dict):
+        warn_missing(
+            "tensorflow.python.framework.ops._gradient_registry._registry",
+            "TransferClassifier.fit",
+            "each fit keeps its traced train step in memory (10-30 MB per model)",
+        )
+        return None
+    return registry
+
+
+@contextlib.contextmanager
+def keras_home_for_downloads(home):
+    """Points `keras.utils.get_file`'s default cache folder at `home` inside the block.
+
+    Keras reads `KERAS_HOME` once, when it is imported
+    (`keras.src.backend.config._KERAS_DIR`); the backbone weights are looked
+    up in the folder of the call-time `KERAS_HOME`. Without the internal:
+    one warning, and Keras reads or downloads into its import-time folder.
+
+    Example:
+
+    ```python
+    with keras_home_for_downloads(os.environ["KERAS_HOME"]):
+        keras.applications.MobileNetV2(weights="imagenet")
+    ```
+    """
+    if not hasattr(keras_config, "_KERAS_DIR"):
+        warn_missing(
+            "keras.src.backend.config._KERAS_DIR",
+            "the backbone weights loader",
+            "ImageNet weights are read from (or downloaded to) the KERAS_HOME "
+            "Keras was imported with, not the current one",
+        )
+        yield
+        return
+    previous = keras_config._KERAS_DIR
+    keras_config._KERAS_DIR = home
+    try:
+        yield
+    finally:
+        keras_config._KERAS_DIR = previous
+
+
+def forget_call_nodes(layer):
+    """Empties the layer's lists of call nodes (`_inbound_nodes`, `_outbound_nodes`).
+
+    Each call of a layer in a functional model leaves a node on it that holds
+    the caller's tensors; a backbone reused across models would keep every
+    past model alive. On the TensorFlow backend each list is a `ListWrapper`
+    that the layer's checkpoint dependencies hold too, so it is emptied in
+    place; deleting through the wrapper would mark it as mutated, which
+    SavedModel export refuses, so the wrapped list (`_storage`) is cleared and
+    the wrapper's snapshot brought up to date (`_update_snapshot`). Without
+    the node lists: one warning, and the nodes stay.
+
+    Example:
+
+    ```python
+    forget_call_nodes(backbone)  # no model that called it is used any more
+    ```
+    """
+    for name in ("_inbound_nodes", "_outbound_nodes"):
+        nodes = getattr(layer, name, None)
+        if nodes is None:
+            warn_missing(
+                f"Operation.{name}",
+                "the backbone pool",
+                "a reused backbone keeps the earlier trials' models in memory",
+            )
+            continue
+        storage = getattr(nodes, "_storage", None)
+        if isinstance(storage, list) and hasattr(nodes, "_update_snapshot"):
+            storage.clear()
+            nodes._update_snapshot()
+            continue
+        if type(nodes).__name__ == "ListWrapper":
+            warn_missing(
+                "ListWrapper._storage/_update_snapshot",
+                "the backbone pool",
+                "a reused backbone may not export to SavedModel",
+            )
+        del nodes[:]

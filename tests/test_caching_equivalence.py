@@ -1,0 +1,236 @@
+"""A cached `fit` trains exactly as an uncached one: the README's claim, case by case.
+
+Each case fits the same model twice from the same seed, with
+`cache_frozen_features` True and False, and compares every per-epoch value
+of the history (losses, metrics, validation metrics, the unfreeze logs) and
+every final weight. On this project's CPU the two runs are bit-identical in
+every case below; the tolerance (`RTOL`, `ATOL`) only leaves room for kernels
+that sum in another order (other hardware, XLA).
+
+The cases the cache cannot reproduce are tested for what it does instead:
+random layers inside the frozen backbone (EfficientNet's stochastic depth)
+run in inference mode. A known bug, `tf.data` batches of uneven sizes
+before the last one, is marked `xfail(strict=True)`.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_transfer
+from keras_transfer import caching
+from keras_transfer.layers import ClassifierHead
+from keras_transfer.models import TransferClassifier
+
+SIZE = 32
+RTOL, ATOL = 1e-5, 1e-6
+MNV2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+
+
+def tiny_classifier(cache, head=None, backbone_dropout=0.0, memory_limit=None):
+    """A TransferClassifier whose frozen backbone has three conv/BN/ReLU blocks.
+
+    At 32 px the blocks output 15x15, 7x7 and 3x3 maps: the cached tensors
+    are spatial, and the head's pooling averages 9 positions.
+    """
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = inputs
+    for i, filters in enumerate((8, 16, 16)):
+        x = keras.layers.Conv2D(filters, 3, strides=2, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        if i == 0 and backbone_dropout:
+            # EfficientNet's stochastic depth: a whole-sample Dropout.
+            x = keras.layers.Dropout(
+                backbone_dropout, noise_shape=(None, 1, 1, 1), name="stochastic_depth"
+            )(x)
+    backbone = keras.Model(inputs, x, name="tiny_backbone")
+    backbone.trainable = False
+    head = ClassifierHead(3, name="head", **{"dropout": 0.0, **(head or {})})
+    outputs = head(backbone(inputs, training=False))
+    model = TransferClassifier(inputs, outputs, name="tiny", cache_frozen_features=cache)
+    if memory_limit is not None:
+        model.cache_memory_limit = memory_limit
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return model
+
+
+def unfreeze(**kwargs):
+    """Head only, then from epoch 1 the top conv and BN layers (cached: relu1, 7x7)."""
+    return keras_transfer.ProgressiveUnfreeze(
+        "tiny_backbone", {1: 2}, unit="layers", verbose=0, **kwargs
+    )
+
+
+def images(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.uniform(0, 1, (n, SIZE, SIZE, 3)).astype("float32")
+    x[..., 0] += 0.3 * y[:, None, None]  # Something to learn.
+    return x, y
+
+
+# 20 training images: batches of 8, 8 and a partial 4.
+X, Y = images(20, 0)
+X_VAL, Y_VAL = images(7, 1)
+WEIGHTS = np.linspace(0.2, 2.0, len(X)).astype("float32")
+VAL_WEIGHTS = np.linspace(0.5, 1.5, len(X_VAL)).astype("float32")
+
+
+def fit_both(build, fit_kwargs, callbacks=unfreeze):
+    """Fits `build(cache)` cached and uncached; returns {cache: (history, weights, model)}."""
+    results = {}
+    for cache in (True, False):
+        model = build(cache)
+        kwargs = fit_kwargs() if callable(fit_kwargs) else dict(fit_kwargs)
+        history = model.fit(**kwargs, epochs=2, callbacks=[callbacks()], verbose=0)
+        results[cache] = (history.history, [np.array(w) for w in model.weights], model)
+    assert caching.feature_cache_info(results[True][2]) is not None, "the fit was not cached"
+    assert caching.feature_cache_info(results[False][2]) is None
+    return results
+
+
+def assert_same_training(results):
+    cached, plain = results[True], results[False]
+    assert sorted(cached[0]) == sorted(plain[0])
+    for key in plain[0]:
+        np.testing.assert_allclose(
+            cached[0][key], plain[0][key], rtol=RTOL, atol=ATOL, err_msg=key
+        )
+    # model.weights: trainable and non-trainable (BN statistics, seed states).
+    for variable, a, b in zip(plain[2].weights, cached[1], plain[1]):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=variable.path)
+
+
+ARRAYS = dict(x=X, y=Y, batch_size=8, shuffle=False)
+CASES = {
+    "partial last batch": dict(
+        ARRAYS, validation_data=(X_VAL, Y_VAL), validation_batch_size=3
+    ),
+    "numpy validation_split": dict(ARRAYS, validation_split=0.25),
+    "class_weight": dict(
+        ARRAYS, validation_data=(X_VAL, Y_VAL), class_weight={0: 1.0, 1: 3.0, 2: 0.5}
+    ),
+    "sample_weight": dict(
+        ARRAYS, sample_weight=WEIGHTS, validation_data=(X_VAL, Y_VAL, VAL_WEIGHTS)
+    ),
+    # Keras draws the permutation of the cached arrays as it does for images.
+    "shuffle=True": dict(ARRAYS, shuffle=True, validation_data=(X_VAL, Y_VAL)),
+    "tf.data with sample weights, partial last batch": lambda: dict(
+        x=tf.data.Dataset.from_tensor_slices((X, Y, WEIGHTS)).batch(8),
+        validation_data=tf.data.Dataset.from_tensor_slices((X_VAL, Y_VAL)).batch(3),
+    ),
+}
+
+
+@pytest.mark.parametrize("fit_kwargs", CASES.values(), ids=CASES.keys())
+def test_cached_fit_equals_uncached(fit_kwargs):
+    results = fit_both(lambda cache: tiny_classifier(cache), fit_kwargs)
+    assert_same_training(results)
+    # The cached tensors are spatial (7x7 at relu1), pooled by the head.
+    assert caching.feature_cache_info(results[True][2]).boundaries == (
+        ("tiny_backbone:pooled",), ("relu1",),
+    )
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_features_on_disk_train_as_uncached(shuffle):
+    results = fit_both(
+        lambda cache: tiny_classifier(cache, memory_limit=0),
+        dict(ARRAYS, shuffle=shuffle, sample_weight=WEIGHTS, validation_split=0.25),
+    )
+    assert caching.feature_cache_info(results[True][2]).storage == "disk"
+    assert_same_training(results)
+
+
+def test_head_dropout_draws_the_same_masks_cached_and_uncached():
+    # Each Dropout layer draws from its own SeedGenerator, whose state moves
+    # once per training step, cached or not: the same masks in the same order.
+    head = {"dropout": 0.5, "hidden_units": 8}
+    results = fit_both(
+        lambda cache: tiny_classifier(cache, head=head),
+        dict(ARRAYS, validation_data=(X_VAL, Y_VAL)),
+    )
+    assert_same_training(results)
+
+    def seed_state(model):
+        return model.get_layer("head").dropout_layer.seed_generator.state.numpy()
+
+    initial = seed_state(tiny_classifier(True, head=head))
+    for _, _, model in results.values():
+        assert not np.array_equal(seed_state(model), initial), "dropout drew no mask"
+    np.testing.assert_array_equal(seed_state(results[True][2]), seed_state(results[False][2]))
+
+
+def test_trained_batch_normalization_matches_uncached():
+    results = fit_both(
+        lambda cache: tiny_classifier(cache),
+        dict(ARRAYS, validation_data=(X_VAL, Y_VAL)),
+        callbacks=lambda: unfreeze(train_bn=True),
+    )
+    assert_same_training(results)  # Moving statistics included.
+    bn = results[True][2].get_layer("tiny_backbone").get_layer("bn2")
+    assert not np.allclose(bn.moving_mean.numpy(), 0.0), "bn2 did not train"
+
+
+def test_random_layers_inside_the_frozen_backbone_run_in_inference_mode():
+    # Uncached, Keras 3 runs them in training mode despite the backbone's
+    # training=False (keras-team/keras#20285); the cache computes the frozen
+    # backbone once, in inference mode: as uncached training without them.
+    def build(cache, enabled=True):
+        model = tiny_classifier(cache, backbone_dropout=0.5)
+        if not enabled:
+            model.get_layer("tiny_backbone").get_layer("stochastic_depth").rate = 0.0
+        return model
+
+    fit_kwargs = dict(ARRAYS, validation_data=(X_VAL, Y_VAL))
+    results = fit_both(lambda cache: build(cache, enabled=not cache), fit_kwargs)
+    assert_same_training(results)
+    uncached = fit_both(build, fit_kwargs)[False]
+    assert not np.allclose(uncached[0]["loss"], results[True][0]["loss"], rtol=1e-3)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Bug: a tf.data input whose batches are uneven before the last one "
+    "(here 8, 2, 8, 2) is cached and re-batched by the size of its first batch "
+    "(8, 8, 4): 3 steps instead of 4 per epoch, other losses, no warning.",
+)
+def test_uneven_tf_data_batches_train_as_uncached():
+    def batches():
+        first = tf.data.Dataset.from_tensor_slices((X[:10], Y[:10])).batch(8)
+        return dict(x=first.concatenate(
+            tf.data.Dataset.from_tensor_slices((X[10:], Y[10:])).batch(8)
+        ))
+
+    assert_same_training(fit_both(lambda cache: tiny_classifier(cache), batches))
+
+
+def test_mobilenet_at_96_px_caches_spatial_block_outputs(weights_dir):
+    # 96 px: the pooled boundary averages a 3x3 map and the fine-tuning
+    # phase starts from a 6x6 mid-backbone block output.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (12, 96, 96, 3)).astype("float32")
+    y = np.arange(12) % 2
+
+    def build(cache):
+        keras.utils.set_random_seed(1)
+        model = keras_transfer.build_classifier(
+            "mobilenet_v2_035", 2, input_shape=(96, 96, 3),
+            weights=weights_dir / MNV2_035, dropout=0.2, cache_frozen_features=cache,
+        )
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    results = fit_both(
+        build,
+        dict(x=x, y=y, batch_size=8, shuffle=False, validation_split=0.25),
+        callbacks=lambda: keras_transfer.ProgressiveUnfreeze(schedule={1: 5}, verbose=0),
+    )
+    info = caching.feature_cache_info(results[True][2])
+    assert info.boundaries == (("mobilenetv2_0.35_96:pooled",), ("block_12_add",))
+    assert_same_training(results)
