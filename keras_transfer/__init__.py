@@ -13,6 +13,7 @@ from keras_transfer import callbacks
 from keras_transfer import data
 from keras_transfer import defaults
 from keras_transfer import errors
+from keras_transfer import export
 from keras_transfer import layers
 from keras_transfer import learning_rate
 from keras_transfer import models
@@ -29,6 +30,7 @@ from keras_transfer.callbacks import ProgressiveUnfreeze
 from keras_transfer.data import check_dataset_for_model
 from keras_transfer.data import load_image_folder
 from keras_transfer.experiment import run_comparison
+from keras_transfer.export import export_model
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.learning_rate import find_learning_rate

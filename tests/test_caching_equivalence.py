@@ -13,6 +13,8 @@ run in inference mode. A known bug, `tf.data` batches of uneven sizes
 before the last one, is marked `xfail(strict=True)`.
 """
 
+import collections
+
 import keras
 import numpy as np
 import pytest
@@ -81,79 +83,79 @@ WEIGHTS = np.linspace(0.2, 2.0, len(X)).astype("float32")
 VAL_WEIGHTS = np.linspace(0.5, 1.5, len(X_VAL)).astype("float32")
 
 
-def fit_both(build, fit_kwargs, callbacks=unfreeze):
-    """Fits `build(cache)` cached and uncached; returns {cache: (history, weights, model)}."""
+# One fit: its history, its model, and the model's weights before and after.
+Fit = collections.namedtuple("Fit", "history model initial final")
+
+
+def fit_both(build, fit_kwargs, callbacks=unfreeze, epochs=2):
+    """Fits `build(cache)` cached and uncached; returns {cache: Fit}."""
     results = {}
     for cache in (True, False):
         model = build(cache)
+        initial = [np.array(w) for w in model.weights]
         kwargs = fit_kwargs() if callable(fit_kwargs) else dict(fit_kwargs)
-        history = model.fit(**kwargs, epochs=2, callbacks=[callbacks()], verbose=0)
-        results[cache] = (history.history, [np.array(w) for w in model.weights], model)
-    assert caching.feature_cache_info(results[True][2]) is not None, "the fit was not cached"
-    assert caching.feature_cache_info(results[False][2]) is None
+        history = model.fit(**kwargs, epochs=epochs, callbacks=[callbacks()], verbose=0)
+        final = [np.array(w) for w in model.weights]
+        results[cache] = Fit(history.history, model, initial, final)
+    assert caching.feature_cache_info(results[True].model) is not None, "not cached"
+    assert caching.feature_cache_info(results[False].model) is None
     return results
 
 
 def assert_same_training(results):
     cached, plain = results[True], results[False]
-    assert sorted(cached[0]) == sorted(plain[0])
-    for key in plain[0]:
+    assert sorted(cached.history) == sorted(plain.history)
+    for key in plain.history:
         np.testing.assert_allclose(
-            cached[0][key], plain[0][key], rtol=RTOL, atol=ATOL, err_msg=key
+            cached.history[key], plain.history[key], rtol=RTOL, atol=ATOL, err_msg=key
         )
     # model.weights: trainable and non-trainable (BN statistics, seed states).
-    for variable, a, b in zip(plain[2].weights, cached[1], plain[1]):
+    for variable, a, b in zip(plain.model.weights, cached.final, plain.final):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=variable.path)
 
 
-ARRAYS = dict(x=X, y=Y, batch_size=8, shuffle=False)
+ARRAYS = dict(x=X, y=Y, batch_size=8)
 CASES = {
-    "partial last batch": dict(
-        ARRAYS, validation_data=(X_VAL, Y_VAL), validation_batch_size=3
+    "arrays: partial batches, sample weights": dict(
+        ARRAYS, shuffle=False, sample_weight=WEIGHTS,
+        validation_data=(X_VAL, Y_VAL, VAL_WEIGHTS), validation_batch_size=3,
     ),
-    "numpy validation_split": dict(ARRAYS, validation_split=0.25),
-    "class_weight": dict(
-        ARRAYS, validation_data=(X_VAL, Y_VAL), class_weight={0: 1.0, 1: 3.0, 2: 0.5}
+    # Keras draws the same permutation of the cached arrays as of the images.
+    "arrays: validation_split, class_weight, shuffle=True": dict(
+        ARRAYS, shuffle=True, validation_split=0.25, class_weight={0: 1.0, 1: 3.0, 2: 0.5}
     ),
-    "sample_weight": dict(
-        ARRAYS, sample_weight=WEIGHTS, validation_data=(X_VAL, Y_VAL, VAL_WEIGHTS)
-    ),
-    # Keras draws the permutation of the cached arrays as it does for images.
-    "shuffle=True": dict(ARRAYS, shuffle=True, validation_data=(X_VAL, Y_VAL)),
-    "tf.data with sample weights, partial last batch": lambda: dict(
+    "tf.data: partial batches, sample weights": lambda: dict(
         x=tf.data.Dataset.from_tensor_slices((X, Y, WEIGHTS)).batch(8),
         validation_data=tf.data.Dataset.from_tensor_slices((X_VAL, Y_VAL)).batch(3),
+    ),
+    "on disk: validation_split, sample weights": dict(
+        ARRAYS, shuffle=False, sample_weight=WEIGHTS, validation_split=0.25
     ),
 }
 
 
 @pytest.mark.parametrize("fit_kwargs", CASES.values(), ids=CASES.keys())
-def test_cached_fit_equals_uncached(fit_kwargs):
-    results = fit_both(lambda cache: tiny_classifier(cache), fit_kwargs)
-    assert_same_training(results)
-    # The cached tensors are spatial (7x7 at relu1), pooled by the head.
-    assert caching.feature_cache_info(results[True][2]).boundaries == (
-        ("tiny_backbone:pooled",), ("relu1",),
-    )
-
-
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_features_on_disk_train_as_uncached(shuffle):
+def test_cached_fit_equals_uncached(fit_kwargs, request):
+    on_disk = "on disk" in request.node.callspec.id
     results = fit_both(
-        lambda cache: tiny_classifier(cache, memory_limit=0),
-        dict(ARRAYS, shuffle=shuffle, sample_weight=WEIGHTS, validation_split=0.25),
+        lambda cache: tiny_classifier(cache, memory_limit=0 if on_disk else None),
+        fit_kwargs,
     )
-    assert caching.feature_cache_info(results[True][2]).storage == "disk"
     assert_same_training(results)
+    info = caching.feature_cache_info(results[True].model)
+    assert info.storage == ("disk" if on_disk else "memory")
+    # The cached tensors are spatial (7x7 at relu1), pooled by the head.
+    assert info.boundaries == (("tiny_backbone:pooled",), ("relu1",))
 
 
-def test_head_dropout_draws_the_same_masks_cached_and_uncached():
+def test_head_dropout_and_trained_batch_normalization_match_uncached():
     # Each Dropout layer draws from its own SeedGenerator, whose state moves
     # once per training step, cached or not: the same masks in the same order.
     head = {"dropout": 0.5, "hidden_units": 8}
     results = fit_both(
         lambda cache: tiny_classifier(cache, head=head),
-        dict(ARRAYS, validation_data=(X_VAL, Y_VAL)),
+        dict(ARRAYS, shuffle=False, validation_data=(X_VAL, Y_VAL)),
+        callbacks=lambda: unfreeze(train_bn=True),
     )
     assert_same_training(results)
 
@@ -161,37 +163,28 @@ def test_head_dropout_draws_the_same_masks_cached_and_uncached():
         return model.get_layer("head").dropout_layer.seed_generator.state.numpy()
 
     initial = seed_state(tiny_classifier(True, head=head))
-    for _, _, model in results.values():
+    for model in (fit.model for fit in results.values()):
         assert not np.array_equal(seed_state(model), initial), "dropout drew no mask"
-    np.testing.assert_array_equal(seed_state(results[True][2]), seed_state(results[False][2]))
-
-
-def test_trained_batch_normalization_matches_uncached():
-    results = fit_both(
-        lambda cache: tiny_classifier(cache),
-        dict(ARRAYS, validation_data=(X_VAL, Y_VAL)),
-        callbacks=lambda: unfreeze(train_bn=True),
-    )
-    assert_same_training(results)  # Moving statistics included.
-    bn = results[True][2].get_layer("tiny_backbone").get_layer("bn2")
-    assert not np.allclose(bn.moving_mean.numpy(), 0.0), "bn2 did not train"
+        bn = model.get_layer("tiny_backbone").get_layer("bn2")
+        assert not np.allclose(bn.moving_mean.numpy(), 0.0), "bn2 did not train"
+    np.testing.assert_array_equal(seed_state(results[True].model), seed_state(results[False].model))
 
 
 def test_random_layers_inside_the_frozen_backbone_run_in_inference_mode():
     # Uncached, Keras 3 runs them in training mode despite the backbone's
     # training=False (keras-team/keras#20285); the cache computes the frozen
     # backbone once, in inference mode: as uncached training without them.
-    def build(cache, enabled=True):
+    def build(cache):
         model = tiny_classifier(cache, backbone_dropout=0.5)
-        if not enabled:
+        if not cache:
             model.get_layer("tiny_backbone").get_layer("stochastic_depth").rate = 0.0
         return model
 
-    fit_kwargs = dict(ARRAYS, validation_data=(X_VAL, Y_VAL))
-    results = fit_both(lambda cache: build(cache, enabled=not cache), fit_kwargs)
+    results = fit_both(build, dict(ARRAYS, shuffle=False, validation_data=(X_VAL, Y_VAL)))
     assert_same_training(results)
-    uncached = fit_both(build, fit_kwargs)[False]
-    assert not np.allclose(uncached[0]["loss"], results[True][0]["loss"], rtol=1e-3)
+    uncached = tiny_classifier(False, backbone_dropout=0.5)
+    outputs = [uncached(X[:4], training=True).numpy() for _ in range(2)]
+    assert not np.allclose(*outputs), "the backbone's Dropout is off in training"
 
 
 @pytest.mark.xfail(
@@ -211,11 +204,13 @@ def test_uneven_tf_data_batches_train_as_uncached():
 
 
 def test_mobilenet_at_96_px_caches_spatial_block_outputs(weights_dir):
-    # 96 px: the pooled boundary averages a 3x3 map and the fine-tuning
-    # phase starts from a 6x6 mid-backbone block output.
+    # Real weights at 96 px: the pooled boundary averages a 3x3 map, and the
+    # cache moves up the backbone with each unfreeze step (2 blocks: a 3x3
+    # output, then 5 blocks: a 6x6 one).
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (12, 96, 96, 3)).astype("float32")
-    y = np.arange(12) % 2
+    x = rng.uniform(0, 255, (8, 96, 96, 3)).astype("float32")
+    y = np.arange(8) % 2
+    x[y == 1] = np.clip(x[y == 1] + 40, 0, 255)
 
     def build(cache):
         keras.utils.set_random_seed(1)
@@ -228,9 +223,20 @@ def test_mobilenet_at_96_px_caches_spatial_block_outputs(weights_dir):
 
     results = fit_both(
         build,
-        dict(x=x, y=y, batch_size=8, shuffle=False, validation_split=0.25),
-        callbacks=lambda: keras_transfer.ProgressiveUnfreeze(schedule={1: 5}, verbose=0),
+        dict(x=x, y=y, batch_size=4, shuffle=False, validation_split=0.25),
+        callbacks=lambda: keras_transfer.ProgressiveUnfreeze(schedule={1: 2, 2: 5}, verbose=0),
+        epochs=3,
     )
-    info = caching.feature_cache_info(results[True][2])
-    assert info.boundaries == (("mobilenetv2_0.35_96:pooled",), ("block_12_add",))
     assert_same_training(results)
+    cached = results[True]
+    info = caching.feature_cache_info(cached.model)
+    assert (info.samples, info.validation_samples, info.storage) == (6, 2, "memory")
+    assert info.boundaries == (
+        ("mobilenetv2_0.35_96:pooled",), ("block_15_add",), ("block_12_add",),
+    )
+    backbone = {v.path for v in cached.model.get_layer("mobilenetv2_0.35_96").weights}
+    assert any(
+        not np.allclose(a, b)
+        for v, a, b in zip(cached.model.weights, cached.initial, cached.final)
+        if v.path in backbone
+    ), "the unfrozen blocks did not train"

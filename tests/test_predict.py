@@ -7,27 +7,13 @@ import keras
 import numpy as np
 import pytest
 from conftest import write_image_folder
+from test_cli import _assert_one_line_error
+from test_cli import _run
 
-from keras_transfer import cli
 from keras_transfer.data import load_image_folder
 from keras_transfer.evaluation import predict_images
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
-
-
-def _run(capsys, *argv):
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _assert_one_line_error(status, err, *fragments):
-    assert status == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("keras-transfer: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def small_classifier(class_names=("cats", "dogs"), size=32, seed=0):

@@ -21,6 +21,7 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.optimizers.schedules import ExponentialDecay
 from packaging.requirements import Requirement
 
 from keras_transfer.callbacks import RunBackup
@@ -51,7 +52,7 @@ def _module_has(module, name):
 
 
 def _has_all(obj, names):
-    return all(hasattr(obj, name) for name in names)
+    return all(hasattr(obj, name) for name in names.split())
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +65,18 @@ def objects(tmp_path_factory):
     outputs = keras.layers.Dense(2, name="top")(dropout(inner(inputs)))
     model = keras.Model(inputs, outputs)
     model.compile(keras.optimizers.Adam(1e-3), "mse")
-    adam = keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.9))
+    adam = keras.optimizers.Adam(ExponentialDecay(1e-3, 10, 0.9))
     adam.build(model.trainable_variables)
-    multi = keras.optimizers.MultiOptimizer(
-        keras.optimizers.OptimizerMap(keras.optimizers.Adam())
-    )
+    multi = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(keras.optimizers.Adam()))
     multi.build(model.trainable_variables)
-    source = tf.data.Dataset.range(8)
-    shuffled = source.shuffle(8)
+    shuffled = tf.data.Dataset.range(8).shuffle(8)
     hp = keras_tuner.HyperParameters()
     hp.Choice("units", [1, 2])
     folder = tmp_path_factory.mktemp("private_apis")
     return types.SimpleNamespace(
         model=model, inner=inner, dropout=dropout, adam=adam, multi=multi,
-        source=source, shuffled=shuffled, mapped=shuffled.map(lambda v: v + 1),
-        oracle=keras_tuner.oracles.GridSearchOracle(
-            objective="loss", max_trials=2, hyperparameters=hp
-        ),
+        shuffled=shuffled, mapped=shuffled.map(lambda v: v + 1),
+        oracle=keras_tuner.oracles.GridSearchOracle(objective="loss", hyperparameters=hp),
         backup=keras.callbacks.BackupAndRestore(str(folder / "backup")),
         tensorboard=keras.callbacks.TensorBoard(str(folder / "logs")),
     )
@@ -143,21 +139,22 @@ def _first_node(o):
 CHECKS = {
     "keras.src.utils.io_utils.print_msg": lambda o: _module_has("keras.src.utils.io_utils", "print_msg"),
     "keras.src.backend.config._KERAS_DIR": lambda o: _module_has("keras.src.backend.config", "_KERAS_DIR"),
-    "Layer._flatten_layers": lambda o: "top" in [
-        l.name for l in o.model._flatten_layers(include_self=False)
-    ] and len(o.model._flatten_layers()) > len(o.model.layers),
+    "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter": lambda o: [
+        b.numpy().tolist() for b in internals.ArrayDataAdapter(
+            np.arange(3), batch_size=2, shuffle=False).get_tf_dataset()] == [[0, 1], [2]],
+    "Layer._flatten_layers": lambda o: "top" in [l.name for l in o.model._flatten_layers()]
+    and len(o.model._flatten_layers(include_self=False)) > len(o.model.layers),
     "Layer._trainable_variables": _frozen_layer_keeps_its_variables,
     "Layer._layers": lambda o: bool(o.inner._layers) and o.model.get_layer("top")._layers == [],
     "Layer._call_context_args": lambda o: "training" in o.dropout._call_context_args,
     "Operation._inbound_nodes/_outbound_nodes": lambda o: bool(o.inner._inbound_nodes)
     and bool(o.inner._outbound_nodes),
     "ListWrapper._storage/_update_snapshot": lambda o: isinstance(
-        o.inner._inbound_nodes._storage, list
-    ) and callable(o.inner._inbound_nodes._update_snapshot),
+        o.inner._inbound_nodes._storage, list) and callable(o.inner._inbound_nodes._update_snapshot),
     "Functional._nodes_by_depth": lambda o: isinstance(o.model._nodes_by_depth, dict),
     "Node.operation/is_input/input_tensors/outputs/arguments": lambda o: _has_all(
-        _first_node(o), ("operation", "is_input", "input_tensors", "outputs")
-    ) and _has_all(_first_node(o).arguments, ("args", "kwargs", "fill_in")),
+        _first_node(o), "operation is_input input_tensors outputs"
+    ) and _has_all(_first_node(o).arguments, "args kwargs fill_in"),
     "Functional._outputs_struct": lambda o: o.model._outputs_struct is not None,
     "KerasTensor._keras_history": lambda o: o.model.outputs[0]._keras_history[0].name == "top",
     "Model._loss_tracker": lambda o: hasattr(o.model._loss_tracker, "count"),
@@ -165,25 +162,18 @@ CHECKS = {
     "Model._distribute_strategy": lambda o: o.model._distribute_strategy is None,
     "Model._initial_epoch": _fit_starts_at_the_initial_epoch_it_is_told,
     "Model.make_train_function/train_function/test_function/predict_function": lambda o: _has_all(
-        o.model, ("make_train_function", "train_function", "test_function", "predict_function")
-    ),
+        o.model, "make_train_function train_function test_function predict_function"),
     "BackupAndRestore._load_model/_save_model/_current_epoch": lambda o: _has_all(
-        o.backup, ("_load_model", "_save_model", "_current_epoch")
-    ),
+        o.backup, "_load_model _save_model _current_epoch"),
     "TensorBoard._writers": lambda o: isinstance(o.tensorboard._writers, dict),
     "keras.optimizers.MultiOptimizer": lambda o: isinstance(o.multi, keras.optimizers.Optimizer),
     "MultiOptimizer._optimizer_map/_inner_optimizers/_var_to_optimizer_idx": lambda o: _has_all(
-        o.multi, ("_optimizer_map", "_inner_optimizers", "_var_to_optimizer_idx")
-    ),
+        o.multi, "_optimizer_map _inner_optimizers _var_to_optimizer_idx"),
     "Optimizer._var_key/_iterations/_check_variables_are_known": lambda o: _has_all(
-        o.adam, ("_var_key", "_iterations", "_check_variables_are_known")
-    ),
-    "Optimizer._get_current_learning_rate": lambda o: float(
-        o.adam._get_current_learning_rate()
-    ) == pytest.approx(1e-3),
-    "Optimizer._learning_rate": lambda o: isinstance(
-        o.adam._learning_rate, keras.optimizers.schedules.ExponentialDecay
-    ),
+        o.adam, "_var_key _iterations _check_variables_are_known"),
+    "Optimizer._get_current_learning_rate": lambda o: float(o.adam._get_current_learning_rate())
+    == pytest.approx(1e-3),
+    "Optimizer._learning_rate": lambda o: isinstance(o.adam._learning_rate, ExponentialDecay),
     "Optimizer._trainable_variables": lambda o: len(o.adam._trainable_variables)
     == len(o.model.trainable_variables),
     "Optimizer._exclude_from_weight_decay/_exclude_from_weight_decay_pattern": _exclusions_are_kept,
@@ -195,15 +185,11 @@ CHECKS = {
         o.oracle._ordered_ids._memory, list
     ) and hasattr(o.oracle._ordered_ids, "insert") and isinstance(o.oracle._populate_next, list)
     and callable(o.oracle._compare),
-    "Oracle.create_trial": lambda o: "oracle.create_trial(" in inspect.getsource(
-        keras_tuner.engine.base_tuner.BaseTuner.search
-    ),
-    "keras_tuner.engine": lambda o: all(
-        _module_has(f"keras_tuner.engine.{module}", name)
-        for module, name in (("hyperparameters", "Fixed"), ("hyperparameters", "Choice"),
-                             ("hyperparameters", "Int"), ("trial", "Trial"),
-                             ("trial", "TrialStatus"), ("base_tuner", "BaseTuner"))
-    ),
+    "Oracle.create_trial": lambda o: "oracle.create_trial("
+    in inspect.getsource(keras_tuner.engine.base_tuner.BaseTuner.search),
+    "keras_tuner.engine": lambda o: _has_all(keras_tuner.engine.hyperparameters, "Fixed Choice Int")
+    and _has_all(keras_tuner.engine.trial, "Trial TrialStatus")
+    and _has_all(keras_tuner.engine.base_tuner, "BaseTuner"),
 }
 
 
@@ -299,21 +285,16 @@ def test_private_modules_are_imported_only_by_internals():
                      else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
                       for name in names if name.startswith(PRIVATE_MODULES)]
-    assert not found, (
-        f"Import private modules through keras_transfer.utils.internals only: {found}"
-    )
+    assert not found, f"Import private modules through keras_transfer.utils.internals only: {found}"
 
 
 def test_supported_versions_match_setup_cfg():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    required = {
-        r.name: r.specifier for r in map(Requirement, config["options"]["install_requires"].split())
-    }
-    supported = {
-        r.name: r.specifier
-        for r in map(Requirement, re.split(r", | and ", internals.SUPPORTED_VERSIONS))
-    }
+    required = {r.name: r.specifier
+                for r in map(Requirement, config["options"]["install_requires"].split())}
+    supported = {r.name: r.specifier
+                 for r in map(Requirement, re.split(r", | and ", internals.SUPPORTED_VERSIONS))}
     assert supported == {name: required[name] for name in supported}
     for name, specifier in supported.items():
         installed = importlib.metadata.version(name)
@@ -337,6 +318,7 @@ def _one_warning(record, internal):
 def test_optional_internals_degrade_with_one_warning(monkeypatch):
     monkeypatch.setattr(internals, "tf_ops", None)
     monkeypatch.setattr(internals, "keras_config", None)
+    monkeypatch.setattr(internals, "ArrayDataAdapter", None)
     ran = []
     with pytest.warns(UserWarning) as record:
         for _ in range(2):
@@ -354,11 +336,16 @@ def test_optional_internals_degrade_with_one_warning(monkeypatch):
         assert internals.loss_count(object()) is None
     _one_warning(record, "Model._loss_tracker")
     with pytest.warns(UserWarning) as record:
+        batches = [sorted(b.numpy()) for shuffle in (True, "batch")
+                   for b in internals.array_index_batches(5, 5, shuffle)]
+    assert batches == [[0, 1, 2, 3, 4]] * 2
+    _one_warning(record, "ArrayDataAdapter")
+    with pytest.warns(UserWarning) as record:
         internals.forget_call_nodes(object())
     assert len(record) == 2 and "_inbound_nodes" in str(record[0].message)
 
 
-def test_forget_call_nodes_empties_the_real_lists(objects):
+def test_forget_call_nodes_empties_the_real_lists():
     layer = keras.layers.Dense(1)
     layer(keras.Input((2,)))
     with warnings.catch_warnings():
@@ -387,22 +374,11 @@ def test_essential_internals_fail_naming_the_internal_and_versions(monkeypatch, 
 def test_print_msg_follows_keras_interactive_logging(capsys, monkeypatch):
     logged = []
     monkeypatch.setattr(internals.absl_logging, "info", logged.append)
-    internals.print_msg("to stdout")
-    keras.config.disable_interactive_logging()
-    try:
-        internals.print_msg("to the log")
-    finally:
-        keras.config.enable_interactive_logging()
-    assert capsys.readouterr().out == "to stdout\n"
-    assert logged == ["to the log"]
-
-
-def test_uses_distribution_strategy(objects):
-    assert not internals.uses_distribution_strategy(objects.model)
-    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
-        inputs = keras.Input((2,))
-        distributed = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-    assert internals.uses_distribution_strategy(distributed)
+    for interactive in (True, False):
+        monkeypatch.setattr(keras.config, "is_interactive_logging_enabled", lambda: interactive)
+        internals.print_msg(f"interactive={interactive}")
+    assert capsys.readouterr().out == "interactive=True\n"
+    assert logged == ["interactive=False"]
 
 
 def test_the_scan_finds_private_reads_and_overridden_hooks(tmp_path):

@@ -1,7 +1,7 @@
 """Backbones: pretrained feature extractors described as data, by name.
 
 ```python
-keras_transfer.list_backbones("efficientnet*")   # ['efficientnet_b0', ...]
+keras_transfer.list_backbones("efficientnet_b*")   # ['efficientnet_b0', ...]
 spec = keras_transfer.get_backbone("mobilenet_v2_050")
 backbone = spec.build(input_shape=(96, 96, 3), weights="imagenet")
 for block_name, layers in spec.block_layers(backbone):
@@ -12,16 +12,26 @@ Adding a backbone is one `register_backbone(BackboneSpec(...))` call; callers
 (`build_classifier`, the callbacks, the CLI) read the registry and need no
 change.
 
-- `spec`: `BackboneSpec`, `Block`, `PREPROCESSING_MODES`.
+- `spec`: `BackboneSpec`, `PREPROCESSING_MODES`.
+- `blocks`: `Block`, and how a built backbone's layers fall into its blocks.
 - `registry`: `register_backbone`, `unregister_backbone`, `list_backbones`,
   `get_backbone`, and `find_spec_for_model` / `find_backbone`, which
   recognise a built model.
-- `catalogue`: the built-in `keras.applications` backbones, registered when
-  this package is imported.
+- `catalogue` and `catalogue_*` (one module per family): the built-in
+  `keras.applications` backbones, registered when this package is imported.
+- `hub`: KerasHub image backbones (ViT, ResNet, EfficientNet) by preset or
+  object, `register_keras_hub_backbone`; needs the `[hub]` extra and is
+  imported on demand (`from keras_transfer.backbones import hub`).
 - `weights`: resolving `weights=None | "imagenet" | path`, offline-safe.
 """
 
 from keras_transfer.backbones import catalogue  # noqa: F401  (registers the built-ins)
+from keras_transfer.backbones import catalogue_convnext  # noqa: F401
+from keras_transfer.backbones import catalogue_densenet  # noqa: F401
+from keras_transfer.backbones import catalogue_efficientnet_v2  # noqa: F401
+from keras_transfer.backbones import catalogue_inception  # noqa: F401
+from keras_transfer.backbones import catalogue_mobilenet_v3  # noqa: F401
+from keras_transfer.backbones import catalogue_resnet  # noqa: F401
 from keras_transfer.backbones import weights  # noqa: F401
 from keras_transfer.backbones.registry import find_backbone
 from keras_transfer.backbones.registry import find_spec_for_model

@@ -1,8 +1,8 @@
 """The built-in backbones: `keras.applications` models, registered on import.
 
-MobileNet v1 (3 widths), MobileNetV2 (6 widths), ResNet50 and EfficientNet
-B0-B7, each as a `BackboneSpec` with its block list, weights file and
-licence. Importing `keras_transfer.backbones` imports this module, so the
+MobileNet v1 (3 widths), MobileNetV2 (6 widths) and EfficientNet B0-B7, each as a `BackboneSpec` with its block list, weights file and
+licence; the `catalogue_*` modules register the other `keras.applications`
+families. Importing `keras_transfer.backbones` imports them all, so the
 registry always holds them.
 
 `params` were measured once with `count_params()` on the model built with
@@ -16,7 +16,8 @@ from keras_transfer.backbones.registry import register_backbone
 from keras_transfer.backbones.spec import BackboneSpec
 from keras_transfer.backbones.spec import Block
 
-_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# The folder of most keras.applications weights; the catalogue_* modules use it too.
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 # MobileNetV2 width (alpha) -> parameter count without top.
 _MOBILENET_V2_PARAMS = {
@@ -70,7 +71,7 @@ def _register_mobilenet_v2():
                 preprocessing="tf",
                 blocks=_mobilenet_v2_blocks(),
                 params=params,
-                weights_source=_KERAS_WEIGHTS + "mobilenet_v2/",
+                weights_source=KERAS_WEIGHTS_URL + "mobilenet_v2/",
                 weights_file=(
                     f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}"
                     "_{rows}_no_top.h5"
@@ -101,7 +102,7 @@ def _register_mobilenet_v1():
                 preprocessing="tf",
                 blocks=_mobilenet_v1_blocks(),
                 params=params,
-                weights_source=_KERAS_WEIGHTS + "mobilenet/",
+                weights_source=KERAS_WEIGHTS_URL + "mobilenet/",
                 weights_file=f"mobilenet_{text}" + "_{rows}_tf_no_top.h5",
                 license="Apache-2.0",
                 model_name_pattern=rf"mobilenet_{alpha:0.2f}_\d+".replace(".", r"\."),
@@ -110,39 +111,32 @@ def _register_mobilenet_v1():
         )
 
 
-def _register_resnet50():
-    register_backbone(
-        BackboneSpec(
-            name="resnet50",
-            family="resnet",
-            constructor="keras.applications.ResNet50",
-            default_input_size=224,
-            min_input_size=32,
-            preprocessing="caffe",
-            blocks=(Block("conv1", r"conv1_|pool1_"),)
-            + tuple(
-                Block(f"conv{stage}_block{i}", rf"conv{stage}_block{i}_")
-                for stage, repeats in ((2, 3), (3, 4), (4, 6), (5, 3))
-                for i in range(1, repeats + 1)
-            ),
-            params=23587712,
-            weights_source=_KERAS_WEIGHTS + "resnet/",
-            weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            # Kaiming He's original Caffe weights (MIT), converted by Keras.
-            license="MIT",
-            model_name_pattern=r"resnet50",
-        )
-    )
+def lettered_blocks(stage_repeats):
+    """EfficientNet-style blocks: `block1a`, `block2a`, `block2b`, ... per stage.
+
+    Example:
+
+    >>> [b.name for b in lettered_blocks((1, 2))]
+    ['block1a', 'block2a', 'block2b']
+
+    Args:
+        stage_repeats: the number of blocks of each stage, first stage first.
+    """
+    blocks = []
+    for stage, repeats in enumerate(stage_repeats, start=1):
+        for j in range(repeats):
+            name = f"block{stage}{chr(ord('a') + j)}"
+            blocks.append(Block(name, name + "_"))
+    return tuple(blocks)
 
 
 def _efficientnet_blocks(depth_coefficient):
-    blocks = [Block("stem", r"rescaling|normalization|stem_")]
-    for stage, repeats in enumerate(_EFFICIENTNET_REPEATS, start=1):
-        for j in range(int(math.ceil(depth_coefficient * repeats))):
-            name = f"block{stage}{chr(ord('a') + j)}"
-            blocks.append(Block(name, name + "_"))
-    blocks.append(Block("top", r"top_"))
-    return tuple(blocks)
+    repeats = [int(math.ceil(depth_coefficient * r)) for r in _EFFICIENTNET_REPEATS]
+    return (
+        (Block("stem", r"rescaling|normalization|stem_"),)
+        + lettered_blocks(repeats)
+        + (Block("top", r"top_"),)
+    )
 
 
 def _register_efficientnet():
@@ -168,5 +162,4 @@ def _register_efficientnet():
 
 _register_mobilenet_v2()
 _register_mobilenet_v1()
-_register_resnet50()
 _register_efficientnet()

@@ -148,14 +148,23 @@ def find_spec_for_model(model):
         The `BackboneSpec`, or None if no registered spec fits.
     """
     specs = [_REGISTRY[n] for n in sorted(_REGISTRY)]
-    name = getattr(model, "name", "")
-    for spec in specs:
-        if spec.model_name_pattern and re.fullmatch(spec.model_name_pattern, name):
-            if spec.matches(model):
-                return spec
     try:
         count = model.count_params()
     except ValueError:  # an unbuilt model
+        count = None
+    name = getattr(model, "name", "")
+    named = [
+        spec
+        for spec in specs
+        if spec.model_name_pattern and re.fullmatch(spec.model_name_pattern, name)
+    ]
+    # Widths Keras names alike (MobileNetV3Small at alpha 0.75 and 1.0): the
+    # parameter count tells them apart.
+    named.sort(key=lambda spec: spec.params != count)
+    for spec in named:
+        if spec.matches(model):
+            return spec
+    if count is None:
         return None
     for spec in specs:
         if spec.params and spec.params == count and spec.matches(model):

@@ -1,4 +1,4 @@
-"""`BackboneSpec` and `Block`: a pretrained backbone described as data.
+"""`BackboneSpec`: a pretrained backbone described as data.
 
 A spec says everything keras-transfer needs to know about a backbone without
 building it: which `keras.applications` constructor makes it, its input
@@ -14,31 +14,14 @@ import importlib
 import re
 
 from keras_transfer.backbones import weights as weights_lib
+from keras_transfer.backbones.blocks import UNMATCHED
+from keras_transfer.backbones.blocks import Block
+from keras_transfer.backbones.blocks import group_layers
 from keras_transfer.errors import ConfigurationError
 
 # The input scalings a spec may ask for; `layers.BackbonePreprocessing`
 # implements each.
 PREPROCESSING_MODES = ("tf", "caffe", "torch", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-    """A named group of backbone layers, the unit of progressive unfreezing.
-
-    Example:
-
-    ```python
-    Block("block_16", r"block_16_")   # MobileNetV2's last inverted residual
-    ```
-
-    Attributes:
-        name: the block's name, e.g. `"block_16"` or `"conv5_block3"`.
-        pattern: a regular expression matched with `re.match` (anchored at
-            the start of the name) against the backbone's layer names.
-    """
-
-    name: str
-    pattern: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +86,17 @@ class BackboneSpec:
         weights_input_sizes: square input sizes that have their own weights
             file; any other input uses the file for `default_input_size`.
             Empty when one file serves every size.
+        weights_download_file: the file's name on the download host when it
+            differs from the name Keras caches it under (NASNet downloads
+            `NASNet-mobile-no-top.h5` as `nasnet_mobile_no_top.h5`). Empty
+            when they are the same.
+        unmatched: where layers that match no block go: `"error"` (default;
+            a layer with weights outside every block makes the model not
+            match), `"previous"` or `"next"`: the block of the nearest
+            matched layer before or after it in the model's layer order,
+            for constructors that leave layers auto-named (`conv2d_7`), whose
+            names depend on how many models the process has built. See
+            `keras_transfer.backbones.blocks`.
     """
 
     name: str
@@ -119,6 +113,8 @@ class BackboneSpec:
     license: str = ""
     model_name_pattern: str = ""
     weights_input_sizes: tuple = ()
+    weights_download_file: str = ""
+    unmatched: str = "error"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -150,6 +146,11 @@ class BackboneSpec:
         if len(set(names)) != len(names):
             raise ConfigurationError(
                 f"Block names of backbone {self.name!r} must be unique. Received: {names}"
+            )
+        if self.unmatched not in UNMATCHED:
+            raise ConfigurationError(
+                f"Unrecognized value for unmatched of backbone {self.name!r}: "
+                f"{self.unmatched!r}. Expected one of {UNMATCHED}."
             )
         if self.min_input_size > self.default_input_size:
             raise ConfigurationError(
@@ -210,6 +211,19 @@ class BackboneSpec:
             if height == width and height in self.weights_input_sizes:
                 rows = height
         return self.weights_file.format(rows=rows)
+
+    def weights_url(self, input_shape=None):
+        """Where the ImageNet weights for this input download from, or None.
+
+        Example:
+
+        >>> keras_transfer.get_backbone("nasnet_mobile").weights_url()
+        'https://storage.googleapis.com/tensorflow/keras-applications/nasnet/NASNet-mobile-no-top.h5'
+        """
+        filename = self.weights_filename(input_shape)
+        if filename is None:
+            return None
+        return self.weights_source + (self.weights_download_file or filename)
 
     def check_depth(self, depth, name="unfreeze_blocks"):
         """Raises `ConfigurationError` unless `depth` blocks fit in this backbone.
@@ -290,25 +304,16 @@ class BackboneSpec:
 
         Returns:
             A list of `(block_name, [layers])`, stem to top. Each layer goes to
-            the first block whose pattern matches its name; every layer that
-            holds weights belongs to a block.
+            the first block whose pattern matches its name (or its path, for
+            a layer nested in a container no block matches), together with
+            the layers nested in it; every layer that holds weights belongs
+            to exactly one block. See `keras_transfer.backbones.blocks`.
 
         Raises:
             ConfigurationError: a layer with weights matches no block, or a
                 block matches no layer (the model is not this backbone).
         """
-        compiled = [re.compile(b.pattern) for b in self.blocks]
-        groups = [(b.name, []) for b in self.blocks]
-        unmatched = []
-        for layer in model.layers:
-            for index, regex in enumerate(compiled):
-                if regex.match(layer.name):
-                    groups[index][1].append(layer)
-                    break
-            else:
-                if layer.weights:
-                    unmatched.append(layer.name)
-        empty = [name for name, layers in groups if not layers]
+        groups, unmatched, empty = group_layers(model, self.blocks, self.unmatched)
         if unmatched or empty:
             problems = []
             if unmatched:

@@ -226,3 +226,37 @@ def reachable(url, timeout=CONNECT_TIMEOUT):
     thread.start()
     thread.join(timeout)
     return bool(result) and result[0]
+
+
+def keras_hub_preset_error(preset, cache_path, host):
+    """The one-line `WeightsError` for a KerasHub preset that is neither cached nor reachable.
+
+    `keras_transfer.backbones.hub` raises it before KerasHub's own download
+    fails (after its retries, with a message that names neither the cache
+    nor the fix).
+
+    Example:
+
+    ```python
+    raise keras_hub_preset_error(
+        "vit_base_patch16_224_imagenet",
+        "~/.cache/kagglehub/models/keras/vit/keras/vit_base_patch16_224_imagenet/4",
+        "api.kaggle.com")
+    ```
+
+    Args:
+        preset: the preset as the user gave it.
+        cache_path: the folder KerasHub (through kagglehub or huggingface_hub)
+            keeps that preset in once downloaded.
+        host: the download host that cannot be reached.
+    """
+    return WeightsError(
+        f"KerasHub preset {preset!r} is not cached and {host} cannot be reached "
+        f"(offline?). KerasHub keeps downloaded presets in {str(cache_path)!r} "
+        "(kagglehub's cache, $KAGGLEHUB_CACHE, default ~/.cache/kagglehub; "
+        "huggingface_hub's, $HF_HOME, for hf:// presets). Fix: run "
+        f"keras_hub.models.Backbone.from_preset({preset!r}) on a machine with "
+        "internet and copy that folder here, or pass the path of a local preset "
+        "directory (config.json and model.weights.h5, e.g. written by "
+        "backbone.save_to_preset(path)) instead of the name."
+    )

@@ -187,7 +187,7 @@ class Session:
         if self._checksums is None:
             return False
         saved, self._checksums = self._checksums, None
-        current = weight_checksums(self._frozen_ops(self.plan.regimes[self._earliest:]))
+        current = weight_checksums(self._frozen_ops(self.plan.regimes))
         if all(saved[key] == value for key, value in current.items()):
             return False
         start = time.perf_counter()

@@ -19,10 +19,10 @@ unless `train_bn=True`, also when they sit inline in the user's model.
 """
 
 import keras
-from keras.src.utils import io_utils
 
 from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import print_msg
 from keras_transfer.unfreeze import phase as unfreeze_phase
 from keras_transfer.unfreeze.optimizer import install_unfreeze_optimizer
 from keras_transfer.unfreeze.optimizer import plan_groups
@@ -344,7 +344,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                     f" to {min(rates):.3g}" if min(rates) != max(rates) else ""
                 )
             )
-        io_utils.print_msg(
+        print_msg(
             f"\nProgressiveUnfreeze: epoch {epoch + 1}: phase {info.index}, "
             f"{what}, {info.trainable_params:,} trainable parameters."
         )

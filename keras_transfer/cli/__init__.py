@@ -66,6 +66,7 @@ from keras_transfer import __version__
 from keras_transfer.cli import backbones_command
 from keras_transfer.cli import compare_command
 from keras_transfer.cli import evaluate_command
+from keras_transfer.cli import export_command
 from keras_transfer.cli import predict_command
 from keras_transfer.cli import train_command
 from keras_transfer.cli.arguments import fraction
@@ -102,7 +103,7 @@ __all__ = [
 # a `handler`, a function that takes the parsed arguments and returns the
 # exit status (None for 0). Handlers report user mistakes by raising a
 # `KerasTransferError`; `main` prints its message.
-COMMAND_MODULES = (backbones_command, train_command, predict_command, evaluate_command, compare_command)
+COMMAND_MODULES = (backbones_command, train_command, predict_command, evaluate_command, export_command, compare_command)
 
 
 def main(argv=None):

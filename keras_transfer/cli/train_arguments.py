@@ -7,6 +7,7 @@ epochs) or raises `ConfigurationError` naming the option; `run_identity`
 is what a backup must match to be resumed.
 """
 
+import argparse
 import dataclasses
 import os
 
@@ -24,6 +25,9 @@ from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
+
+# `--learning-rate auto`: a learning-rate range test picks the head's rate.
+AUTO = "auto"
 
 
 @dataclasses.dataclass
@@ -168,10 +172,24 @@ def _add_recipe_arguments(parser):
     )
     parser.add_argument(
         "--learning-rate",
-        type=positive_float,
+        type=learning_rate_argument,
         default=1e-3,
-        metavar="LR",
-        help="Adam learning rate of the head (default: %(default)s)",
+        metavar="{LR,auto}",
+        help="Adam learning rate of the head, or 'auto': a learning-rate range "
+        "test on the head (keras_transfer.find_learning_rate) picks it "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--class-weight",
+        choices=("balanced",),
+        help="'balanced': weight each class's loss by the inverse of its share "
+        "of the training images, for imbalanced data (default: none)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="compute in float16 (build_classifier's dtype='mixed_float16'): "
+        "faster on a GPU, slow on a CPU",
     )
     parser.add_argument(
         "--validation-split",
@@ -189,6 +207,25 @@ def _add_recipe_arguments(parser):
         help="seed of the split, the shuffling and the head's initialisation "
         "(default: %(default)s)",
     )
+
+
+def learning_rate_argument(text):
+    """argparse type: a learning rate > 0, or `"auto"` (`AUTO`).
+
+    Example:
+
+    ```python
+    parser.add_argument("--learning-rate", type=learning_rate_argument)
+    ```
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 or 'auto', got {text!r}"
+        ) from None
 
 
 def add_run_arguments(parser):
@@ -277,7 +314,7 @@ def run_identity(args, run, class_names):
     The learning rates are left out: a run stopped by a NaN loss resumes
     with lower ones.
     """
-    return {
+    identity = {
         "DATA_DIR": os.path.abspath(args.data_dir),
         "classes": list(class_names),
         "--backbone": run.spec.name,
@@ -291,3 +328,9 @@ def run_identity(args, run, class_names):
         "--validation-split": args.validation_split,
         "--seed": args.seed,
     }
+    # Only when set, so that backups made before these options existed resume.
+    if args.class_weight:
+        identity["--class-weight"] = args.class_weight
+    if args.mixed_precision:
+        identity["--mixed-precision"] = True
+    return identity

@@ -11,10 +11,13 @@ in `train_arguments`.
 """
 
 import argparse
+import collections
 import os
 import sys
+import warnings
 
 import keras
+import tensorflow as tf
 
 from keras_transfer.callbacks.best_checkpoint import BestCheckpoint
 from keras_transfer.callbacks.flushing_tensorboard import FlushingTensorBoard
@@ -28,11 +31,14 @@ from keras_transfer.cli.program import EXIT_INTERRUPTED
 from keras_transfer.cli.program import EXIT_NON_FINITE_LOSS
 from keras_transfer.cli.program import PROG
 from keras_transfer.cli.run_files import best_so_far
+from keras_transfer.cli.train_arguments import AUTO
 from keras_transfer.cli.train_arguments import add_run_arguments
 from keras_transfer.cli.train_arguments import add_train_arguments
 from keras_transfer.cli.train_arguments import check_train_arguments
 from keras_transfer.cli.train_arguments import run_identity
 from keras_transfer.data import load_image_folder
+from keras_transfer.learning_rate import describe as describe_finding
+from keras_transfer.learning_rate import find_learning_rate
 from keras_transfer.models import build_classifier
 from keras_transfer.models import save_model
 from keras_transfer.unfreeze import fine_tune_schedule
@@ -101,12 +107,21 @@ def train_command(args):
         input_shape=(size, size, 3),
         weights=run.weights,
         class_names=class_names,
+        dtype=_dtype(args),
     )
+    auto_rate = args.learning_rate == AUTO
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
+        # `auto`: Adam's default until the range test has found the rate.
+        optimizer=keras.optimizers.Adam(
+            **({} if auto_rate else {"learning_rate": args.learning_rate})
+        ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    class_weight = _class_weight(args, train_ds, class_names)
+    if auto_rate:
+        args.learning_rate = _auto_learning_rate(model, train_ds, class_weight)
+        run.backup.learning_rate = model.optimizer.learning_rate = args.learning_rate
     run.nan_guard = NonFiniteLossGuard()
     try:
         model.fit(
@@ -114,6 +129,7 @@ def train_command(args):
             validation_data=val_ds,
             epochs=run.epochs,
             callbacks=build_callbacks(args, run, _metadata(args, run, class_names)),
+            class_weight=class_weight,
             # The dataset reshuffles itself every epoch; Keras warns when asked
             # to shuffle a tf.data.Dataset.
             shuffle=False,
@@ -127,6 +143,48 @@ def train_command(args):
     save_model(model, run.output)
     run.backup.delete()
     print(f"Saved the model to {run.output} and its history to {run.history}.")
+
+
+def _dtype(args):
+    if not args.mixed_precision:
+        return None
+    if not tf.config.list_physical_devices("GPU"):
+        warnings.warn(
+            "--mixed-precision on a CPU is slow (float16 is emulated there); "
+            "it pays off on a GPU.",
+            stacklevel=2,
+        )
+    return "mixed_float16"
+
+
+def _class_weight(args, train_ds, class_names):
+    """`--class-weight balanced`: n / (classes * n_class) over the training images."""
+    if not args.class_weight:
+        return None
+    # The class is the image's folder under DATA_DIR: no image is decoded.
+    counts = collections.Counter(
+        os.path.relpath(path, args.data_dir).split(os.sep)[0]
+        for path in train_ds.file_paths
+    )
+    total = sum(counts.values())
+    weights = {
+        label: total / (len(class_names) * counts[name])
+        for label, name in enumerate(class_names)
+    }
+    print(
+        "Class weights (balanced): "
+        + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(class_names))
+        + "."
+    )
+    return weights
+
+
+def _auto_learning_rate(model, train_ds, class_weight):
+    """`--learning-rate auto`: the range test's rate for the head, printed."""
+    finding = find_learning_rate(model, train_ds, class_weight=class_weight, verbose=0)
+    rate = float(f"{finding.suggestion:.2g}")
+    print(f"{describe_finding(finding)} Training with --learning-rate {rate:g}.")
+    return rate
 
 
 def _metadata(args, run, class_names):
@@ -144,6 +202,8 @@ def _metadata(args, run, class_names):
         "gradual": args.gradual,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "class_weight": args.class_weight,
+        "mixed_precision": args.mixed_precision,
         "backbone_lr_ratio": args.backbone_lr_ratio,
         "validation_split": args.validation_split,
         "seed": args.seed,

@@ -9,6 +9,7 @@ is refused here with one line that says what the file is and what to pass.
 
 import dataclasses
 import os
+import zipfile
 
 import keras
 
@@ -119,6 +120,12 @@ def load_classifier(path):
         raise ConfigurationError(
             f"Model file not found: {path}. Pass a .keras file saved by "
             "'keras-transfer train'."
+        )
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        # Keras would say "File not found" of a file that is there.
+        raise ConfigurationError(
+            f"Cannot load {path} as a Keras model: it is not a .keras archive (a "
+            "zip file). Pass a .keras file saved by 'keras-transfer train'."
         )
     try:
         model = keras.saving.load_model(path, compile=False)

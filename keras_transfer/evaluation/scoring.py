@@ -117,7 +117,8 @@ def evaluate(model, dataset, class_names=None):
             `(images, labels)` or `(images, labels, weights)`, labels as
             class indices or one-hot rows; images as the model takes them.
         class_names: the names of the dataset's labels, in label order;
-            None for the dataset's `class_names` attribute, if any.
+            None for the dataset's `class_names` attribute. Without either,
+            label `i` is taken to be the model's output `i`.
 
     Returns:
         An `Evaluation`, in the model's class order.

@@ -11,6 +11,8 @@ import math
 
 import keras
 
+from keras_transfer.utils.internals import created_trainable_variables
+from keras_transfer.utils.internals import flatten_layers
 from keras_transfer.unfreeze.schedule import check_schedule
 from keras_transfer.unfreeze.schedule import resolve_phases
 from keras_transfer.unfreeze.units import resolve_backbone
@@ -57,7 +59,7 @@ class UnfreezePlan:
         self._units = resolve_units(self.backbone, unit)
         self.phases = resolve_phases(schedule, len(self._units), unit, self.backbone.name)
         self._backbone_layer_ids = frozenset(
-            id(l) for l in self.backbone._flatten_layers(include_self=True)
+            id(l) for l in flatten_layers(self.backbone, include_self=True)
         )
 
     # ------------------------------------------------------------- questions
@@ -111,7 +113,7 @@ class UnfreezePlan:
         layers = []
         for _, unit_layers in self._units[self.num_units - depth :] if depth else []:
             layers.extend(
-                l for l in unit_layers if self.layer_trains(l) and l._trainable_variables
+                l for l in unit_layers if self.layer_trains(l) and created_trainable_variables(l)
             )
         return layers
 
@@ -130,7 +132,7 @@ class UnfreezePlan:
         def trains(layer):
             if not isinstance(layer, keras.layers.Layer):
                 return False
-            for inner in layer._flatten_layers(include_self=True):
+            for inner in flatten_layers(layer, include_self=True):
                 if id(inner) in self._backbone_layer_ids:
                     if id(inner) in scheduled:
                         return True
@@ -149,7 +151,7 @@ class UnfreezePlan:
                 continue
             # `_trainable_variables` lists the variables created trainable;
             # `variable.trainable` is False while the layer is frozen.
-            for variable in layer._trainable_variables:
+            for variable in created_trainable_variables(layer):
                 if id(variable) not in seen:
                     seen.add(id(variable))
                     variables.append(variable)
@@ -177,7 +179,7 @@ class UnfreezePlan:
             # optimizer knows the variables): record it so Keras does not
             # ask for a recompile on the next fit.
             self.model._compiled_trainable_state = {
-                layer: layer.trainable for layer in self.model._flatten_layers()
+                layer: layer.trainable for layer in flatten_layers(self.model)
             }
 
     def __repr__(self):

@@ -4,6 +4,7 @@ import keras
 
 from keras_transfer import backbones
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import flatten_layers
 
 UNITS = ("blocks", "layers")
 
@@ -34,7 +35,7 @@ def resolve_backbone(model, backbone=None):
             "`backbone` must be a Keras layer or model, a layer name, or "
             f"None. Received: {backbone!r}"
         )
-    model_layers = {id(l) for l in model._flatten_layers(include_self=False)}
+    model_layers = {id(l) for l in flatten_layers(model, include_self=False)}
     if id(backbone) not in model_layers:
         weighted = weighted_layers(backbone)
         if not weighted or any(id(l) not in model_layers for l in weighted):
@@ -72,9 +73,9 @@ def resolve_units(backbone, unit):
 
 def weighted_layers(container):
     """The leaf layers of `container` that own weights, in topological order."""
-    layers = container._flatten_layers(include_self=False, recursive=True)
+    layers = flatten_layers(container, include_self=False, recursive=True)
     return [
         layer
         for layer in layers
-        if layer.weights and not getattr(layer, "_layers", None)
+        if layer.weights and not flatten_layers(layer, include_self=False, recursive=False)
     ]

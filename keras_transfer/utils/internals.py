@@ -1,19 +1,14 @@
 """The guarded uses of Keras, TensorFlow and KerasTuner internals, in one place.
 
-A few things keras-transfer does have no public API: walking every nested
-layer of a model, telling Keras' `fit` where a resumed run starts, dropping
-the gradient functions TensorFlow never frees. Those that more than one module
-needs, or that need a guard, live here; `docs/private_apis.md` lists every
-internal the package touches (here and elsewhere), why, and what happens when
-it goes, and `tests/test_private_apis.py` fails naming the internal and its
-user as soon as an installed version lacks one.
+Some of what keras-transfer does has no public API (walking nested layers,
+resuming `fit` at an epoch, freeing what TensorFlow keeps of traced steps).
+Internals that more than one module needs, or that need a guard, live here;
+`docs/private_apis.md` lists every one the package uses, and
+`tests/test_private_apis.py` fails, naming it, when a version lacks one.
 
-Two kinds of guard:
-
-- optional (a speed-up, a memory release, a nicety): the feature is skipped
-  with one warning per process that names the internal (`warn_missing`);
-- essential: `MissingInternalError`, naming the internal, who needs it and
-  the supported versions (`SUPPORTED_VERSIONS`, the bounds of `setup.cfg`).
+An optional internal (a speed-up, a memory release) missing: one warning per
+process naming it (`warn_missing`). An essential one: `MissingInternalError`
+naming it, its user and `SUPPORTED_VERSIONS` (the bounds of `setup.cfg`).
 """
 
 import contextlib
@@ -22,6 +17,7 @@ import sys
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging as absl_logging
 
@@ -31,13 +27,16 @@ try:  # Where `keras.utils.get_file` reads its cache folder from.
     from keras.src.backend import config as keras_config
 except ImportError:  # pragma: no cover - a future Keras layout
     keras_config = None
+try:  # Keras' batching of arrays, to shuffle as its `fit` does.
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+except ImportError:  # pragma: no cover - a future Keras layout
+    ArrayDataAdapter = None
 try:  # TensorFlow's process-wide registry of gradient functions.
     from tensorflow.python.framework import ops as tf_ops
 except ImportError:  # pragma: no cover - a future TensorFlow layout
     tf_ops = None
 
-# The versions whose internals `tests/test_private_apis.py` checks; the
-# bounds of `install_requires` in setup.cfg.
+# The bounds of setup.cfg's `install_requires`, for messages.
 SUPPORTED_VERSIONS = "keras>=3.15,<4, tensorflow>=2.16 and keras-tuner>=1.4,<2"
 
 # The prefix of the names `tf.custom_gradient` registers its functions under.
@@ -76,9 +75,7 @@ def require_attributes(obj, names, used_by):
     starts, naming the internal, not with an `AttributeError` inside `fit`.
 
     Args:
-        obj: the object (or class) that should have them.
-        names: attribute names, e.g. `("_load_model", "_save_model")`.
-        used_by: who needs them, e.g. `"callbacks/run_backup.py:RunBackup"`.
+        obj: the object (or class); names: its attributes; used_by: who needs them.
 
     Example:
 
@@ -98,8 +95,7 @@ def warn_missing(internal, used_by, consequence):
     """Warns, once per process and internal, that an optional internal is missing.
 
     Args:
-        internal: e.g. `"Model._loss_tracker"`.
-        used_by: e.g. `"PhaseTimer"`.
+        internal, used_by: named in the warning.
         consequence: what the user loses, e.g. `"images/s is not reported"`.
 
     Example:
@@ -145,14 +141,11 @@ def print_msg(message):
 def flatten_layers(layer, include_self=True, recursive=True, used_by="keras-transfer"):
     """`layer` and every layer nested in it, at any depth (`Layer._flatten_layers`).
 
-    `model.layers` lists only the top level; a nested backbone's blocks and a
-    custom layer's sublayers are only reachable through Keras' private walk.
+    `model.layers` is only the top level; nested layers need Keras' private walk.
 
     Args:
-        layer: a Keras layer or model.
-        include_self: whether `layer` itself comes first.
-        recursive: False for the direct sublayers only.
-        used_by: who asks, named in the error.
+        layer: a Keras layer or model; include_self: whether it comes first.
+        recursive: False for the direct sublayers only; used_by: named in errors.
 
     Raises:
         MissingInternalError: this Keras has no `_flatten_layers`.
@@ -172,8 +165,7 @@ def flatten_layers(layer, include_self=True, recursive=True, used_by="keras-tran
 def created_trainable_variables(obj):
     """The variables a layer (or built optimizer) holds as trainable, even while frozen.
 
-    A frozen layer's `trainable_variables` is empty; the unfreeze plan needs
-    the ones it will train once unfrozen (`_trainable_variables`).
+    A frozen layer's `trainable_variables` is empty (`_trainable_variables` is not).
 
     Raises:
         MissingInternalError: this Keras has no `_trainable_variables`.
@@ -194,10 +186,9 @@ def created_trainable_variables(obj):
 def call_context_args(op):
     """The call arguments Keras passes down from the outer call (`training`).
 
-    Running a layer of a functional graph by hand (the feature cache does)
-    must pass the outer `training` to the layers that take it, as
-    `Functional.call` does; a layer's `_call_context_args` says which do.
-    An operation that is not a layer takes none.
+    Running a functional graph's layers by hand (the feature cache does) must
+    pass the outer `training` to those whose `_call_context_args` have it, as
+    `Functional.call` does. An operation that is not a layer takes none.
 
     Raises:
         MissingInternalError: a layer without `_call_context_args`; guessing
@@ -211,34 +202,15 @@ def call_context_args(op):
     if not isinstance(op, keras.layers.Layer):
         return frozenset()
     if not hasattr(op, "_call_context_args"):
-        raise MissingInternalError(
-            missing_message("Layer._call_context_args", "the frozen-feature cache")
-        )
+        raise MissingInternalError(missing_message("Layer._call_context_args", "the feature cache"))
     return frozenset(op._call_context_args)
-
-
-def uses_distribution_strategy(model):
-    """Whether `model` was built under a `tf.distribute` strategy (public APIs only).
-
-    Replaces a read of `model._distribute_strategy`: the default strategy is
-    the only one for which `tf.distribute.has_strategy()` is False in its scope.
-
-    Example:
-
-    ```python
-    uses_distribution_strategy(model)  # False outside any strategy
-    ```
-    """
-    with model.distribute_strategy.scope():
-        return tf.distribute.has_strategy()
 
 
 def loss_count(model):
     """Samples the loss tracker has averaged since its last reset, or None.
 
-    Keras' train step weights the `loss` metric (`model._loss_tracker`) by the
-    batch size, so its `count` is the number of samples seen in the epoch.
-    Without the internal, one warning and None (images/s goes unreported).
+    Keras weights the `loss` metric (`model._loss_tracker`) by the batch size,
+    so its `count` is the epoch's samples. Without it: one warning, and None.
 
     Example:
 
@@ -247,9 +219,7 @@ def loss_count(model):
     ```
     """
     if not hasattr(model, "_loss_tracker"):
-        warn_missing(
-            "Model._loss_tracker", "PhaseTimer", "images per second are not reported"
-        )
+        warn_missing("Model._loss_tracker", "PhaseTimer", "images/s are not reported")
         return None
     count = getattr(model._loss_tracker, "count", None)
     return None if count is None else float(keras.ops.convert_to_numpy(count))
@@ -329,10 +299,9 @@ def custom_gradient_registry():
 def keras_home_for_downloads(home):
     """Points `keras.utils.get_file`'s default cache folder at `home` inside the block.
 
-    Keras reads `KERAS_HOME` once, when it is imported
-    (`keras.src.backend.config._KERAS_DIR`); the backbone weights are looked
-    up in the folder of the call-time `KERAS_HOME`. Without the internal:
-    one warning, and Keras reads or downloads into its import-time folder.
+    Keras reads `KERAS_HOME` once, at import (`keras.src.backend.config._KERAS_DIR`);
+    the backbone weights are looked up under the call-time `KERAS_HOME`.
+    Without it: one warning, and Keras uses its import-time folder.
 
     Example:
 
@@ -362,13 +331,12 @@ def forget_call_nodes(layer):
     """Empties the layer's lists of call nodes (`_inbound_nodes`, `_outbound_nodes`).
 
     Each call of a layer in a functional model leaves a node on it that holds
-    the caller's tensors; a backbone reused across models would keep every
-    past model alive. On the TensorFlow backend each list is a `ListWrapper`
-    that the layer's checkpoint dependencies hold too, so it is emptied in
-    place; deleting through the wrapper would mark it as mutated, which
-    SavedModel export refuses, so the wrapped list (`_storage`) is cleared and
-    the wrapper's snapshot brought up to date (`_update_snapshot`). Without
-    the node lists: one warning, and the nodes stay.
+    the caller's tensors: a backbone reused across models keeps every past
+    model alive. On TensorFlow each list is a `ListWrapper` that checkpoint
+    dependencies hold too, so it is emptied in place: the wrapped list
+    (`_storage`) is cleared and the snapshot updated (`_update_snapshot`),
+    since deleting through the wrapper marks it mutated, which SavedModel
+    export refuses. Without the node lists: one warning, and the nodes stay.
 
     Example:
 
@@ -397,3 +365,32 @@ def forget_call_nodes(layer):
                 "a reused backbone may not export to SavedModel",
             )
         del nodes[:]
+
+
+def array_index_batches(count, batch_size, shuffle):
+    """Batches of the indices `0..count-1`, shuffled as Keras' `fit` shuffles arrays.
+
+    Keras' private `ArrayDataAdapter` draws the order, so features read in it
+    make the batches of an uncached fit. Without it: one warning, and a
+    `tf.data` shuffle (another order, as random).
+
+    Args:
+        count: number of samples; batch_size: samples per batch.
+        shuffle: False, True or `"batch"`, as `fit(shuffle=...)`.
+
+    Example:
+
+    ```python
+    array_index_batches(10, 4, shuffle=True)  # int64 batches of 4, 4 and 2
+    ```
+    """
+    if ArrayDataAdapter is not None:
+        adapter = ArrayDataAdapter(np.arange(count), batch_size=batch_size, shuffle=shuffle)
+        return adapter.get_tf_dataset()
+    warn_missing(
+        "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter",
+        "the frozen-feature cache",
+        "cached batches come in another random order than an uncached fit's",
+    )
+    indices = tf.data.Dataset.range(count)
+    return (indices.shuffle(count) if shuffle else indices).batch(batch_size)

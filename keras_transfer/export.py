@@ -1,0 +1,269 @@
+"""`export_model`: a classifier as a SavedModel, a LiteRT file or an ONNX file, checked against Keras.
+
+The export is Keras' own `Model.export`, and the model's preprocessing goes
+with it (`BackbonePreprocessing` is a layer of the model): the exported
+artifact takes raw RGB pixels in [0, 255], as the Keras model does.
+
+Every export is checked before it is kept: it is loaded with the runtime it
+is meant for (TensorFlow's SavedModel loader, the LiteRT interpreter, ONNX
+Runtime), run on a few images, and its outputs are compared with
+`model.predict`. An artifact that disagrees is deleted and the export fails
+with one line, so a wrong model never reaches a device silently.
+
+| format | file | converter | runtime that checks it | extra |
+|---|---|---|---|---|
+| `saved_model` | a folder | TensorFlow | `tf.saved_model.load` | none |
+| `litert` | `.tflite` | TensorFlow's `TFLiteConverter` | `ai_edge_litert` (else `tf.lite`) | `litert` |
+| `onnx` | `.onnx` | `tf2onnx` | `onnxruntime` | `onnx` |
+"""
+
+import dataclasses
+import importlib
+import importlib.util
+import os
+import shutil
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.errors import KerasTransferError
+
+# Format name -> (Keras' name for it, suffix the path must have).
+FORMATS = {
+    "saved_model": ("tf_saved_model", ""),
+    "litert": ("litert", ".tflite"),
+    "onnx": ("onnx", ".onnx"),
+}
+
+# Format -> (modules the export and its check import, the pip extra with them).
+REQUIREMENTS = {
+    "saved_model": ((), None),
+    # Keras converts with TensorFlow's own TFLiteConverter; the check runs
+    # the standalone LiteRT interpreter, or TensorFlow's when it is absent.
+    "litert": ((), "litert"),
+    "onnx": (("tf2onnx", "onnxruntime"), "onnx"),
+}
+
+# Largest difference allowed between an export's probabilities and Keras'.
+FLOAT32_TOLERANCE = 1e-4
+# float16 and bfloat16 keep about 3 significant digits; converters may
+# compute some layers in float32 where Keras used 16 bits.
+MIXED_PRECISION_TOLERANCE = 1e-2
+
+
+class ExportMismatchError(KerasTransferError, RuntimeError):
+    """An exported model's outputs differ from the Keras model's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What `export_model` wrote and how closely it matches the Keras model.
+
+    Attributes:
+        path: the absolute path of the artifact (a folder for `saved_model`).
+        format: `"saved_model"`, `"litert"` or `"onnx"`.
+        max_difference: the largest absolute difference between the
+            artifact's outputs and `model.predict` on the check images.
+        checked_images: how many images the check ran.
+    """
+
+    path: str
+    format: str
+    max_difference: float
+    checked_images: int
+
+
+def export_model(model, path, format="saved_model", images=None, tolerance=None):
+    """Exports `model` for inference without Keras, and checks the result.
+
+    Example:
+
+    ```python
+    model = keras.saving.load_model("flowers.keras")
+    result = keras_transfer.export_model(model, "flowers.tflite", format="litert")
+    result.max_difference  # e.g. 3e-07: the .tflite file agrees with Keras
+    ```
+
+    Args:
+        model: a Keras model with one image input of fixed height and width,
+            e.g. one `build_classifier` made or `keras-transfer train` saved.
+        path: where to write: a folder for `"saved_model"`, a `.tflite` file
+            for `"litert"`, an `.onnx` file for `"onnx"`. An existing
+            artifact there is replaced once the new one has passed its check.
+        format: `"saved_model"` (default), `"litert"` or `"onnx"`.
+        images: the images of the check, a `(n, height, width, 3)` array of
+            pixels in [0, 255]; None (default) checks 4 images of seeded
+            random pixels.
+        tolerance: the largest absolute difference of outputs accepted; None
+            (default) for 1e-4, or 1e-2 for a mixed-precision model.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        ConfigurationError: an unknown format, a path of the wrong kind, or
+            a converter or runtime that is not installed (the message names
+            the pip extra that installs it).
+        ExportMismatchError: the artifact's outputs differ from the model's
+            by more than `tolerance`; nothing is written.
+    """
+    keras_format, _ = check_format(format, path)
+    path = os.path.abspath(os.fspath(path))
+    _check_target(path, format)
+    images = _check_images(model, images)
+    if tolerance is None:
+        tolerance = FLOAT32_TOLERANCE
+        if any(layer.compute_dtype != "float32" for layer in [model, *model.layers]):
+            tolerance = MIXED_PRECISION_TOLERANCE
+
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{FORMATS[format][1]}")
+    try:
+        with warnings.catch_warnings():
+            # Keras' tf2onnx patch for NumPy 2 touches np.object, which warns.
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            model.export(temporary, format=keras_format, verbose=False)
+        expected = model.predict(images, verbose=0)
+        actual = RUNTIMES[format](temporary, images)
+        difference = float(np.max(np.abs(np.asarray(actual, "float64") - expected)))
+        if not difference <= tolerance:
+            raise ExportMismatchError(
+                f"The {format} export of {model.name!r} disagrees with the Keras "
+                f"model: outputs differ by up to {difference:.3g} (tolerance "
+                f"{tolerance:g}) on {len(images)} images, so it was not saved. "
+                "Export a float32 model, or try another format."
+            )
+        _replace(temporary, path)
+    finally:
+        _remove(temporary)
+    return ExportResult(path, format, difference, len(images))
+
+
+def check_format(format, path=None):
+    """Checks that `format` is known and can be exported here; returns Keras' name and suffix.
+
+    Cheap: run it before anything slow (loading a model) to fail early.
+
+    Example:
+
+    ```python
+    check_format("onnx", "flowers.onnx")  # ('onnx', '.onnx'), or raises
+    ```
+
+    Raises:
+        ConfigurationError: unknown format, a `path` without the format's
+            suffix, or a converter or runtime that is not installed; the
+            message names the pip extra to install.
+    """
+    if format not in FORMATS:
+        raise ConfigurationError(
+            f"Unrecognized export format: {format!r}. Expected one of "
+            f"{tuple(FORMATS)}."
+        )
+    keras_format, suffix = FORMATS[format]
+    if path is not None and suffix and not os.fspath(path).endswith(suffix):
+        raise ConfigurationError(
+            f"The {format} format writes a {suffix} file; got {os.fspath(path)!r}. "
+            f"Name the output <name>{suffix}."
+        )
+    modules, extra = REQUIREMENTS[format]
+    if format == "litert" and not hasattr(tf, "lite"):
+        modules = ("ai_edge_litert",)
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigurationError(
+            f"Exporting to {format} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install keras-transfer[{extra}]"
+        )
+    return keras_format, suffix
+
+
+def _check_target(path, format):
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ConfigurationError(
+            f"Cannot export to {path}: the folder {os.path.dirname(path)} does "
+            "not exist."
+        )
+    if format == "saved_model":
+        # Replacing a folder deletes it: only ever one that holds a SavedModel.
+        if os.path.isfile(path) or (
+            os.path.isdir(path)
+            and os.listdir(path)
+            and not os.path.exists(os.path.join(path, "saved_model.pb"))
+        ):
+            raise ConfigurationError(
+                f"Cannot export a SavedModel to {path}: it exists and is not a "
+                "SavedModel folder. Choose a new folder name."
+            )
+    elif os.path.isdir(path):
+        raise ConfigurationError(f"Cannot export to {path}: it is a folder.")
+
+
+def _check_images(model, images):
+    shape = tuple(model.inputs[0].shape) if len(model.inputs or ()) == 1 else ()
+    if len(shape) != 4 or not all(shape[1:]):
+        raise ConfigurationError(
+            f"export_model exports models with one image input of fixed size "
+            f"(None, height, width, channels); {model.name!r} takes "
+            f"{shape or 'several inputs'}."
+        )
+    if images is None:
+        rng = np.random.default_rng(0)
+        return rng.uniform(0, 255, (4,) + shape[1:]).astype("float32")
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4 or images.shape[1:] != shape[1:] or not len(images):
+        raise ConfigurationError(
+            f"images must be an array of shape (n, {', '.join(map(str, shape[1:]))}), "
+            f"the model's input. Received shape {images.shape}."
+        )
+    return images
+
+
+def _replace(temporary, path):
+    if os.path.isdir(temporary) and os.path.isdir(path):
+        shutil.rmtree(path)  # _check_target made sure it is a SavedModel.
+    os.replace(temporary, path)
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def run_saved_model(path, images):
+    """Runs a SavedModel export on `images` with TensorFlow's loader."""
+    # The loaded object owns the variables: keep it alive through the call.
+    loaded = tf.saved_model.load(path)
+    return loaded.serve(tf.constant(images)).numpy()
+
+
+def run_litert(path, images):
+    """Runs a `.tflite` export on `images` with the LiteRT interpreter."""
+    try:
+        interpreter_class = importlib.import_module("ai_edge_litert.interpreter").Interpreter
+    except ImportError:
+        interpreter_class = tf.lite.Interpreter
+    interpreter = interpreter_class(model_path=path)
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(source["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(target["index"])
+
+
+def run_onnx(path, images):
+    """Runs an `.onnx` export on `images` with ONNX Runtime."""
+    onnxruntime = importlib.import_module("onnxruntime")
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+# Format -> the function that runs an export of it on a batch of images.
+RUNTIMES = {"saved_model": run_saved_model, "litert": run_litert, "onnx": run_onnx}

@@ -1,0 +1,166 @@
+"""`export_model` and `keras-transfer export`: each format, loaded by its own runtime, agrees with Keras."""
+
+import importlib.util
+
+import keras
+import numpy as np
+import onnxruntime
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from conftest import copy_flower_subset
+
+import keras_transfer
+from keras_transfer import cli
+from keras_transfer import export
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.export import ExportMismatchError
+from keras_transfer.export import export_model
+from keras_transfer.layers import BackbonePreprocessing
+from keras_transfer.layers import ClassifierHead
+
+SIZE = 48
+TOLERANCE = 1e-4
+
+
+def tiny_classifier():
+    """A TransferClassifier as build_classifier makes them, with a tiny backbone.
+
+    Raw pixels -> BackbonePreprocessing -> frozen conv + BatchNormalization
+    -> ClassifierHead: the preprocessing must be inside every export.
+    """
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = BackbonePreprocessing("tf", name="preprocessing")(inputs)
+    backbone = keras.Sequential(
+        [
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.DepthwiseConv2D(3, activation="relu6"),
+        ],
+        name="tiny_backbone",
+    )
+    backbone.trainable = False
+    x = backbone(x, training=False)
+    outputs = ClassifierHead(3, dropout=0.0, name="head")(x)
+    return keras_transfer.TransferClassifier(inputs, outputs, name="tiny_classifier")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_classifier()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, flower_photos_dir):
+    """Real flower photos, decoded and resized by the training pipeline."""
+    folder = copy_flower_subset(
+        flower_photos_dir, tmp_path_factory.mktemp("photos"), per_class=2,
+        classes=("daisy", "roses", "tulips"),
+    )
+    dataset, _, _ = keras_transfer.load_image_folder(
+        folder, SIZE, validation_split=0, shuffle=False, verbose=False
+    )
+    return np.concatenate([images.numpy() for images, _ in dataset])
+
+
+def _check_against_keras(model, photos, outputs):
+    expected = model.predict(photos, verbose=0)
+    # Real photos give distinct outputs: a constant export would not pass.
+    assert np.ptp(expected[:, 0]) > 1e-3
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=TOLERANCE)
+
+
+def test_saved_model_export_runs_in_tensorflow(model, photos, tmp_path):
+    result = export_model(model, tmp_path / "tiny", images=photos)
+    assert result.format == "saved_model" and result.max_difference <= TOLERANCE
+    loaded = tf.saved_model.load(str(tmp_path / "tiny"))
+    _check_against_keras(model, photos, loaded.serve(tf.constant(photos)).numpy())
+
+
+def test_litert_export_runs_in_the_litert_interpreter(model, photos, tmp_path):
+    path = tmp_path / "tiny.tflite"
+    result = export_model(model, path, format="litert", images=photos)
+    assert result.checked_images == len(photos)
+    interpreter = Interpreter(model_path=str(path))
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(source["index"], photos.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], photos)
+    interpreter.invoke()
+    _check_against_keras(model, photos, interpreter.get_tensor(target["index"]))
+
+
+def test_onnx_export_runs_in_onnx_runtime(model, photos, tmp_path):
+    path = tmp_path / "tiny.onnx"
+    export_model(model, path, format="onnx", images=photos)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: photos})[0]
+    _check_against_keras(model, photos, outputs)
+
+
+def test_an_export_that_disagrees_is_refused_and_not_kept(model, tmp_path, monkeypatch):
+    path = tmp_path / "tiny"
+    export_model(model, path)
+    before = sorted(p.name for p in path.iterdir())
+    monkeypatch.setitem(
+        export.RUNTIMES, "saved_model", lambda p, images: model.predict(images) + 1e-3
+    )
+    with pytest.raises(ExportMismatchError, match="differ by up to 0.001"):
+        export_model(model, path)
+    # The earlier, good export is still there, and no temporary is left.
+    assert sorted(p.name for p in path.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny"]
+
+
+def test_cli_export_writes_a_checked_artifact(model, tmp_path, capsys):
+    model.save(tmp_path / "tiny.keras")
+    status = cli.main(["export", str(tmp_path / "tiny.keras")])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"to {tmp_path / 'tiny_saved_model'} (saved_model)" in out
+    assert "match the Keras model's within" in out
+    assert (tmp_path / "tiny_saved_model" / "saved_model.pb").is_file()
+
+
+def _one_line_error(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-transfer: error: "), err
+    return lines[0]
+
+
+def test_a_missing_converter_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == "tf2onnx" else find_spec(name, *a),
+    )
+    # Checked before the model is read: the file need not even exist.
+    line = _one_line_error(capsys, "export", tmp_path / "m.keras", "--format", "onnx")
+    assert "needs tf2onnx" in line and "pip install keras-transfer[onnx]" in line
+
+
+@pytest.mark.parametrize(
+    "format, output, fragment",
+    [
+        ("litert", "m.onnx", "The litert format writes a .tflite file"),
+        ("onnx", "m.tflite", "The onnx format writes a .onnx file"),
+        ("saved_model", "not_a_model", "is not a SavedModel folder"),
+    ],
+)
+def test_wrong_outputs_are_refused_before_exporting(
+    model, tmp_path, monkeypatch, format, output, fragment
+):
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "notes.txt").write_text("keep me")
+    monkeypatch.setattr(keras.Model, "export", _must_not_be_called)
+    with pytest.raises(ConfigurationError, match=fragment):
+        export_model(model, tmp_path / output, format=format)
+    assert (tmp_path / "not_a_model" / "notes.txt").read_text() == "keep me"
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("exported despite a wrong output")
