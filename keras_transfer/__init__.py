@@ -2,7 +2,8 @@
 
 The sub-packages, from the bottom of the stack up (docs/architecture.md):
 `errors`, `defaults`, `utils` < `backbones`, `data` < `layers` < `unfreeze`
-< `caching` < `models` < `callbacks` < `tuner`, `experiment` < `cli`.
+< `caching` < `models` < `callbacks` < `tuner`, `experiment`, `evaluation`
+< `cli`.
 """
 
 __version__ = "0.1.0"
@@ -13,6 +14,7 @@ from keras_transfer import callbacks
 from keras_transfer import data
 from keras_transfer import defaults
 from keras_transfer import errors
+from keras_transfer import evaluation
 from keras_transfer import export
 from keras_transfer import layers
 from keras_transfer import learning_rate
@@ -29,6 +31,8 @@ from keras_transfer.callbacks import PhaseTimer
 from keras_transfer.callbacks import ProgressiveUnfreeze
 from keras_transfer.data import check_dataset_for_model
 from keras_transfer.data import load_image_folder
+from keras_transfer.evaluation import evaluate
+from keras_transfer.evaluation import predict_images
 from keras_transfer.experiment import run_comparison
 from keras_transfer.export import export_model
 from keras_transfer.layers import BackbonePreprocessing

@@ -31,6 +31,7 @@ from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import class_names_of  # noqa: F401  (public path)
 from keras_transfer.utils.files import fsync_file
 from keras_transfer.utils.internals import releasing_custom_gradients
 from keras_transfer.utils.tensors import copy_optimizer

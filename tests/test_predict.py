@@ -2,6 +2,7 @@
 
 import csv
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -144,14 +145,20 @@ def _plain_model(path, units):
     keras.Model(inputs, keras.layers.Dense(units, activation="sigmoid")(x)).save(path)
 
 
+def _zip_without_a_model(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "no config.json here")
+
+
 @pytest.mark.parametrize(
     "make_model, fragments",
     [
         (lambda p: _plain_model(p, 1), ["is not a keras-transfer classifier", "(None, 1)"]),
-        (lambda p: p.write_text("not a model"), ["Cannot load", "as a Keras model"]),
+        (lambda p: p.write_text("not a model"), ["Cannot load", "not a .keras archive"]),
+        (_zip_without_a_model, ["Cannot load", "as a Keras model ("]),
         (lambda p: None, ["Model file not found"]),
     ],
-    ids=["one-output-unit", "not-loadable", "missing"],
+    ids=["one-output-unit", "not-a-zip", "zip-without-model", "missing"],
 )
 def test_a_model_file_that_is_not_a_classifier_is_one_line_exit_2(
     tmp_path, capsys, make_model, fragments

@@ -17,7 +17,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.utils import io_utils
 
 from keras_transfer.caching.graph import trains_now
 from keras_transfer.caching.info import FeatureCacheInfo
@@ -32,6 +31,7 @@ from keras_transfer.caching.storage import array_batches
 from keras_transfer.caching.storage import dataset_batches
 from keras_transfer.caching.storage import slice_structure
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import print_msg
 
 
 class Session:
@@ -81,12 +81,12 @@ class Session:
             batch_size = kw["batch_size"] or 32
             shuffle = kw["shuffle"]
 
-        self._inputs = (x, y, sample_weight, validation, batch_size, kw["validation_batch_size"])
+        inputs = (x, y, sample_weight, validation, batch_size, kw["validation_batch_size"])
         if shared is not None:
             train, val = shared.train, shared.validation
             rename = {self.plan.keys[cut]: shared.names[sig] for cut, sig in key.cuts.items()}
         else:
-            train, val = self._compute(*self._inputs)
+            train, val = self._compute(*inputs)
             rename = {name: name for name in self.plan.keys.values()}
             self._owns_features = True
             if key is not None and store.insert(key, train, val, self._directory):
@@ -95,6 +95,7 @@ class Session:
         if _has_callbacks(kw["callbacks"]):
             # Only a callback can change frozen weights before the first epoch.
             self._checksums = weight_checksums(self._frozen_ops(self.plan.regimes))
+            self._inputs = inputs
 
         # Both storages reach Keras as one pipeline that reads rows by index,
         # so that a disk-backed cache shuffles as the in-memory one does, and
@@ -134,7 +135,7 @@ class Session:
                 if info.reused
                 else "Cached frozen features"
             )
-            io_utils.print_msg(
+            print_msg(
                 f"{done}: {info.samples:,} training and "
                 f"{info.validation_samples:,} validation samples in {seconds:.1f} s "
                 f"({info.nbytes / 2**20:,.1f} MiB {where}); the training steps "
@@ -187,19 +188,20 @@ class Session:
         if self._checksums is None:
             return False
         saved, self._checksums = self._checksums, None
-        current = weight_checksums(self._frozen_ops(self.plan.regimes))
+        inputs, self._inputs = self._inputs, None
+        current = weight_checksums(self._frozen_ops(self.plan.regimes[self._earliest:]))
         if all(saved[key] == value for key, value in current.items()):
             return False
         start = time.perf_counter()
         if self._verbose != 0:
-            io_utils.print_msg(
+            print_msg(
                 "The frozen weights changed as training began (a backup "
                 "restored?): computing the cached features again."
             )
         old_directories = [source.batches.directory for source in self._sources]
         for source in self._sources:
             source.batches = None  # Frees their memory during the pass.
-        computed = self._compute(*self._inputs)
+        computed = self._compute(*inputs)
         rename = {name: name for name in self.plan.keys.values()}
         for source, batches in zip(self._sources, computed):
             source.use(batches, rename)

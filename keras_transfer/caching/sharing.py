@@ -139,13 +139,25 @@ def _layer_signature(op, with_weights):
 def weight_checksums(ops):
     """`{id(op): (shape, dtype, crc32) of each weight}`: tells whether weights changed.
 
-    crc32 reads ~4 GB/s: 0.3 s for MobileNetV2's 14 MB of weights... and
-    ~0.1 s for its frozen part. Called twice per cached fit that has callbacks.
+    A session calls it twice per cached fit that has callbacks: 0.08 s each
+    for MobileNetV2's 106 layers with weights (8.7 MB), measured on CPU.
+
+    Args:
+        ops: the layers (with or without weights).
+
+    Example:
+
+    ```python
+    before = weight_checksums(backbone.layers)
+    model.load_weights(path)
+    before != weight_checksums(backbone.layers)  # True if any weight changed
+    ```
     """
     return {
         id(op): tuple(
-            (tuple(w.shape), str(w.dtype),
-             zlib.crc32(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).view(np.uint8)))
+            (tuple(w.shape), str(w.dtype), zlib.crc32(
+                np.ascontiguousarray(keras.ops.convert_to_numpy(w)).reshape(-1).view(np.uint8)
+            ))
             for w in op.weights
         )
         for op in ops

@@ -17,9 +17,9 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import array_index_batches
 
 
 _SPILL_CHUNK_BYTES = 256 * 2**20
@@ -225,9 +225,7 @@ class FeatureSource:
         if shuffle is True and reshuffle_each_epoch:
             indices = _new_order_each_epoch(count, batch_size)
         elif shuffle:
-            indices = ArrayDataAdapter(
-                np.arange(count), batch_size=batch_size, shuffle=shuffle
-            ).get_tf_dataset()
+            indices = array_index_batches(count, batch_size, shuffle)
         else:
             indices = tf.data.Dataset.range(count).batch(batch_size)
         names = list(self._signature)

@@ -39,7 +39,9 @@ def register(subparsers):
         "folder with one subfolder of images per class (the same classes as the\n"
         "model's, matched by name). Prints the accuracy, per-class precision,\n"
         f"recall, F1 and support and the confusion matrix; writes {METRICS_FILE}\n"
-        f"and {CONFUSION_FILE} to --output-dir.",
+        f"and {CONFUSION_FILE} to --output-dir.\n\n"
+        "exit status: 0 done, 2 not a keras-transfer model, a folder whose\n"
+        "classes differ from the model's, or a bad option.",
         epilog="example:\n"
         f"  {PROG} evaluate flowers.keras flowers_test --output-dir eval",
         formatter_class=argparse.RawDescriptionHelpFormatter,

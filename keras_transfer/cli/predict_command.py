@@ -39,7 +39,9 @@ def register(subparsers):
         description="Predict the top classes of images with MODEL, a .keras file\n"
         f"saved by '{PROG} train'. PATH: image files or folders (searched\n"
         "recursively). Images are resized to the model's input size as in\n"
-        "training. Unreadable files are listed and skipped.",
+        "training. Unreadable files are listed and skipped.\n\n"
+        "exit status: 0 done, 2 not a keras-transfer model, no readable image,\n"
+        "or a bad option.",
         epilog="example:\n"
         f"  {PROG} predict flowers.keras new_photos/ --top-k 2 --output predictions.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,

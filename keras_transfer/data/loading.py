@@ -120,14 +120,14 @@ def load_image_folder(
 
     if shuffle:
         train = [train[i] for i in permutation(len(train), seed, "train")]
-    train_ds = _make_dataset(train, (height, width), batch_size, cache, shuffle, seed)
+    train_ds = image_dataset(train, (height, width), batch_size, cache, shuffle, seed)
     train_ds.class_names = class_names
     train_ds.file_paths = [path for path, _ in train]
     val_ds = None
     if val:
         # Mixed classes in every batch, fixed order across epochs.
         val = [val[i] for i in permutation(len(val), seed, "validation")]
-        val_ds = _make_dataset(val, (height, width), batch_size, cache, False, seed)
+        val_ds = image_dataset(val, (height, width), batch_size, cache, False, seed)
         val_ds.class_names = class_names
         val_ds.file_paths = [path for path, _ in val]
     return train_ds, val_ds, class_names
@@ -157,8 +157,33 @@ def _check_seed(seed):
     return seed
 
 
-def _make_dataset(items, image_size, batch_size, cache, shuffle, seed):
-    """The `tf.data` pipeline: decode, resize, cache as uint8, shuffle, batch."""
+def image_dataset(items, image_size, batch_size, cache=False, shuffle=False, seed=None):
+    """The `tf.data` pipeline of `load_image_folder`: decode, resize, cache, batch.
+
+    Prediction and evaluation feed images through this same pipeline, so a
+    model sees the pixels it was trained on: the same decoder, RGB
+    conversion, bilinear resize and rounding to whole numbers.
+
+    Example:
+
+    ```python
+    ds = image_dataset([("a.jpg", 0), ("b.png", 0)], (160, 160), batch_size=32)
+    probabilities = model.predict(ds)
+    ```
+
+    Args:
+        items: `(path, label)` pairs; the files must be decodable (see
+            `decoding.decode_errors`).
+        image_size: `(height, width)`.
+        batch_size: images per batch.
+        cache: keep the decoded, resized images in memory as `uint8`.
+        shuffle: reshuffle the items at every epoch.
+        seed: seed of the shuffling.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)` batches, `images` `float32`
+        in [0, 255], in the order of `items` unless `shuffle`.
+    """
     import tensorflow as tf
 
     paths = tf.constant([os.fsencode(path) for path, _ in items])

@@ -28,6 +28,13 @@ DEFAULT_TOP_K = 3
 class ImagePrediction:
     """The top classes of one image, most probable first.
 
+    Example:
+
+    ```python
+    image = predict_images(model, ["rose.jpg"]).images[0]
+    image.top[0]  # (2, 'roses', 0.93): the best class, its name, its probability
+    ```
+
     Attributes:
         path: the image file.
         top: `(class_index, class_name, probability)` tuples; `class_name`
@@ -41,6 +48,13 @@ class ImagePrediction:
 @dataclasses.dataclass(frozen=True)
 class Predictions:
     """What `predict_images` returns.
+
+    Example:
+
+    ```python
+    result = predict_images(model, ["photos/"])
+    len(result.images), result.unreadable  # (41, (('photos/notes.jpg', 'Unknown ...'),))
+    ```
 
     Attributes:
         images: one `ImagePrediction` per readable image, in input order.
