@@ -4,13 +4,21 @@ On two small data sets built from the flower photos (the first `--per-class`
 photos of each class: all five classes, and roses against tulips), for
 `--seeds` seeds each, it trains the recipe of `keras-transfer train`
 (`--head-epochs` head epochs, then `--fine-tune-epochs` epochs that also
-train the top `--unfreeze-blocks` blocks at a tenth of the rate) three
-times from the same initial weights: with the head learning rate 1e-3, with
-the rate `find_learning_rate` suggests by its default rule (the lowest loss
-/ 10), and with its steepest-descent rate. It prints, per data set and
-rate, the rate, the best and final validation accuracy and the final
-validation loss (means over the seeds, and each seed), and the time the
-finder took.
+train the top `--unfreeze-blocks` blocks) three times from the same initial
+weights:
+
+- "fixed 1e-3": the head at 1e-3 and the backbone at a tenth of it, the
+  command line's defaults;
+- "finder, backbone x0.1": the head at the rate `find_learning_rate`
+  suggests (default rule), the backbone at a tenth of it, as
+  `keras-transfer train --learning-rate auto` does;
+- "finder, backbone 1e-4": the head at the suggested rate, the backbone at
+  the default's 1e-4.
+
+It prints, per seed and as means over the seeds, the rates, the validation
+accuracy at the end of the head epochs, the best and final validation
+accuracy and the final validation loss, and the time the finder took (the
+rates of the other rules too).
 
 ```
 python benchmarks/learning_rate_finder.py            # 100 images per class, 128 px, 5 + 5 epochs, 3 seeds
@@ -42,6 +50,7 @@ from keras_transfer.unfreeze import fine_tune_schedule  # noqa: E402
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASSETS_ENV = "KERAS_TRANSFER_ASSETS"
 DEFAULT_RATE = 1e-3
+LR_RATIO = 0.1
 DATA_SETS = {
     "flowers (5 classes)": None,
     "roses vs tulips": ("roses", "tulips"),
@@ -110,21 +119,26 @@ def build(args, weights, num_classes, seed):
     return model
 
 
-def train(args, model, rate, train_ds, val_ds):
+def train(args, model, rate, lr_ratio, train_ds, val_ds):
     model.optimizer.learning_rate = rate
     schedule = fine_tune_schedule(
         args.head_epochs, args.unfreeze_blocks, args.fine_tune_epochs, False
+    )
+    unfreeze = keras_transfer.ProgressiveUnfreeze(
+        schedule=schedule, lr_ratio=lr_ratio, verbose=0
     )
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=args.head_epochs + args.fine_tune_epochs,
-        callbacks=[keras_transfer.ProgressiveUnfreeze(schedule=schedule, verbose=0)],
+        callbacks=[unfreeze],
         shuffle=False,
         verbose=0,
     ).history
     return {
         "rate": rate,
+        "backbone_rate": rate * lr_ratio,
+        "head_val_accuracy": history["val_accuracy"][args.head_epochs - 1],
         "best_val_accuracy": max(history["val_accuracy"]),
         "final_val_accuracy": history["val_accuracy"][-1],
         "final_val_loss": history["val_loss"][-1],
@@ -142,30 +156,41 @@ def run_seed(args, weights, folder, seed):
     finder_seconds = time.perf_counter() - start
     print(f"  seed {seed}: {keras_transfer.learning_rate.describe(finding)} "
           f"({finder_seconds:.1f} s)")
+    found = finding.suggestion
     runs = {}
-    for label, rate in (
-        ("fixed 1e-3", DEFAULT_RATE),
-        ("finder (lowest loss / 10)", finding.min_loss_rate),
-        ("finder (steepest)", finding.steepest_rate),
+    for label, rate, ratio in (
+        ("fixed 1e-3", DEFAULT_RATE, LR_RATIO),
+        # What `keras-transfer train --learning-rate auto` does: the backbone
+        # fine-tunes at --backbone-lr-ratio times the found rate.
+        ("finder, backbone x0.1", found, LR_RATIO),
+        # The found rate for the head only; the backbone keeps the default's.
+        ("finder, backbone 1e-4", found, min(1.0, LR_RATIO * DEFAULT_RATE / found)),
     ):
         model = build(args, weights, len(class_names), seed)
         model.set_weights(initial)
-        runs[label] = train(args, model, rate, train_ds, val_ds)
-        run = runs[label]
-        print(f"    {label:<26} rate {rate:<9.2g} best val acc "
+        runs[label] = run = train(args, model, rate, ratio, train_ds, val_ds)
+        print(f"    {label:<22} head {rate:<8.2g} backbone {run['backbone_rate']:<8.2g} "
+              f"val acc after head {run['head_val_accuracy']:.3f}, best "
               f"{run['best_val_accuracy']:.3f}, final {run['final_val_accuracy']:.3f}, "
               f"final val loss {run['final_val_loss']:.3f}")
-    return {"seed": seed, "finder_seconds": finder_seconds, "runs": runs}
+    return {
+        "seed": seed,
+        "finder_seconds": finder_seconds,
+        "suggestions": finding.suggestions,
+        "runs": runs,
+    }
 
 
 def report(name, seeds):
     print(f"\n{name}: means over {len(seeds)} seed(s)")
-    print(f"  {'rate':<26} {'lr (mean)':>9} {'best acc':>9} {'final acc':>9} {'val loss':>9}")
+    print(f"  {'run':<22} {'head lr':>8} {'head acc':>9} {'best acc':>9} "
+          f"{'final acc':>9} {'val loss':>9}")
     for label in seeds[0]["runs"]:
         runs = [s["runs"][label] for s in seeds]
         mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-        print(f"  {label:<26} {mean['rate']:>9.2g} {mean['best_val_accuracy']:>9.3f} "
-              f"{mean['final_val_accuracy']:>9.3f} {mean['final_val_loss']:>9.3f}")
+        print(f"  {label:<22} {mean['rate']:>8.2g} {mean['head_val_accuracy']:>9.3f} "
+              f"{mean['best_val_accuracy']:>9.3f} {mean['final_val_accuracy']:>9.3f} "
+              f"{mean['final_val_loss']:>9.3f}")
     seconds = np.mean([s["finder_seconds"] for s in seeds])
     print(f"  finder time: {seconds:.1f} s on average")
 

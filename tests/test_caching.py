@@ -1,3 +1,9 @@
+"""The frozen-feature cache of `TransferClassifier.fit`: when it caches, where, and what it keeps.
+
+That a cached fit trains exactly as an uncached one is checked case by case
+in `test_caching_equivalence.py`.
+"""
+
 import warnings
 
 import keras
@@ -49,52 +55,6 @@ def count_images(model):
 
     layer.call = call
     return counter
-
-
-def test_cached_fit_matches_uncached_training(data, weights_dir):
-    x, y, x_val, y_val = data
-    weights = weights_dir / MNV2_035
-    histories, final = {}, {}
-    for cache in (True, False):
-        model = classifier(weights, cache_frozen_features=cache)
-        initial = model.get_layer("mobilenetv2_0.35_32").get_weights()
-        images = count_images(model)
-        train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-        val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(8)
-        unfreeze = keras_transfer.ProgressiveUnfreeze(schedule={1: 2, 2: 4}, verbose=0)
-        history = model.fit(
-            train, validation_data=val, epochs=3, callbacks=[unfreeze], verbose=0
-        )
-        histories[cache] = history.history
-        final[cache] = model.get_weights()
-        seen = int(images.numpy())
-        if cache:
-            info = caching.feature_cache_info(model)
-            # One pass over the 24 + 8 images, then features only.
-            assert seen == 32
-            assert info.samples == 24 and info.validation_samples == 8
-            assert info.storage == "memory" and info.seconds > 0
-            # Head-only phase from the pooled backbone output, then the cache
-            # moves up with each unfreeze step (2 blocks, then 4).
-            assert info.boundaries == (
-                ("mobilenetv2_0.35_32:pooled",),
-                ("block_15_add",),
-                ("block_13_project_BN",),
-            )
-            backbone = model.get_layer("mobilenetv2_0.35_32")
-            changed = [
-                not np.allclose(a, b) for a, b in zip(initial, backbone.get_weights())
-            ]
-            assert any(changed), "the unfrozen blocks did not train"
-        else:
-            assert seen == 3 * 32
-            assert caching.feature_cache_info(model) is None
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "trainable_params"):
-        np.testing.assert_allclose(
-            histories[True][key], histories[False][key], rtol=1e-4, atol=1e-5, err_msg=key
-        )
-    for a, b in zip(final[True], final[False]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_features_spill_to_disk_beyond_the_memory_limit(data, tmp_path):

@@ -54,11 +54,11 @@ def sorted_images():
 
 
 def fit_and_record(data, limit, tmp_path, epochs, **kwargs):
+    """Fits on `data` (a dataset, or `(x, y)`); returns the history and the labels seen."""
     SEEN.clear()
     model = tiny_classifier(limit, tmp_path)
-    history = model.fit(data, epochs=epochs, verbose=0, **kwargs) if isinstance(
-        data, tf.data.Dataset
-    ) else model.fit(*data, epochs=epochs, verbose=0, **kwargs)
+    data = (data,) if isinstance(data, tf.data.Dataset) else data
+    history = model.fit(*data, epochs=epochs, verbose=0, **kwargs)
     assert caching.feature_cache_info(model).storage == ("disk" if limit == 0 else "memory")
     return history.history, list(SEEN)
 

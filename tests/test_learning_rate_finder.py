@@ -13,6 +13,8 @@ from conftest import write_image_folder
 import keras_transfer
 from keras_transfer import cli
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.learning_rate import RULES
+from keras_transfer.learning_rate import suggest
 from keras_transfer.models import TransferClassifier
 
 SIZE = 8
@@ -105,13 +107,30 @@ def test_the_finding_suggests_a_rate_and_plots_it(images, tmp_path):
     )
     rates = finding.learning_rates
     assert rates[0] == pytest.approx(1e-6) and np.all(np.diff(rates) > 0)
-    assert finding.suggestion == finding.steepest_rate
+    assert set(finding.suggestions) == set(RULES)
+    assert finding.suggestion == finding.suggestions["steepest"]
     lowest = rates[int(np.argmin(finding.smoothed_losses))]
-    assert finding.min_loss_rate == pytest.approx(lowest / 10)
-    # Steepest descent comes before the lowest loss, on a falling curve.
-    assert rates[0] < finding.steepest_rate <= lowest
+    assert finding.suggestions["min_loss"] == pytest.approx(lowest / 10)
+    # On a falling curve, the steepest descent and the valley come before
+    # the lowest loss.
     assert min(finding.smoothed_losses) < finding.smoothed_losses[0]
+    for rule in ("steepest", "valley"):
+        assert rates[0] < finding.suggestions[rule] <= lowest
     assert (tmp_path / "lr.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_rules_read_the_curve():
+    rates = np.geomspace(1e-6, 1.0, 61)
+    # Flat, then falling faster and faster down to index 40, then diverging.
+    losses = np.concatenate([
+        np.full(20, 2.0), 2.0 - 1.5 * (np.arange(1, 21) / 20) ** 2, np.geomspace(0.6, 6, 21)
+    ])
+    suggestions = suggest(rates, losses)
+    # The longest descent runs from index 19 to 39: its middle is 29.
+    assert suggestions["valley"] == pytest.approx(rates[29])
+    assert suggestions["min_loss"] == pytest.approx(rates[39] / 10)
+    # Central differences: at 39 the slope already sees the rise after it.
+    assert suggestions["steepest"] == pytest.approx(rates[38])
 
 
 @pytest.mark.parametrize(
@@ -119,7 +138,7 @@ def test_the_finding_suggests_a_rate_and_plots_it(images, tmp_path):
     [
         ({"min_lr": 0.1, "max_lr": 0.01}, "min_lr must be below max_lr"),
         ({"min_lr": -1.0}, "min_lr must be a number > 0"),
-        ({"rule": "valley"}, "Unrecognized value for rule"),
+        ({"rule": "lowest"}, "Unrecognized value for rule"),
         ({"steps": 3}, "steps"),
     ],
 )

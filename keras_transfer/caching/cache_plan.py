@@ -24,6 +24,7 @@ from keras_transfer.caching.inputs import inspect_dataset
 from keras_transfer.caching.inputs import is_array
 from keras_transfer.caching.inputs import sample_batch
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import flatten_layers
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.unfreeze.plan import plan_from_callbacks
 
@@ -66,7 +67,9 @@ def make_plan(model, kw):
         return Fallback()
     if len(model.inputs) != 1:
         return Fallback("it supports models with one input.")
-    if getattr(model, "_distribute_strategy", None) is not None:
+    with model.distribute_strategy.scope():
+        distributed = tf.distribute.has_strategy()
+    if distributed:
         return Fallback("it does not support tf.distribute strategies.")
     x = kw["x"]
     shuffle = None
@@ -126,7 +129,7 @@ def make_plan(model, kw):
         backbone_ids = backbone_layer_ids(model)
         predicates = [trains_now]
     else:
-        backbone_ids = {id(l) for l in plan.backbone._flatten_layers()}
+        backbone_ids = {id(l) for l in flatten_layers(plan.backbone)}
         predicates = [
             plan.trains_at(depth)
             for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
@@ -216,7 +219,7 @@ def backbone_layer_ids(model):
         return set()
     if backbone is model:
         return set()
-    return {id(l) for l in backbone._flatten_layers()}
+    return {id(l) for l in flatten_layers(backbone)}
 
 def head_pooling(graph, key):
     """The head's pooling layer when the head alone consumes a 4D tensor."""

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer.caching.inputs import random_ops
+from keras_transfer.utils.internals import call_context_args
+from keras_transfer.utils.internals import flatten_layers
 
 # Calls of a probed layer in training mode. A layer that draws one coin per
 # batch looks constant over n calls with probability 2**(1 - n); the traced
@@ -62,9 +64,7 @@ class Step:
         args, kwargs = self.node.arguments.fill_in(values)
         # What Keras' Functional.call does: the outer `training` replaces the
         # one the layer was called with when the graph was built.
-        if training is not None and "training" in getattr(
-            self.op, "_call_context_args", ()
-        ):
+        if training is not None and "training" in call_context_args(self.op):
             kwargs["training"] = training
         return keras.tree.flatten(self.op(*args, **kwargs))
 
@@ -175,7 +175,7 @@ def _expandable(op, node, calls):
 def is_random_layer(op):
     if not isinstance(op, keras.layers.Layer):
         return False
-    for layer in op._flatten_layers(include_self=True):
+    for layer in flatten_layers(op, include_self=True):
         if isinstance(layer, keras.layers.Dropout):
             return True
         for value in vars(layer).values():
@@ -190,7 +190,7 @@ def runs_user_code(op):
     """Whether `op`, or a layer inside it, runs code that is not Keras' or ours."""
     layers = [op]
     if isinstance(op, keras.layers.Layer):
-        layers = op._flatten_layers(include_self=True)
+        layers = flatten_layers(op, include_self=True)
     return any(
         isinstance(layer, _USER_CODE_LAYERS)
         or not type(layer).__module__.startswith(_KNOWN_MODULES)

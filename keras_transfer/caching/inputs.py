@@ -30,6 +30,14 @@ class Fallback:
     def __init__(self, reason=None):
         self.reason = reason
 
+
+# tf.data datasets that run a user function on each element.
+_FUNCTION_DATASETS = (
+    "MapDataset", "ParallelMapDataset", "FilterDataset", "FlatMapDataset",
+    "InterleaveDataset", "ParallelInterleaveDataset", "_ScanDataset",
+)
+
+
 def is_array(value):
     return isinstance(value, (np.ndarray, tf.Tensor)) or (
         hasattr(value, "__array__") and hasattr(value, "shape")
@@ -49,9 +57,15 @@ def inspect_dataset(dataset):
             name = type(ds).__name__
             if "Shuffle" in name and getattr(ds, "_reshuffle_each_iteration", True):
                 shuffles = True
-            for value in vars(ds).values():
-                if type(value).__name__ == "StructuredFunctionWrapper":
-                    found |= random_ops(value.function.graph.as_graph_def())
+            wrappers = [
+                value for value in vars(ds).values()
+                if type(value).__name__ == "StructuredFunctionWrapper"
+            ]
+            if not wrappers and name.endswith(_FUNCTION_DATASETS):
+                # A renamed wrapper would hide augmentation: refuse, not guess.
+                raise LookupError(f"{name} holds no traced function to read")
+            for wrapper in wrappers:
+                found |= random_ops(wrapper.function.graph.as_graph_def())
     except Exception as e:  # Private tf.data structure: never fail a fit.
         return Fallback(
             f"its tf.data pipeline could not be inspected for random "

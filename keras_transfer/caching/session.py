@@ -310,7 +310,7 @@ class Session:
         outputs = [values[k] for k in self.plan.graph.output_ids]
         if len(outputs) == 1:
             return outputs[0]
-        return keras.tree.pack_sequence_as(self.model._outputs_struct, outputs)
+        return keras.tree.pack_sequence_as(self.model.output, outputs)
 
 class RegimeSwitch(keras.callbacks.Callback):
     """Switches the traced steps to the regime of each epoch's phase.

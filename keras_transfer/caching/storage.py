@@ -4,11 +4,14 @@
 batch by batch: as NumPy arrays up to a memory limit, and beyond it as raw
 files opened with `np.memmap`, so that any row can be read without loading
 the rest. `FeatureSource.dataset` reads them for Keras' `fit` in batches of
-sample indices, in a new order at each epoch when the fit shuffles: memory
-stays within the limit plus a few batches, and a disk-backed cache trains
-on the same batches as an in-memory one. A source can be pointed at other
-features until an epoch starts reading (the session does so when a callback
-restored other frozen weights).
+sample indices, drawn as Keras shuffles arrays (for arrays: the batches of
+an uncached fit) or in a new permutation each epoch (for a `tf.data` input
+that reshuffles). Memory stays within the limit plus a few batches, and a
+disk-backed cache trains on the same batches as an in-memory one; a
+shuffle buffer, which held `limit // bytes per sample` rows (one row at a
+limit of 0), would keep class-sorted data in class-sorted batches. A source
+can be pointed at other features until an epoch starts reading (the
+session does so when a callback restored other frozen weights).
 """
 
 import os
@@ -67,8 +70,25 @@ def _columns(features, y, sample_weight):
 class FeatureBatches:
     """A split's features, labels and sample weights: in memory, or on disk past a limit.
 
-    After `finish`, `columns` maps each column name to an array of `count`
-    rows: a NumPy array in memory, or an `np.memmap` of a raw file on disk.
+    After `finish`, `columns` maps each column name (`feature/<name>`,
+    `y/<leaf>`, `sample_weight/<leaf>`) to an array of `count` rows: a NumPy
+    array in memory, or an `np.memmap` of a raw file on disk.
+
+    Args:
+        directory_fn: returns the folder under which features spill (called
+            at the first spill; each `FeatureBatches` writes in its own
+            subfolder, `directory`).
+        label: `"train"` or `"validation"`, for names and messages.
+        limit: int, bytes kept in memory; beyond, everything goes to disk.
+
+    Example:
+
+    ```python
+    batches = FeatureBatches(lambda: "/tmp", "train", limit=0)
+    batches.add({"f": np.ones((4, 3), "float32")}, np.arange(4), None)
+    batches.finish()
+    batches.storage, batches.columns["feature/f"].shape  # ('disk', (4, 3))
+    ```
     """
 
     def __init__(self, directory_fn, label, limit):
@@ -180,9 +200,20 @@ def _read_rows(columns, indices):
 class FeatureSource:
     """The features that a fit's pipelines read, and the pipelines.
 
+    The pipeline reads through the source at each batch: `use` points it at
+    other features of the same shapes, from the next epoch on.
+
     Args:
         batches: a finished `FeatureBatches`.
-        rename: dict, feature name in the fit -> name in `batches`.
+        rename: dict, feature name in the fit -> name in `batches` (features
+            from a `FeatureStore` keep the names of the fit that made them).
+
+    Example:
+
+    ```python
+    source = FeatureSource(batches, {"f": "f"})
+    model_fit_x = source.dataset(32, shuffle=True)  # ({"f": ...}, y) batches
+    ```
     """
 
     def __init__(self, batches, rename):

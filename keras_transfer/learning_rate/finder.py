@@ -3,9 +3,8 @@
 The test (Smith, "Cyclical Learning Rates for Training Neural Networks",
 2017; the "LR finder" of fastai) trains for about a hundred steps while the
 learning rate grows exponentially from `min_lr` to `max_lr`, records the
-loss of every step, and stops when the loss diverges. A good rate lies
-where the smoothed loss still falls steeply, an order of magnitude below
-the rate where it is lowest.
+loss of every step, and stops when the loss diverges; `finding.suggest`
+reads a rate off the curve.
 
 It is cheap on a `TransferClassifier`: its `fit` computes the frozen
 backbone's features once (`keras_transfer.caching`), so the hundred steps
@@ -15,7 +14,6 @@ leaves it exactly as it came (weights, optimizer and its state).
 """
 
 import contextlib
-import dataclasses
 import math
 import os
 import warnings
@@ -25,93 +23,23 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.learning_rate.finding import RULES
+from keras_transfer.learning_rate.finding import LearningRateFinding
+from keras_transfer.learning_rate.finding import Smoother
+from keras_transfer.learning_rate.finding import describe
+from keras_transfer.learning_rate.finding import smooth
+from keras_transfer.learning_rate.finding import suggest
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.checks import is_number
 from keras_transfer.utils.internals import print_msg
 from keras_transfer.utils.tensors import copy_optimizer
 
-# The rules `LearningRateFinding.suggestion` can follow.
-RULES = ("min_loss", "steepest")
-
-# Smoothing of the recorded losses (an exponential moving average, debiased
-# as Adam's moments are): the value fastai uses for its finder.
-_BETA = 0.98
-
 # Smoothed losses recorded before the divergence check starts: the first
 # averages rest on a handful of batches.
 _WARMUP = 5
 
-
-@dataclasses.dataclass(frozen=True)
-class LearningRateFinding:
-    """What a learning-rate range test recorded, and the rate it suggests.
-
-    Attributes:
-        learning_rates: the rate of each recorded step, increasing.
-        losses: the training loss of each recorded step.
-        smoothed_losses: `losses` smoothed by an exponential moving average.
-        min_loss_rate: the rate where the smoothed loss was lowest, divided
-            by 10: the classic rule, a rate that still learns fast and is
-            well clear of divergence.
-        steepest_rate: the rate where the smoothed loss fell fastest (per
-            decade of learning rate), before its minimum.
-        rule: `"min_loss"` or `"steepest"`, the rule of `suggestion`.
-        suggestion: the suggested learning rate.
-        diverged: whether the test stopped early because the loss exploded.
-    """
-
-    learning_rates: tuple
-    losses: tuple
-    smoothed_losses: tuple
-    min_loss_rate: float
-    steepest_rate: float
-    rule: str
-    suggestion: float
-    diverged: bool
-
-    def save_plot(self, path):
-        """Saves the loss against the learning rate (log scale) as a PNG.
-
-        Example:
-
-        ```python
-        finding = keras_transfer.find_learning_rate(model, train_ds)
-        finding.save_plot("lr_finder.png")
-        ```
-
-        Args:
-            path: the PNG file to write; replaced in one step.
-        """
-        # A Figure without pyplot: no global backend switch, no open windows.
-        # Imported here: matplotlib is slow to import and only plots need it.
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(7, 4.5), layout="constrained")
-        axes = figure.subplots()
-        axes.plot(self.learning_rates, self.losses, color="0.75", label="loss")
-        axes.plot(self.learning_rates, self.smoothed_losses, color="C0",
-                  label="smoothed loss")
-        for rate, style, label in (
-            (self.min_loss_rate, "--", "lowest loss / 10"),
-            (self.steepest_rate, ":", "steepest descent"),
-        ):
-            axes.axvline(rate, color="C1", linestyle=style,
-                         label=f"{label}: {rate:.2g}")
-        axes.set_xscale("log")
-        axes.set_xlabel("learning rate")
-        axes.set_ylabel("training loss")
-        axes.set_title(f"Learning-rate range test: suggestion {self.suggestion:.2g}")
-        # The divergence spike would flatten the interesting part.
-        low, high = min(self.smoothed_losses), self.smoothed_losses[0]
-        axes.set_ylim(low - 0.1 * (high - low), high + 0.5 * (high - low))
-        axes.legend()
-        temporary = f"{path}.{os.getpid()}.tmp.png"
-        try:
-            figure.savefig(temporary, dpi=110)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+# The test stops when the smoothed loss exceeds this many times its lowest.
+_DIVERGENCE = 4.0
 
 
 def find_learning_rate(
@@ -124,7 +52,7 @@ def find_learning_rate(
     steps=100,
     batch_size=None,
     class_weight=None,
-    rule="min_loss",
+    rule="valley",
     plot=None,
     verbose=1,
 ):
@@ -134,7 +62,7 @@ def find_learning_rate(
     batches while the learning rate grows exponentially from `min_lr` to
     `max_lr`, through the model's own `fit`: a `TransferClassifier` computes
     its frozen features once and the steps train the head alone. The test
-    stops early when the loss becomes 4 times its lowest smoothed value. The
+    stops early when the smoothed loss becomes 4 times its lowest. The
     model's variables and optimizer are restored afterwards, so the model
     trains as if the test had never run.
 
@@ -164,9 +92,10 @@ def find_learning_rate(
             is repeated when it has fewer batches. Defaults to 100.
         batch_size: for arrays, as in `fit`; None means 32.
         class_weight: as in `fit`; pass the one training will use.
-        rule: `"min_loss"` (default: the rate of the lowest smoothed loss
-            divided by 10) or `"steepest"` (where the smoothed loss falls
-            fastest), the rule `suggestion` follows.
+        rule: the rule `suggestion` follows: `"valley"` (default), the
+            middle of the longest descent of the loss; `"min_loss"`, the
+            rate of the lowest loss divided by 10; `"steepest"`, where the
+            loss falls fastest. See `suggest`.
         plot: None, or the path of a PNG to save the loss curve to.
         verbose: 0 for silence, 1 (default) for one line with the result.
 
@@ -198,29 +127,6 @@ def find_learning_rate(
     if verbose:
         print_msg(describe(finding))
     return finding
-
-
-def describe(finding):
-    """One line: the suggestion and how it was found.
-
-    Example:
-
-    ```python
-    describe(finding)
-    # 'Learning-rate range test (100 steps, 1e-06 to 0.47, stopped: the loss
-    #  diverged): lowest loss at 0.031, steepest descent at 0.0042;
-    #  suggestion 0.0031 (lowest loss / 10).'
-    ```
-    """
-    rates = finding.learning_rates
-    stop = ", stopped: the loss diverged" if finding.diverged else ""
-    why = "lowest loss / 10" if finding.rule == "min_loss" else "steepest descent"
-    return (
-        f"Learning-rate range test ({len(rates)} steps, {rates[0]:.2g} to "
-        f"{rates[-1]:.2g}{stop}): lowest loss at {10 * finding.min_loss_rate:.2g}, "
-        f"steepest descent at {finding.steepest_rate:.2g}; suggestion "
-        f"{finding.suggestion:.2g} ({why})."
-    )
 
 
 def _check_arguments(model, min_lr, max_lr, rule):
@@ -296,7 +202,7 @@ class _RangeTest(keras.callbacks.Callback):
         self.step = 0
         self.recorded = []  # (learning rate, loss)
         self.diverged = False
-        self._smoothed = 0.0
+        self._smoothed = Smoother()
         self._best = math.inf
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -323,11 +229,9 @@ class _RangeTest(keras.callbacks.Callback):
             self.diverged = True
             return
         self.recorded.append((rate, loss))
-        count = len(self.recorded)
-        self._smoothed = _BETA * self._smoothed + (1 - _BETA) * loss
-        smoothed = self._smoothed / (1 - _BETA**count)
+        smoothed = self._smoothed.add(loss)
         self._best = min(self._best, smoothed)
-        if count > _WARMUP and smoothed > 4 * self._best:
+        if len(self.recorded) > _WARMUP and smoothed > _DIVERGENCE * self._best:
             self.diverged = True
 
 
@@ -340,44 +244,22 @@ def _finding(recorder, rule):
         )
     rates, losses = (np.array(v) for v in zip(*recorder.recorded))
     smoothed = smooth(losses)
-    lowest = int(np.argmin(smoothed))
-    # The first tenth is the moving average's warm-up, not the loss's shape.
-    skip = max(1, len(rates) // 10)
-    if lowest <= skip + 1:
+    if int(np.argmin(smoothed)) <= max(2, len(rates) // 10):
         warnings.warn(
             f"The loss of the learning-rate range test was lowest at its start "
-            f"({rates[lowest]:.2g}): the suggestion is unreliable. Lower min_lr "
-            f"(now {rates[0]:.2g}).",
+            f"({rates[int(np.argmin(smoothed))]:.2g}): the suggestion is "
+            f"unreliable. Lower min_lr (now {rates[0]:.2g}).",
             stacklevel=3,
         )
-        steepest = lowest
-    else:
-        slopes = np.gradient(smoothed, np.log10(rates))
-        steepest = skip + int(np.argmin(slopes[skip : lowest + 1]))
-    min_loss_rate = float(rates[lowest] / 10)
-    steepest_rate = float(rates[steepest])
+    suggestions = suggest(rates, smoothed)
     return LearningRateFinding(
         learning_rates=tuple(float(r) for r in rates),
         losses=tuple(float(v) for v in losses),
         smoothed_losses=tuple(float(v) for v in smoothed),
-        min_loss_rate=min_loss_rate,
-        steepest_rate=steepest_rate,
+        suggestions=suggestions,
         rule=rule,
-        suggestion=min_loss_rate if rule == "min_loss" else steepest_rate,
+        suggestion=suggestions[rule],
         diverged=recorder.diverged,
     )
 
 
-def smooth(losses, beta=_BETA):
-    """The exponential moving average of `losses`, debiased as Adam's moments are.
-
-    Example:
-
-    >>> smooth([1.0, 1.0, 1.0])
-    array([1., 1., 1.])
-    """
-    averages, average = [], 0.0
-    for count, loss in enumerate(losses, start=1):
-        average = beta * average + (1 - beta) * loss
-        averages.append(average / (1 - beta**count))
-    return np.array(averages)

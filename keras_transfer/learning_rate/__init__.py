@@ -1,0 +1,27 @@
+"""The learning-rate finder: a range test on the head, and the rate it suggests.
+
+```python
+finding = keras_transfer.find_learning_rate(model, train_ds, plot="lr.png")
+model.optimizer.learning_rate = finding.suggestion
+```
+
+- `finder`: `find_learning_rate`, the range test through the model's `fit`.
+- `finding`: `LearningRateFinding` (the curve, its plot), `suggest` (the
+  rules), `smooth`, `describe`.
+"""
+
+from keras_transfer.learning_rate.finder import find_learning_rate
+from keras_transfer.learning_rate.finding import RULES
+from keras_transfer.learning_rate.finding import LearningRateFinding
+from keras_transfer.learning_rate.finding import describe
+from keras_transfer.learning_rate.finding import smooth
+from keras_transfer.learning_rate.finding import suggest
+
+__all__ = [
+    "RULES",
+    "LearningRateFinding",
+    "describe",
+    "find_learning_rate",
+    "smooth",
+    "suggest",
+]
