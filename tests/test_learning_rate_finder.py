@@ -171,20 +171,25 @@ def test_train_learning_rate_auto_class_weight_and_mixed_precision(
 
     monkeypatch.setattr(TransferClassifier, "fit", spy)
     status = cli.main([
-        "train", str(data_dir), "--weights", "none", "--image-size", "32",
+        "train", str(data_dir), "--backbone", "mobilenet_v2_035", "--weights", "none",
+        "--image-size", "32",
         "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "4",
         "--learning-rate", "auto", "--class-weight", "balanced",
         "--mixed-precision", "--output", str(tmp_path / "m.keras"),
     ])
     out, err = capsys.readouterr()
     assert status == 0, err
-    assert err.strip().splitlines() == [
+    # One line per warning; random weights may also make the range test's
+    # suggestion unreliable, which it says.
+    lines = err.strip().splitlines()
+    assert lines[0] == (
         "keras-transfer: warning: --mixed-precision on a CPU is slow (float16 is "
         "emulated there); it pays off on a GPU."
-    ]
-    # 9 cats and 5 dogs train: 14 / (2 * 9) and 14 / (2 * 5).
-    assert "Class weights (balanced): cats 0.78, dogs 1.40." in out
-    assert calls == [pytest.approx({0: 14 / 18, 1: 14 / 10})] * 2  # finder, then training
+    )
+    assert all(line.startswith("keras-transfer: warning: ") for line in lines)
+    # 10 cats and 5 dogs train: 15 / (2 * 10) and 15 / (2 * 5).
+    assert "Class weights (balanced): cats 0.75, dogs 1.50." in out
+    assert calls == [{0: 0.75, 1: 1.5}] * 2  # The finder, then the training.
     line = next(l for l in out.splitlines() if l.startswith("Learning-rate range test"))
     rate = float(line.rsplit("--learning-rate ", 1)[1].rstrip("."))
     history = json.loads((tmp_path / "history.json").read_text())

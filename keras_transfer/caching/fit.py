@@ -10,6 +10,7 @@ from keras_transfer.caching.cache_plan import make_plan
 from keras_transfer.caching.info import INFO_ATTRIBUTE
 from keras_transfer.caching.info import SESSION_ATTRIBUTE
 from keras_transfer.caching.inputs import Fallback
+from keras_transfer.caching.inputs import FallbackError
 from keras_transfer.caching.session import RegimeSwitch
 from keras_transfer.caching.session import Session
 from keras_transfer.errors import ConfigurationError
@@ -57,7 +58,14 @@ def fit(model, fit_fn, fit_kwargs):
         return fit_fn(**fit_kwargs)
     session = Session(model, plan)
     try:
-        kwargs = session.prepare(fit_kwargs)
+        try:
+            kwargs = session.prepare(fit_kwargs)
+        except FallbackError as e:
+            warnings.warn(
+                f"Training {model.name!r} without the frozen-feature cache: {e.reason}",
+                stacklevel=3,
+            )
+            return fit_fn(**fit_kwargs)
         object.__setattr__(model, SESSION_ATTRIBUTE, session)
         return fit_fn(**kwargs)
     finally:

@@ -27,7 +27,17 @@ _RANDOM_OP_PREFIXES = ("Random", "StatelessRandom", "StatelessTruncatedNormal",
                        "StatefulTruncatedNormal")
 
 class Fallback:
+    """Why a fit trains uncached (`reason` None: say nothing, Keras will)."""
+
     def __init__(self, reason=None):
+        self.reason = reason
+
+
+class FallbackError(Exception):
+    """Raised once the data has been read, when it shows caching cannot be exact."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
         self.reason = reason
 
 

@@ -22,6 +22,7 @@ from keras_transfer.caching.graph import trains_now
 from keras_transfer.caching.info import FeatureCacheInfo
 from keras_transfer.caching.info import INFO_ATTRIBUTE
 from keras_transfer.caching.info import feature_cache_info
+from keras_transfer.caching.inputs import FallbackError
 from keras_transfer.caching.inputs import is_array
 from keras_transfer.caching.sharing import sharing_key
 from keras_transfer.caching.sharing import weight_checksums
@@ -87,6 +88,12 @@ class Session:
             rename = {self.plan.keys[cut]: shared.names[sig] for cut, sig in key.cuts.items()}
         else:
             train, val = self._compute(*inputs)
+            if batch_size is None and train.uneven:
+                raise FallbackError(
+                    "the training dataset's batches differ in size before the "
+                    "last one, and the cache trains on batches of one size. "
+                    "Batch the dataset once (e.g. .unbatch().batch(32)) to cache it."
+                )
             rename = {name: name for name in self.plan.keys.values()}
             self._owns_features = True
             if key is not None and store.insert(key, train, val, self._directory):

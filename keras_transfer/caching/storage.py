@@ -104,6 +104,10 @@ class FeatureBatches:
         self.count = 0
         self.nbytes = 0
         self.batch_size = None
+        # A batch after a short one, or larger than the first: the cache
+        # batches by one size, so such data cannot train as it would uncached.
+        self.uneven = False
+        self._short_seen = False
         self.columns = None
         self.y_structure = self.sample_weight_structure = None
 
@@ -125,6 +129,9 @@ class FeatureBatches:
                         "Pass numeric labels and weights, or build the model "
                         "with cache_frozen_features=False."
                     )
+        if size > self.batch_size or self._short_seen:
+            self.uneven = True
+        self._short_seen = self._short_seen or size < self.batch_size
         nbytes = _nbytes(features) + _nbytes(y) + _nbytes(sample_weight)
         self.count += size
         self.nbytes += nbytes
