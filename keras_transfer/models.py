@@ -177,8 +177,8 @@ class TransferClassifier(keras.Model):
     data, callbacks, `initial_epoch`, `class_weight`, `sample_weight`):
     results match uncached training, callbacks see one ordinary `fit`, and
     `evaluate` and `predict` are unchanged. Features are kept in memory up
-    to `cache_memory_limit` bytes and written to a temporary folder through
-    `tf.data` beyond it. Where caching would change the results (random
+    to `cache_memory_limit` bytes and written to a temporary folder beyond
+    it (read back by row, in the order the in-memory cache uses). Where caching would change the results (random
     augmentation layers before frozen layers, random operations in the
     `tf.data` pipeline) or cannot work (`steps_per_epoch`, generators,
     `PyDataset`), `fit` trains uncached and says why in one warning. After

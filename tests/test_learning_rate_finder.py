@@ -166,7 +166,7 @@ def test_train_learning_rate_auto_class_weight_and_mixed_precision(
     fit = TransferClassifier.fit
 
     def spy(self, *args, **kwargs):
-        calls.append(kwargs.get("class_weight"))
+        calls.append((kwargs.get("class_weight"), float(self.optimizer.learning_rate)))
         return fit(self, *args, **kwargs)
 
     monkeypatch.setattr(TransferClassifier, "fit", spy)
@@ -189,13 +189,14 @@ def test_train_learning_rate_auto_class_weight_and_mixed_precision(
     assert all(line.startswith("keras-transfer: warning: ") for line in lines)
     # 10 cats and 5 dogs train: 15 / (2 * 10) and 15 / (2 * 5).
     assert "Class weights (balanced): cats 0.75, dogs 1.50." in out
-    assert calls == [{0: 0.75, 1: 1.5}] * 2  # The finder, then the training.
+    (finder_weights, _), (train_weights, train_rate) = calls  # Finder, training.
+    assert finder_weights == train_weights == {0: 0.75, 1: 1.5}
     line = next(l for l in out.splitlines() if l.startswith("Learning-rate range test"))
     rate = float(line.rsplit("--learning-rate ", 1)[1].rstrip("."))
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["learning_rate"] == rate
     assert history["class_weight"] == "balanced" and history["mixed_precision"] is True
-    assert history["epochs"][0]["learning_rate"] == pytest.approx(rate, rel=1e-6)
+    assert train_rate == pytest.approx(rate, rel=1e-6)
 
 
 def test_learning_rate_must_be_a_number_or_auto(tmp_path, capsys):

@@ -101,6 +101,11 @@ class TokenPooling(keras.layers.Layer):
 class KerasHubBackboneSpec(BackboneSpec):
     """A `BackboneSpec` for a KerasHub backbone; see `register_keras_hub_backbone`.
 
+    Its `constructor` is a `KerasHubBuilder`, called like a
+    `keras.applications` function, which resolves `weights` itself: so the
+    tuner's backbone pool, which swaps the constructor for one handing out
+    a built backbone, works unchanged.
+
     Example:
 
     ```python
@@ -111,22 +116,10 @@ class KerasHubBackboneSpec(BackboneSpec):
     Args (besides `BackboneSpec`'s):
         preset: the preset it came from (a name, handle or local folder);
             empty for a registered object.
-        hub_config: the KerasHub backbone's `get_config()`.
-        scale: the image converter's scale (a number, one per channel, or None).
-        offset: the image converter's offset (likewise).
-        token_pooling: `"class_token"`, `"mean"`, or `""` for feature maps.
-        source: the registered backbone object, whose weights
-            `weights="imagenet"` copies when there is no preset.
     """
 
     preset: str = ""
-    hub_config: dict = dataclasses.field(default_factory=dict)
-    scale: object = None
-    offset: object = None
-    token_pooling: str = ""
-    source: object = dataclasses.field(default=None, compare=False, repr=False)
 
-    # The dataclass would hash every field, dicts included.
     __hash__ = BackboneSpec.__hash__
 
     def build(self, input_shape=None, weights=None):
@@ -140,32 +133,69 @@ class KerasHubBackboneSpec(BackboneSpec):
                 of this KerasHub backbone.
         """
         shape = self.check_input_shape(input_shape, require_rgb=weights is not None)
-        if weights is None:
-            backbone = self._from_config(shape)
-        elif weights == "imagenet":
-            backbone = self._pretrained(shape)
-        elif isinstance(weights, (str, os.PathLike)):
-            backbone = self._from_file(shape, weights)
-        else:
+        if weights is not None and not isinstance(weights, (str, os.PathLike)):
             raise ConfigurationError(
                 "weights must be None, 'imagenet' (the preset's weights) or the path "
                 f"to a .weights.h5 file. Received: weights={weights!r}"
             )
-        return wrap_backbone(backbone, shape, self.name, self.scale, self.offset, self.token_pooling)
+        return self.resolve_constructor()(include_top=False, weights=weights, input_shape=shape)
+
+
+class KerasHubBuilder:
+    """Builds a registered KerasHub backbone as the registry's wrapper model.
+
+    Called as `builder(include_top=False, weights=..., input_shape=...)`,
+    like a `keras.applications` function.
+
+    Example: `KerasHubBuilder("tiny_vit", ViTBackbone, vit.get_config(), source=vit)`.
+
+    Args:
+        name: the spec's name, which the wrapper model takes.
+        hub_class: the KerasHub backbone class.
+        config: the backbone's `get_config()`.
+        preset: the preset whose weights `"imagenet"` loads, or "".
+        scale, offset: the image converter's (a number, one per channel, or None).
+        token_pooling: `"class_token"`, `"mean"`, or `""` for feature maps.
+        source: the registered object, whose weights `"imagenet"` copies
+            when there is no preset.
+    """
+
+    def __init__(
+        self, name, hub_class, config, preset="", scale=None, offset=None,
+        token_pooling="", source=None,
+    ):
+        self.name = name
+        self.hub_class = hub_class
+        self.config = dict(config)
+        self.preset = preset
+        self.scale = scale
+        self.offset = offset
+        self.token_pooling = token_pooling
+        self.source = source
+
+    def __repr__(self):
+        return f"<KerasHub {self.hub_class.__name__} {self.preset or self.name}>"
+
+    def __call__(self, include_top=False, weights=None, input_shape=None):
+        if weights is None:
+            backbone = self._from_config(input_shape)
+        elif weights == "imagenet":
+            backbone = self._pretrained(input_shape)
+        else:
+            backbone = self._from_file(input_shape, weights)
+        return wrap_backbone(
+            backbone, input_shape, self.name, self.scale, self.offset, self.token_pooling
+        )
 
     def _shape_key(self):
-        return next((k for k in ("image_shape", "input_shape") if k in self.hub_config), None)
-
-    def _fixed_shape(self):
-        shape = self.hub_config.get(self._shape_key()) if self._shape_key() else None
-        return tuple(shape) if shape and None not in tuple(shape) else None
+        return next((k for k in ("image_shape", "input_shape") if k in self.config), None)
 
     def _from_config(self, shape):
-        config = {**self.hub_config, "dtype": keras.config.dtype_policy().name}
-        if self._fixed_shape() is not None:
+        config = {**self.config, "dtype": keras.config.dtype_policy().name}
+        if _fixed_size(self.config) is not None:
             config[self._shape_key()] = tuple(shape)
         try:
-            return self.resolve_constructor().from_config(config)
+            return self.hub_class.from_config(config)
         except ValueError as e:
             raise ConfigurationError(
                 f"KerasHub backbone {self.name!r} cannot be built for input_shape="
@@ -173,7 +203,7 @@ class KerasHubBackboneSpec(BackboneSpec):
             ) from e
 
     def _pretrained(self, shape):
-        fixed = self._fixed_shape()
+        fixed = _fixed_size(self.config)
         if fixed is not None and tuple(shape) != fixed:
             raise ConfigurationError(
                 f"KerasHub backbone {self.name!r} takes {fixed[0]}x{fixed[1]} images with "
@@ -275,10 +305,14 @@ def keras_hub_backbone_spec(backbone, name=None, image_converter=None, blocks=No
     fixed = _fixed_size(config)
     size = _converter_size(image_converter) or (fixed[0] if fixed else 224)
     name = name or (os.path.basename(preset.rstrip("/")) if preset else template.name)
+    builder = KerasHubBuilder(
+        name, type(template), config, preset, image_converter.scale, image_converter.offset,
+        _token_pooling(template, config), None if preset else template,
+    )
     spec = KerasHubBackboneSpec(
         name=name,
         family=type(template).__name__,
-        constructor=type(template),
+        constructor=builder,
         default_input_size=size,
         min_input_size=size if fixed else 32,
         preprocessing="none",
@@ -287,11 +321,6 @@ def keras_hub_backbone_spec(backbone, name=None, image_converter=None, blocks=No
         license=license,
         model_name_pattern=re.escape(name),
         preset=preset,
-        hub_config=config,
-        scale=image_converter.scale,
-        offset=image_converter.offset,
-        token_pooling=_token_pooling(template, config),
-        source=None if preset else template,
     )
     # The wrapper nests the backbone under its own name: check the blocks
     # against that view before anyone builds it.

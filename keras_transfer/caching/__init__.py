@@ -15,7 +15,8 @@ plain `fit` recomputes it at every epoch. `TransferClassifier.fit` (the model
    (the backbone's pooled output for the head-only phase, the output of the
    last frozen block for each fine-tuning phase), so the cached boundary
    moves with the unfreezing. They stay in memory up to `memory_limit`
-   bytes, and go to disk through `tf.data` beyond it.
+   bytes, and go to disk beyond it (raw files read by row, `np.memmap`, in
+   the order the in-memory cache would use).
 3. It calls Keras' own `fit` once on those features. Callbacks, `History`,
    `BackupAndRestore`, `EarlyStopping` and `ProgressiveUnfreeze` see one
    ordinary `fit` of the whole model; each training step runs only the part
@@ -29,8 +30,9 @@ backbone (EfficientNet's stochastic depth) run in inference mode, as the
 Keras 3 otherwise turns them on (keras-team/keras#20285).
 
 When caching would change the results or cannot work, `fit` trains as usual
-and says why in one warning: a random layer (data augmentation) before frozen
-layers, random operations in a `tf.data` pipeline, input types other than
+and says why in one warning: a random layer (data augmentation; custom
+layers are called twice on a sample batch to find out) before frozen
+layers, uneven `tf.data` batches before the last, random operations in a `tf.data` pipeline, input types other than
 arrays or a finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`.
 Python generators, `PyDataset` and `tf.data.Dataset.from_generator` are not
 inspected for randomness: pass `cache_frozen_features=False` when those
