@@ -45,22 +45,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_transfer  # noqa: E402
+from flowers import assets_dir  # noqa: E402  (benchmarks/flowers.py, beside this one)
 from keras_transfer.unfreeze import fine_tune_schedule  # noqa: E402
 
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-ASSETS_ENV = "KERAS_TRANSFER_ASSETS"
 DEFAULT_RATE = 1e-3
 LR_RATIO = 0.1
 DATA_SETS = {
     "flowers (5 classes)": None,
     "roses vs tulips": ("roses", "tulips"),
 }
-
-
-def assets_dir():
-    return pathlib.Path(
-        os.environ.get(ASSETS_ENV, PROJECT_ROOT.parent / "shared" / "assets")
-    )
 
 
 def parse_args(argv=None):

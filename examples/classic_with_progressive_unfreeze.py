@@ -10,7 +10,8 @@ added lines (marked `# keras-transfer`):
 - `callbacks=[ProgressiveUnfreeze(...), PhaseTimer(...)]` in `fit`.
 
 With them, the single `fit` call trains the head for the first half of the
-epochs and then also the last 20 layers with weights of the backbone, at a
+epochs and then also the last 20 layers of the backbone (`base_model.layers[-20:]`,
+as `for layer in base_model.layers[:-20]: layer.trainable = False` would), at a
 tenth of the learning rate, with BatchNormalization kept in inference mode;
 `PhaseTimer` writes what each phase cost to TensorBoard. Without
 `ProgressiveUnfreeze`, setting `layer.trainable` in the middle of a Keras 3

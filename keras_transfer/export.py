@@ -53,8 +53,8 @@ FLOAT32_TOLERANCE = 1e-4
 MIXED_PRECISION_TOLERANCE = 1e-2
 
 
-class ExportMismatchError(KerasTransferError, RuntimeError):
-    """An exported model's outputs differ from the Keras model's."""
+class ExportCheckError(KerasTransferError, RuntimeError):
+    """An exported model does not run in its runtime, or its outputs differ from Keras'."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +106,10 @@ def export_model(model, path, format="saved_model", images=None, tolerance=None)
         ConfigurationError: an unknown format, a path of the wrong kind, or
             a converter or runtime that is not installed (the message names
             the pip extra that installs it).
-        ExportMismatchError: the artifact's outputs differ from the model's
-            by more than `tolerance`; nothing is written.
+        ExportCheckError: the artifact does not run in its runtime (e.g. a
+            mixed-precision model's LiteRT file needs TensorFlow's Flex ops),
+            or its outputs differ from the model's by more than `tolerance`;
+            nothing is written.
     """
     keras_format, _ = check_format(format, path)
     path = os.path.abspath(os.fspath(path))
@@ -126,10 +128,18 @@ def export_model(model, path, format="saved_model", images=None, tolerance=None)
             warnings.filterwarnings("ignore", category=FutureWarning)
             model.export(temporary, format=keras_format, verbose=False)
         expected = model.predict(images, verbose=0)
-        actual = RUNTIMES[format](temporary, images)
+        try:
+            actual = RUNTIMES[format](temporary, images)
+        except Exception as e:  # noqa: BLE001 - any failure: the export is unusable.
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ExportCheckError(
+                f"The {format} export of {model.name!r} does not run in its "
+                f"runtime ({reason}), so it was not saved. Export a float32 "
+                "model, or try another format."
+            ) from None
         difference = float(np.max(np.abs(np.asarray(actual, "float64") - expected)))
         if not difference <= tolerance:
-            raise ExportMismatchError(
+            raise ExportCheckError(
                 f"The {format} export of {model.name!r} disagrees with the Keras "
                 f"model: outputs differ by up to {difference:.3g} (tolerance "
                 f"{tolerance:g}) on {len(images)} images, so it was not saved. "

@@ -32,6 +32,7 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.layers import class_names_of  # noqa: F401  (public path)
+from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.files import fsync_file
 from keras_transfer.utils.internals import releasing_custom_gradients
 from keras_transfer.utils.tensors import copy_optimizer
@@ -192,6 +193,19 @@ class TransferClassifier(keras.Model):
     `ProgressiveUnfreeze` (its schedule is known in advance), not with a
     callback of your own (`fit` raises a `ConfigurationError` if one does).
 
+    Augmentation: random layers (`RandomFlip`, `RandomRotation`, ...)
+    before frozen layers make each epoch's inputs new, so by default `fit`
+    trains uncached. `augmented_views=K` caches them instead: one pass
+    computes K augmented views of every training image (the random layers
+    in training mode, everything else in inference mode; validation
+    unaugmented) and epoch `e` trains on view `e % K`, in every phase. What
+    changes against fresh randomness each epoch: each image is seen in K
+    distinct augmentations instead of one new one per epoch (with
+    K >= epochs, the same distribution); the random layers draw the views
+    from their own seed generators, reproducible under
+    `keras.utils.set_random_seed` but not the draws of an uncached fit.
+    Memory and disk: K times the training features.
+
     GPU: `build_classifier(..., dtype="mixed_float16")` for mixed precision
     and `compile(..., jit_compile=True)` for XLA apply to the cache pass
     too. On CPU, XLA makes MobileNetV2 over 10x slower (measured with
@@ -227,6 +241,10 @@ class TransferClassifier(keras.Model):
             earlier fit computed from identical frozen layers and data, and
             leaves its own there for the next. Also settable as the
             `feature_store` attribute.
+        augmented_views: None or 0 (default: random layers before frozen
+            ones make `fit` train uncached), or an int K >= 1: cache K
+            augmented views of each training image, epoch `e` training on
+            view `e % K`. Also settable as the `augmented_views` attribute.
     """
 
     def __init__(
@@ -236,6 +254,7 @@ class TransferClassifier(keras.Model):
         cache_memory_limit=defaults.CACHE_MEMORY_LIMIT,
         cache_dir=None,
         feature_store=None,
+        augmented_views=None,
         **kwargs,
     ):
         if not isinstance(cache_frozen_features, bool):
@@ -263,11 +282,85 @@ class TransferClassifier(keras.Model):
                 "feature_store must be a keras_transfer.caching.FeatureStore or "
                 f"None. Received: feature_store={feature_store!r}"
             )
+        augmented_views = check_int(
+            augmented_views, "augmented_views", optional=True,
+            hint="None or 0 trains uncached when random layers precede frozen ones.",
+        )
         super().__init__(*args, **kwargs)
+        self.augmented_views = augmented_views or None
         self.feature_store = feature_store
         self.cache_frozen_features = cache_frozen_features
         self.cache_memory_limit = cache_memory_limit
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+
+    @classmethod
+    def from_model(cls, model, **cache_options):
+        """A `TransferClassifier` over the layers of an already built model.
+
+        The one-word swap for a model you did not build yourself: the
+        returned model shares `model`'s layers and weights (nothing is
+        copied; training one trains the other) and its `fit` caches the
+        output of frozen layers. A functional model keeps its inputs and
+        outputs; a `Sequential` one is rebuilt as a functional graph of the
+        same layers. When `model` is compiled, the new model is compiled
+        from its compile config (`get_compile_config`): the same loss,
+        metrics and optimizer settings, with a fresh optimizer state.
+
+        Example:
+
+        ```python
+        base_model = keras.applications.MobileNetV2(
+            input_shape=(96, 96, 3), include_top=False, weights=None)
+        base_model.trainable = False
+        model = keras.Sequential([
+            keras.Input((96, 96, 3)), base_model,
+            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model = keras_transfer.TransferClassifier.from_model(model)
+        model.fit(x, y, epochs=4, callbacks=[
+            keras_transfer.ProgressiveUnfreeze(base_model, {2: 20}, unit="layers")])
+        ```
+
+        Args:
+            model: a functional or `Sequential` Keras model, built (with
+                known inputs).
+            **cache_options: `cache_frozen_features`, `cache_memory_limit`,
+                `cache_dir`, `feature_store`, as for the constructor.
+
+        Raises:
+            ConfigurationError: a subclassed or unbuilt model, or a compile
+                config that cannot be restored (compile the result yourself).
+        """
+        if isinstance(model, keras.Sequential):
+            if not model.built or not getattr(model, "inputs", None):
+                raise ConfigurationError(
+                    f"from_model needs a built Sequential model, and {model.name!r} has "
+                    "no inputs yet: start it with keras.Input(shape) or call build(shape)."
+                )
+            source = model.inputs[0]
+            inputs = keras.Input(shape=source.shape[1:], dtype=source.dtype)
+            outputs = inputs
+            for layer in model.layers:
+                outputs = layer(outputs)
+        elif isinstance(model, keras.Model) and getattr(model, "outputs", None):
+            inputs, outputs = model.input, model.output
+        else:
+            raise ConfigurationError(
+                f"from_model needs a functional or Sequential model; {model.name!r} is a "
+                f"subclassed {type(model).__name__}. Build it with keras.Model(inputs, "
+                "outputs) or TransferClassifier(inputs, outputs) instead."
+            )
+        classifier = cls(inputs, outputs, name=model.name, **cache_options)
+        if model.compiled:
+            try:
+                classifier.compile_from_config(model.get_compile_config())
+            except (TypeError, ValueError) as error:
+                raise ConfigurationError(
+                    f"from_model could not restore the compile settings of {model.name!r} "
+                    f"({error}). Call from_model before compile, or compile the "
+                    "returned model yourself."
+                ) from None
+        return classifier
 
     def __call__(self, *args, **kwargs):
         # During a cached fit the traced steps receive feature dictionaries
@@ -336,6 +429,7 @@ class TransferClassifier(keras.Model):
             {
                 "cache_frozen_features": self.cache_frozen_features,
                 "cache_memory_limit": self.cache_memory_limit,
+                "augmented_views": self.augmented_views,
             }
         )
         return config

@@ -64,7 +64,7 @@ def tiny_classifier(cache, head=None, backbone_dropout=0.0, memory_limit=None):
 def unfreeze(**kwargs):
     """Head only, then from epoch 1 the top conv and BN layers (cached: relu1, 7x7)."""
     return keras_transfer.ProgressiveUnfreeze(
-        "tiny_backbone", {1: 2}, unit="layers", verbose=0, **kwargs
+        "tiny_backbone", {1: 2}, unit="weighted_layers", verbose=0, **kwargs
     )
 
 

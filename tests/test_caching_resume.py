@@ -78,7 +78,7 @@ def fit(model, base, images, backup, extra=(), verbose=0):
     x, y, x_val, y_val = images
     callbacks = [keras.callbacks.BackupAndRestore(str(backup))]
     if base is not None:
-        callbacks.append(ProgressiveUnfreeze(base, {1: 2}, unit="layers", verbose=0))
+        callbacks.append(ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0))
     return model.fit(
         x, y, batch_size=4, epochs=EPOCHS, shuffle=False, validation_data=(x_val, y_val),
         callbacks=callbacks + list(extra), verbose=verbose,

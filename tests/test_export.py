@@ -14,7 +14,7 @@ import keras_transfer
 from keras_transfer import cli
 from keras_transfer import export
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.export import ExportMismatchError
+from keras_transfer.export import ExportCheckError
 from keras_transfer.export import export_model
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
@@ -106,11 +106,24 @@ def test_an_export_that_disagrees_is_refused_and_not_kept(model, tmp_path, monke
     monkeypatch.setitem(
         export.RUNTIMES, "saved_model", lambda p, images: model.predict(images) + 1e-3
     )
-    with pytest.raises(ExportMismatchError, match="differ by up to 0.001"):
+    with pytest.raises(ExportCheckError, match="differ by up to 0.001"):
         export_model(model, path)
     # The earlier, good export is still there, and no temporary is left.
     assert sorted(p.name for p in path.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["tiny"]
+
+
+def test_an_export_its_runtime_cannot_run_is_one_line_error(model, tmp_path, monkeypatch):
+    def flex_ops(path, images):
+        raise RuntimeError("Select TensorFlow op(s) are not supported.\nMore details.")
+
+    monkeypatch.setitem(export.RUNTIMES, "saved_model", flex_ops)
+    with pytest.raises(ExportCheckError) as error:
+        export_model(model, tmp_path / "tiny")
+    assert "does not run in its runtime (Select TensorFlow op(s) are not supported.)" in (
+        str(error.value)
+    )
+    assert "\n" not in str(error.value) and list(tmp_path.iterdir()) == []
 
 
 def test_cli_export_writes_a_checked_artifact(model, tmp_path, capsys):

@@ -68,7 +68,8 @@ def test_vit_trains_its_last_transformer_layers_in_one_cached_fit(registered):
     assert spec.block_names == (
         "embedding", "transformer_block_1", "transformer_block_2", "transformer_block_3"
     )
-    assert (spec.default_input_size, spec.min_input_size, spec.preprocessing) == (32, 32, "none")
+    assert (spec.default_input_size, spec.min_input_size) == (32, 32)
+    assert spec.preprocessing == "none"
     model = keras_transfer.build_classifier("test_tiny_vit", 2, input_shape=(32, 32, 3))
     backbone, found = backbones.find_backbone(model)
     assert found is spec
@@ -191,3 +192,38 @@ def test_saved_classifier_loads_back(registered, tmp_path):
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_the_tuners_backbone_pool_reuses_it(registered):
+    pool_module = pytest.importorskip("keras_transfer.tuner.backbone_pool")
+    spec = registered(tiny_vit(1), "test_vit_pooled", image_converter=converter())
+    pool = pool_module.BackbonePool()
+    first = pool.build(spec, 2, (32, 32, 3), None, 0.0, {"hidden_units": 0})
+    backbone = backbones.find_backbone(first)[0]
+    del first
+    # The pool hands the same backbone to the next trial, through the
+    # spec's constructor.
+    second = pool.build(spec, 2, (32, 32, 3), None, 0.0, {"hidden_units": 0})
+    assert backbones.find_backbone(second)[0] is backbone
+
+
+def tiny_efficientnet(**kwargs):
+    return keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[0.25] * 2, stackwise_depth_coefficients=[1.0] * 2,
+        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 2],
+        stackwise_input_filters=[32, 16], stackwise_output_filters=[16, 24],
+        stackwise_expansion_ratios=[1, 6], stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[1, 2], stackwise_block_types=["v1", "v1"],
+        stackwise_force_input_filters=[0, 0], stackwise_nores_option=[False, False],
+        input_shape=(None, None, 3), **kwargs,
+    )
+
+
+def test_efficientnet_blocks_and_a_config_that_does_not_rebuild(registered):
+    spec = registered(tiny_efficientnet(), "test_tiny_efficientnet", image_converter=converter())
+    assert spec.block_names == ("stem", "block1a", "block2a", "block2b", "top")
+    assert spec.build(input_shape=(32, 32, 3), weights="imagenet").output.shape[1:3] == (8, 8)
+    # KerasHub's get_config() leaves num_features out: rebuilding from it
+    # would be another network, so registration refuses.
+    with pytest.raises(ConfigurationError, match="does not rebuild from its get_config"):
+        hub.keras_hub_backbone_spec(tiny_efficientnet(num_features=64), image_converter=converter())

@@ -1,5 +1,6 @@
 """`find_learning_rate` and the `train` flags around it (`--learning-rate auto`, `--class-weight`, `--mixed-precision`)."""
 
+import functools
 import json
 import os
 import warnings
@@ -12,6 +13,7 @@ from conftest import write_image_folder
 
 import keras_transfer
 from keras_transfer import cli
+from keras_transfer.cli import train_command
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.learning_rate import RULES
 from keras_transfer.learning_rate import suggest
@@ -64,7 +66,9 @@ def test_the_finder_leaves_model_and_optimizer_as_they_were(images):
     with warnings.catch_warnings():
         # Its suggestion may be unreliable (dropout 0.5): only the state counts.
         warnings.simplefilter("ignore")
-        finding = keras_transfer.find_learning_rate(model, x, y, batch_size=8, verbose=0)
+        finding = keras_transfer.find_learning_rate(
+            model, x, y, batch_size=8, steps=40, verbose=0
+        )
 
     after_variables, after_slots, after_optimizer = _state(model)
     assert after_optimizer is optimizer
@@ -77,7 +81,7 @@ def test_the_finder_leaves_model_and_optimizer_as_they_were(images):
         trained.fit(x, y, batch_size=8, epochs=2, verbose=0)
     for a, b in zip(model.get_weights(), twin.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert len(finding.learning_rates) >= 80
+    assert len(finding.learning_rates) >= 30
 
 
 def test_recorded_losses_are_each_batchs_own_loss(images):
@@ -102,7 +106,7 @@ def test_the_finding_suggests_a_rate_and_plots_it(images, tmp_path):
     x, y = images
     model = tiny_classifier(dropout=0.0)
     finding = keras_transfer.find_learning_rate(
-        model, x, y, batch_size=8, max_lr=10.0, rule="steepest",
+        model, x, y, batch_size=4, max_lr=10.0, rule="steepest",
         plot=tmp_path / "lr.png", verbose=0,
     )
     rates = finding.learning_rates
@@ -156,12 +160,28 @@ def test_an_uncompiled_model_is_refused(images):
         keras_transfer.find_learning_rate(uncompiled, x, y)
 
 
-def test_train_learning_rate_auto_class_weight_and_mixed_precision(
-    tmp_path, capsys, monkeypatch
-):
+def test_the_finder_works_under_mixed_precision(images):
+    x, y = images
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tiny_classifier(dropout=0.0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    optimizer = model.optimizer  # A LossScaleOptimizer, after compile.
+    finding = keras_transfer.find_learning_rate(model, x, y, batch_size=8, verbose=0)
+    assert model.optimizer is optimizer
+    assert np.all(np.isfinite(finding.losses)) and finding.suggestion > 0
+
+
+def _data_12_cats_6_dogs(tmp_path):
     data_dir = write_image_folder(tmp_path / "images", per_class=12, size=(32, 32))
     for image in sorted((data_dir / "dogs").iterdir())[:6]:
-        image.unlink()  # 12 cats, 6 dogs
+        image.unlink()
+    return data_dir
+
+
+def test_train_learning_rate_auto_and_balanced_class_weight(tmp_path, capsys, monkeypatch):
+    data_dir = _data_12_cats_6_dogs(tmp_path)
     calls = []
     fit = TransferClassifier.fit
 
@@ -170,33 +190,50 @@ def test_train_learning_rate_auto_class_weight_and_mixed_precision(
         return fit(self, *args, **kwargs)
 
     monkeypatch.setattr(TransferClassifier, "fit", spy)
+    # A shorter test than the default hundred steps: the wiring is under test.
+    monkeypatch.setattr(
+        train_command, "find_learning_rate",
+        functools.partial(keras_transfer.find_learning_rate, steps=30),
+    )
     status = cli.main([
         "train", str(data_dir), "--backbone", "mobilenet_v2_035", "--weights", "none",
-        "--image-size", "32",
-        "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "4",
-        "--learning-rate", "auto", "--class-weight", "balanced",
-        "--mixed-precision", "--output", str(tmp_path / "m.keras"),
+        "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0",
+        "--batch-size", "4", "--learning-rate", "auto", "--class-weight", "balanced",
+        "--output", str(tmp_path / "m.keras"),
     ])
     out, err = capsys.readouterr()
     assert status == 0, err
-    # One line per warning; random weights may also make the range test's
-    # suggestion unreliable, which it says.
-    lines = err.strip().splitlines()
-    assert lines[0] == (
-        "keras-transfer: warning: --mixed-precision on a CPU is slow (float16 is "
-        "emulated there); it pays off on a GPU."
-    )
-    assert all(line.startswith("keras-transfer: warning: ") for line in lines)
     # 10 cats and 5 dogs train: 15 / (2 * 10) and 15 / (2 * 5).
     assert "Class weights (balanced): cats 0.75, dogs 1.50." in out
     (finder_weights, _), (train_weights, train_rate) = calls  # Finder, training.
     assert finder_weights == train_weights == {0: 0.75, 1: 1.5}
     line = next(l for l in out.splitlines() if l.startswith("Learning-rate range test"))
     rate = float(line.rsplit("--learning-rate ", 1)[1].rstrip("."))
-    history = json.loads((tmp_path / "history.json").read_text())
-    assert history["learning_rate"] == rate
-    assert history["class_weight"] == "balanced" and history["mixed_precision"] is True
     assert train_rate == pytest.approx(rate, rel=1e-6)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["learning_rate"] == rate and history["class_weight"] == "balanced"
+
+
+def test_train_mixed_precision_builds_float16_and_says_cpu_is_slow(
+    tmp_path, capsys, monkeypatch
+):
+    built = {}
+
+    def build_classifier(*args, **kwargs):
+        built.update(kwargs)
+        raise KeyboardInterrupt  # Stops the run once the model is asked for.
+
+    monkeypatch.setattr(train_command, "build_classifier", build_classifier)
+    status = cli.main([
+        "train", str(_data_12_cats_6_dogs(tmp_path)), "--weights", "none",
+        "--mixed-precision", "--output", str(tmp_path / "m.keras"),
+    ])
+    err = capsys.readouterr().err
+    assert status == 130 and built["dtype"] == "mixed_float16"
+    assert err.splitlines()[0] == (
+        "keras-transfer: warning: --mixed-precision on a CPU is slow (float16 is "
+        "emulated there); it pays off on a GPU."
+    )
 
 
 def test_learning_rate_must_be_a_number_or_auto(tmp_path, capsys):

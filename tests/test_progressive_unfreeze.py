@@ -82,7 +82,7 @@ class RecordWeights(keras.callbacks.Callback):
 def test_unfrozen_units_train_frozen_units_stay_bit_identical():
     model, base = classic_model()
     x, y = _data()
-    unfreeze = ProgressiveUnfreeze(base, {2: 6}, unit="layers", verbose=0)
+    unfreeze = ProgressiveUnfreeze(base, {2: 6}, unit="weighted_layers", verbose=0)
     recorder = RecordWeights(base.layers)
     model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[unfreeze, recorder], verbose=0)
     weighted = [l for l in base.layers if l.weights]
@@ -106,7 +106,7 @@ def test_unfrozen_units_train_frozen_units_stay_bit_identical():
 def test_train_bn_true_updates_batchnorm_statistics():
     model, base = classic_model()
     x, y = _data()
-    unfreeze = ProgressiveUnfreeze(base, {1: 6}, unit="layers", train_bn=True, verbose=0)
+    unfreeze = ProgressiveUnfreeze(base, {1: 6}, unit="weighted_layers", train_bn=True, verbose=0)
     start = _snapshot(base.layers)
     model.fit(x, y, batch_size=BATCH, epochs=2, callbacks=[unfreeze], verbose=0)
     bn = [l for l in base.layers if l.weights][-6:]
@@ -122,7 +122,7 @@ def test_logs_record_phase_trainable_params_and_backbone_rate(tmp_path):
     model, base = classic_model()
     x, y = _data()
     csv = tmp_path / "log.csv"
-    unfreeze = ProgressiveUnfreeze(base, {1: 4}, unit="layers", lr_ratio=0.1, verbose=0)
+    unfreeze = ProgressiveUnfreeze(base, {1: 4}, unit="weighted_layers", lr_ratio=0.1, verbose=0)
     seen = []
     watch = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: seen.append(_phase.current_phase(model))
@@ -151,7 +151,7 @@ def test_newly_unfrozen_weights_take_no_larger_first_step_than_their_rate():
     x, y = _data(n=64)
     warmup = 4
     unfreeze = ProgressiveUnfreeze(
-        base, {3: 2}, unit="layers", lr_ratio=0.5, warmup_steps=warmup, verbose=0
+        base, {3: 2}, unit="weighted_layers", lr_ratio=0.5, warmup_steps=warmup, verbose=0
     )
 
     class FirstStep(keras.callbacks.Callback):
@@ -180,7 +180,7 @@ def test_head_keeps_its_optimizer_and_state_across_phases():
     compiled = keras.optimizers.Adam(1e-3)
     model, base = tiny_model(compiled)
     x, y = _data()
-    unfreeze = ProgressiveUnfreeze(base, {1: 3}, unit="layers", verbose=0)
+    unfreeze = ProgressiveUnfreeze(base, {1: 3}, unit="weighted_layers", verbose=0)
     model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[unfreeze], verbose=0)
     assert isinstance(model.optimizer, UnfreezeOptimizer)
     assert model.optimizer.head_optimizer is compiled
@@ -214,7 +214,7 @@ def _uninterrupted(x, y, epochs=4):
     model, base = tiny_model()
     model.fit(
         x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
-        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="layers", verbose=0)],
+        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     return _train_state(model)
 
@@ -225,12 +225,12 @@ def test_resume_with_initial_epoch_matches_uninterrupted_run():
     model, base = tiny_model()
     model.fit(
         x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="layers", verbose=0)],
+        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     # A fresh callback, resuming in the middle of phase 2.
     model.fit(
         x, y, batch_size=BATCH, epochs=4, initial_epoch=2, shuffle=False, verbose=0,
-        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="layers", verbose=0)],
+        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     _assert_same_state(_train_state(model), expected)
 
@@ -256,7 +256,7 @@ def test_backup_and_restore_after_crash_mid_phase_matches_uninterrupted_run(tmp_
             x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
             callbacks=[
                 keras.callbacks.BackupAndRestore(backup),
-                ProgressiveUnfreeze(base, SCHEDULE, unit="layers", verbose=0),
+                ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0),
                 CrashAfterEpoch(2),
             ],
         )
@@ -267,7 +267,7 @@ def test_backup_and_restore_after_crash_mid_phase_matches_uninterrupted_run(tmp_
         x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
         callbacks=[
             keras.callbacks.BackupAndRestore(backup),
-            ProgressiveUnfreeze(base, SCHEDULE, unit="layers", verbose=0),
+            ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0),
         ],
     )
     _assert_same_state(_train_state(model), expected)
@@ -277,7 +277,7 @@ def test_works_with_early_stopping_checkpoint_and_reduce_lr_on_plateau(tmp_path)
     model, base = tiny_model(keras.optimizers.SGD(1e-2, momentum=0.9))
     x, y = _data()
     checkpoint = tmp_path / "best.keras"
-    unfreeze = ProgressiveUnfreeze(base, {1: 4}, unit="layers", lr_ratio=0.1, verbose=0)
+    unfreeze = ProgressiveUnfreeze(base, {1: 4}, unit="weighted_layers", lr_ratio=0.1, verbose=0)
     history = model.fit(
         x, y, batch_size=BATCH, epochs=4, verbose=0, validation_data=(x, y),
         callbacks=[
@@ -302,7 +302,7 @@ def test_gradual_schedule_and_adamw_with_learning_rate_schedule():
     x, y = _data()
     unfreeze = ProgressiveUnfreeze(
         base, GradualSchedule(start_epoch=1, every=1, max_depth=2, step=2),
-        unit="layers", lr_decay=2.6, verbose=0,
+        unit="weighted_layers", lr_decay=2.6, verbose=0,
     )
     history = model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[unfreeze], verbose=0)
     assert unfreeze.phases == [(0, 0), (1, 2)]
@@ -338,12 +338,12 @@ def test_bad_arguments_fail_at_construction(kwargs, message):
 def test_depth_past_the_backbone_fails_before_any_epoch():
     model, base = classic_model()
     x, y = _data(n=8)
-    weighted = len([l for l in base.layers if l.weights])
+    count = len(base.layers)
     ran = RecordWeights([])
-    with pytest.raises(ConfigurationError, match=f"only {weighted} layers"):
+    with pytest.raises(ConfigurationError, match=f"only {count} layers"):
         model.fit(
             x, y, epochs=2, verbose=0,
-            callbacks=[ProgressiveUnfreeze(base, {1: weighted + 1}, unit="layers"), ran],
+            callbacks=[ProgressiveUnfreeze(base, {1: count + 1}, unit="layers"), ran],
         )
     assert ran.at_epoch_begin == {}
 
@@ -353,7 +353,7 @@ def test_decreasing_depth_is_refused():
     x, y = _data(n=8)
     with pytest.raises(ConfigurationError, match="must not decrease"):
         model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[ProgressiveUnfreeze(base, {1: 4, 2: 2}, unit="layers")])
+                  callbacks=[ProgressiveUnfreeze(base, {1: 4, 2: 2}, unit="weighted_layers")])
 
 
 def test_backbone_not_in_the_model_is_refused():
@@ -362,13 +362,13 @@ def test_backbone_not_in_the_model_is_refused():
     x, y = _data(n=8)
     with pytest.raises(ConfigurationError, match="not part of the model"):
         model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[ProgressiveUnfreeze(other, {1: 4}, unit="layers")])
+                  callbacks=[ProgressiveUnfreeze(other, {1: 4}, unit="weighted_layers")])
 
 
 def test_unknown_layer_name_and_uncompiled_model_are_refused():
     model, _ = classic_model()
     with pytest.raises(ConfigurationError, match="no layer named"):
-        ProgressiveUnfreeze("nope", {1: 1}, unit="layers").set_model(model)
+        ProgressiveUnfreeze("nope", {1: 1}, unit="weighted_layers").set_model(model)
     model, _ = classic_model(compile_model=False)
     with pytest.raises(ConfigurationError, match="compiled model"):
         ProgressiveUnfreeze(None, {1: 1}).set_model(model)
@@ -411,7 +411,7 @@ def test_mixed_precision_run_completes_and_unfreezes():
         start = _snapshot(base.layers)
         model.fit(
             x, y, batch_size=BATCH, epochs=2, verbose=0,
-            callbacks=[ProgressiveUnfreeze(base, {1: 2}, unit="layers", verbose=0)],
+            callbacks=[ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0)],
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -449,7 +449,7 @@ x = np.random.rand(32, 16, 16, 3).astype("float32")
 y = np.random.randint(0, 2, 32)
 before = {v.path: v.numpy().copy() for v in base.weights}
 history = model.fit(x, y, batch_size=8, epochs=2, verbose=0,
-                    callbacks=[ProgressiveUnfreeze(base, {1: 2}, unit="layers", verbose=0)])
+                    callbacks=[ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0)])
 after = {v.path: v.numpy() for v in base.weights}
 assert isinstance(model.optimizer, UnfreezeOptimizer)
 assert not np.array_equal(before["conv2/kernel"], after["conv2/kernel"])

@@ -27,7 +27,7 @@ def _unfreeze(base, schedule):
     # One learning rate for head and backbone, no warm-up: the per-group
     # optimizer should then take the very steps of one plain optimizer.
     return ProgressiveUnfreeze(
-        base, schedule, unit="layers", lr_ratio=1.0, warmup_steps=0, verbose=0
+        base, schedule, unit="weighted_layers", lr_ratio=1.0, warmup_steps=0, verbose=0
     )
 
 

@@ -21,7 +21,7 @@ def inline_model():
 
 def test_phases_epochs_and_depths():
     model, base = inline_model()
-    plan = UnfreezePlan(model, base, {2: 2, 4: 4}, unit="layers")
+    plan = UnfreezePlan(model, base, {2: 2, 4: 4}, unit="weighted_layers")
     assert plan.units == ["conv0", "bn0", "conv1", "bn1", "conv2", "bn2"]
     assert plan.phases == [(0, 0), (2, 2), (4, 4)]
     assert [plan.depth_at(e) for e in range(6)] == [0, 0, 2, 2, 4, 4]
@@ -36,7 +36,7 @@ def test_phases_epochs_and_depths():
 
 def test_applied_depth_trains_exactly_the_layers_the_plan_names():
     model, base = inline_model()
-    plan = UnfreezePlan(model, base, {1: 4}, unit="layers")
+    plan = UnfreezePlan(model, base, {1: 4}, unit="weighted_layers")
     for depth in (4, 0):
         plan.apply_depth(depth)
         trainable = {l.name for l in base.layers if l.trainable_weights}
@@ -44,13 +44,13 @@ def test_applied_depth_trains_exactly_the_layers_the_plan_names():
     plan.apply_depth(4)
     # BatchNormalization stays frozen unless train_bn=True.
     assert {l.name for l in plan.trainable_layers(4)} == {"conv1", "conv2"}
-    with_bn = UnfreezePlan(model, base, {1: 4}, unit="layers", train_bn=True)
+    with_bn = UnfreezePlan(model, base, {1: 4}, unit="weighted_layers", train_bn=True)
     assert {l.name for l in with_bn.trainable_layers(4)} == {"conv1", "bn1", "conv2", "bn2"}
 
 
 def test_trains_at_answers_for_every_layer_of_the_model():
     model, base = inline_model()
-    plan = UnfreezePlan(model, base, {1: 2}, unit="layers")
+    plan = UnfreezePlan(model, base, {1: 2}, unit="weighted_layers")
     head = model.get_layer("head")
     at_head_only, at_two = plan.trains_at(0), plan.trains_at(2)
     assert at_head_only(head) and at_two(head)
@@ -62,7 +62,7 @@ def test_trains_at_answers_for_every_layer_of_the_model():
 
 def test_the_callback_training_follows_its_plan():
     model, base = inline_model()
-    unfreeze = keras_transfer.ProgressiveUnfreeze(base, {1: 2}, unit="layers", verbose=0)
+    unfreeze = keras_transfer.ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0)
     plan = plan_from_callbacks([keras.callbacks.History(), unfreeze], model)
     assert plan is unfreeze.plan and plan.model is model
     before = {l.name: [w.numpy().copy() for w in l.weights] for l in base.layers if l.weights}
@@ -80,8 +80,8 @@ def test_the_callback_training_follows_its_plan():
 def test_several_plans_are_refused():
     model, base = inline_model()
     callbacks = [
-        keras_transfer.ProgressiveUnfreeze(base, {1: 1}, unit="layers"),
-        keras_transfer.ProgressiveUnfreeze(base, {1: 2}, unit="layers"),
+        keras_transfer.ProgressiveUnfreeze(base, {1: 1}, unit="weighted_layers"),
+        keras_transfer.ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers"),
     ]
     with pytest.raises(ValueError, match="several ProgressiveUnfreeze"):
         plan_from_callbacks(callbacks, model)
@@ -90,8 +90,11 @@ def test_several_plans_are_refused():
 
 def test_schedule_past_the_backbone_is_refused_with_the_limit():
     model, base = inline_model()
-    with pytest.raises(ConfigurationError, match="has only 6 layers"):
-        UnfreezePlan(model, base, {1: 7}, unit="layers")
+    # unit="layers" counts base.layers: the input, then conv, bn, relu x 3.
+    with pytest.raises(ConfigurationError, match="has only 10 layers"):
+        UnfreezePlan(model, base, {1: 11}, unit="layers")
+    with pytest.raises(ConfigurationError, match="has only 6 weighted_layers"):
+        UnfreezePlan(model, base, {1: 7}, unit="weighted_layers")
 
 
 def test_fine_tune_schedule_is_the_shared_recipe():

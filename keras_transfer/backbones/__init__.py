@@ -19,9 +19,11 @@ change.
   recognise a built model.
 - `catalogue` and `catalogue_*` (one module per family): the built-in
   `keras.applications` backbones, registered when this package is imported.
-- `hub`: KerasHub image backbones (ViT, ResNet, EfficientNet) by preset or
-  object, `register_keras_hub_backbone`; needs the `[hub]` extra and is
-  imported on demand (`from keras_transfer.backbones import hub`).
+- `hub` (with `hub_presets` and `hub_units`): KerasHub image backbones
+  (ViT, ResNet, EfficientNet) by preset or object,
+  `register_keras_hub_backbone`; needs the `[hub]` extra and is imported on
+  demand (`from keras_transfer.backbones import hub`), so that importing
+  keras-transfer does not import keras-hub.
 - `weights`: resolving `weights=None | "imagenet" | path`, offline-safe.
 """
 

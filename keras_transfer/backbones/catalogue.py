@@ -1,8 +1,9 @@
 """The built-in backbones: `keras.applications` models, registered on import.
 
-MobileNet v1 (3 widths), MobileNetV2 (6 widths) and EfficientNet B0-B7, each as a `BackboneSpec` with its block list, weights file and
-licence; the `catalogue_*` modules register the other `keras.applications`
-families. Importing `keras_transfer.backbones` imports them all, so the
+MobileNet v1 (3 widths), MobileNetV2 (6 widths) and EfficientNet B0-B7,
+each as a `BackboneSpec` with its block list, weights file and licence; the
+`catalogue_*` modules register the other `keras.applications` families
+(ResNet50 lives with the other ResNets in `catalogue_resnet`). Importing `keras_transfer.backbones` imports them all, so the
 registry always holds them.
 
 `params` were measured once with `count_params()` on the model built with

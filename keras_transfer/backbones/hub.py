@@ -35,6 +35,12 @@ preset's `model.weights.h5`). A preset that is neither cached nor
 downloadable fails at once with one `WeightsError` naming KerasHub's cache
 folder and how to pass a local preset directory instead.
 
+The spec rebuilds the KerasHub backbone from its `get_config()` for every
+model; a registered object whose config does not rebuild it (KerasHub's
+`EfficientNetBackbone` leaves `num_features` out) is refused.
+`hub_presets` loads presets (and fails fast offline), `hub_units` finds the
+units.
+
 Needs the `[hub]` extra (`pip install keras-transfer[hub]`); import this
 module (or `keras_hub`) before loading a saved model built from it.
 """
@@ -43,26 +49,20 @@ import dataclasses
 import os
 import re
 import types
-import urllib.parse
 
 import keras
 from keras import ops
 
-from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.backbones.blocks import group_layers
+from keras_transfer.backbones.hub_presets import keras_hub
+from keras_transfer.backbones.hub_presets import load_preset
+from keras_transfer.backbones.hub_presets import preset_converter
+from keras_transfer.backbones.hub_presets import require_keras_hub
 from keras_transfer.backbones.hub_units import hub_blocks
 from keras_transfer.backbones.registry import register_backbone
 from keras_transfer.backbones.spec import BackboneSpec
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import WeightsError
-
-try:
-    import keras_hub
-except ImportError:  # the [hub] extra is not installed
-    keras_hub = None
-
-# Where each kind of preset handle downloads from, for the offline check.
-_HOSTS = {"kaggle": "https://api.kaggle.com", "hf": "https://huggingface.co"}
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -281,12 +281,12 @@ def keras_hub_backbone_spec(backbone, name=None, image_converter=None, blocks=No
 
     Example: `spec = hub.keras_hub_backbone_spec(vit, image_converter=converter)`.
     """
-    _require_keras_hub()
+    require_keras_hub()
     preset = ""
     if isinstance(backbone, (str, os.PathLike)):
         preset = os.fspath(backbone)
         template = load_preset(preset, load_weights=False)
-        image_converter = image_converter or _preset_converter(preset)
+        image_converter = image_converter or preset_converter(preset)
     elif isinstance(backbone, keras_hub.models.Backbone):
         template = backbone
         if image_converter is None:
@@ -302,6 +302,8 @@ def keras_hub_backbone_spec(backbone, name=None, image_converter=None, blocks=No
             f"keras_hub.models.Backbone. Received: {type(backbone).__name__}"
         )
     config = template.get_config()
+    if not preset:
+        _check_config_rebuilds(template, config)
     fixed = _fixed_size(config)
     size = _converter_size(image_converter) or (fixed[0] if fixed else 224)
     name = name or (os.path.basename(preset.rstrip("/")) if preset else template.name)
@@ -354,69 +356,18 @@ def wrap_backbone(backbone, shape, name, scale=None, offset=None, token_pooling=
     return keras.Model(inputs, x, name=name)
 
 
-def load_preset(preset, load_weights=True, **kwargs):
-    """`keras_hub.models.Backbone.from_preset`, failing fast and clearly offline.
-
-    Example: `backbone = load_preset("resnet_50_imagenet")`.
-
-    Raises:
-        WeightsError: the preset is not cached and its host cannot be
-            reached (names the cache folder and the fix), or loading failed.
-    """
-    _require_keras_hub()
-    if not os.path.isdir(preset):
-        cache, host = _preset_location(preset)
-        if cache is not None and not os.path.isdir(cache) and not weights_lib.reachable(host):
-            raise weights_lib.keras_hub_preset_error(
-                preset, cache, urllib.parse.urlsplit(host).hostname
-            )
-    try:
-        return keras_hub.models.Backbone.from_preset(preset, load_weights=load_weights, **kwargs)
-    except Exception as e:  # KerasHub raises ValueError, OSError, requests errors...
-        raise WeightsError(
-            f"Could not load KerasHub preset {preset!r}: {str(e).splitlines()[0]}. "
-            "Pass a built-in preset name, a kaggle:// or hf:// handle, or the path of a "
-            "local preset directory (config.json and model.weights.h5)."
-        ) from e
-
-
-def _preset_location(preset):
-    """(the folder the preset is cached in or None if unknown, its download host)."""
-    handle = preset
-    presets = keras_hub.models.Backbone.presets
-    if preset in presets:
-        handle = presets[preset]["kaggle_handle"]
-    scheme, _, path = handle.partition("://")
-    parts = path.strip("/").split("/")
-    if scheme == "kaggle" and len(parts) in (4, 5):
-        base = os.environ.get("KAGGLEHUB_CACHE") or os.path.join(
-            os.path.expanduser("~"), ".cache", "kagglehub"
-        )
-        return os.path.join(base, "models", *parts), _HOSTS["kaggle"]
-    if scheme == "hf" and len(parts) == 2:
-        home = os.environ.get("HF_HOME") or os.path.join(
-            os.path.expanduser("~"), ".cache", "huggingface"
-        )
-        hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
-        return os.path.join(hub_cache, f"models--{parts[0]}--{parts[1]}"), _HOSTS["hf"]
-    return None, None
-
-
-def _preset_converter(preset):
-    try:
-        return keras_hub.layers.ImageConverter.from_preset(preset)
-    except Exception as e:  # no converter in the preset, or a text model
+def _check_config_rebuilds(template, config):
+    # The spec rebuilds the backbone from its config for every model; a
+    # KerasHub class whose get_config() leaves an argument out would give
+    # another architecture (EfficientNetBackbone drops num_features).
+    rebuilt = type(template).from_config(config)
+    shapes = [tuple(w.shape) for w in rebuilt.weights]
+    if shapes != [tuple(w.shape) for w in template.weights]:
         raise ConfigurationError(
-            f"KerasHub preset {preset!r} has no image converter ({e}); pass "
-            "image_converter=keras_hub.layers.ImageConverter(scale=..., offset=...)."
-        ) from e
-
-
-def _require_keras_hub():
-    if keras_hub is None:
-        raise ConfigurationError(
-            "KerasHub backbones need the keras-hub package: pip install "
-            "'keras-transfer[hub]' (or pip install keras-hub)."
+            f"KerasHub backbone {template.name!r} ({type(template).__name__}) does not "
+            f"rebuild from its get_config() ({rebuilt.count_params()} parameters instead "
+            f"of {template.count_params()}): some constructor argument is not in its "
+            "config. Build it with that argument at its default, or register a preset."
         )
 
 

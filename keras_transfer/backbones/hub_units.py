@@ -110,8 +110,8 @@ def _conv_blocks(layers, prefix):
         if top and any(_trains(l) for l in layers[last + 1 :]):
             blocks.append(Block("top", _alternatives(prefix, top)))
         elif top:
-            last_block = blocks.pop()
-            blocks.append(Block(last_block.name, last_block.pattern + "|" + _alternatives(prefix, top)))
+            last = blocks.pop()
+            blocks.append(Block(last.name, last.pattern + "|" + _alternatives(prefix, top)))
         return tuple(blocks)
     return None
 

@@ -217,8 +217,8 @@ class BackboneSpec:
 
         Example:
 
-        >>> keras_transfer.get_backbone("nasnet_mobile").weights_url()
-        'https://storage.googleapis.com/tensorflow/keras-applications/nasnet/NASNet-mobile-no-top.h5'
+        >>> keras_transfer.get_backbone("nasnet_mobile").weights_url().rsplit("/", 2)[1:]
+        ['nasnet', 'NASNet-mobile-no-top.h5']
         """
         filename = self.weights_filename(input_shape)
         if filename is None:

@@ -37,6 +37,12 @@ arrays or a finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`.
 Python generators, `PyDataset` and `tf.data.Dataset.from_generator` are not
 inspected for randomness: pass `cache_frozen_features=False` when those
 augment their images.
+
+With the model's `augmented_views=K`, random layers before frozen layers no
+longer stop the cache: they count as constant within a view. The pass runs
+them in training mode K times per training image (K stores of features,
+sharing the memory limit; validation once, unaugmented), and `RegimeSwitch`
+points the training pipeline at view `epoch % K` at each epoch.
 """
 
 from keras_transfer import defaults

@@ -16,6 +16,7 @@ from keras_transfer.backbones import find_backbone
 from keras_transfer.caching.graph import RANDOM
 from keras_transfer.caching.graph import TRAINING_MODE
 from keras_transfer.caching.graph import Graph
+from keras_transfer.caching.graph import mark_per_view
 from keras_transfer.caching.graph import probe_steps
 from keras_transfer.caching.graph import steps_to_probe
 from keras_transfer.caching.graph import trains_now
@@ -24,6 +25,7 @@ from keras_transfer.caching.inputs import inspect_dataset
 from keras_transfer.caching.inputs import is_array
 from keras_transfer.caching.inputs import sample_batch
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.internals import flatten_layers
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.unfreeze.plan import plan_from_callbacks
@@ -57,6 +59,7 @@ class CachePlan:
     prefix: list  # steps computing every cut
     shuffle: object  # for dataset inputs: whether to reshuffle each epoch
     note: str = None
+    views: int = 1  # augmented views of the training data (epoch e reads e % views)
 
 def make_plan(model, kw):
     if keras.backend.backend() != "tensorflow":
@@ -140,6 +143,9 @@ def make_plan(model, kw):
     to_probe = steps_to_probe(graph, predicates)
     if to_probe:
         probe_steps(graph, to_probe, sample_batch(x, model.inputs[0]))
+    views = augmented_views(model)
+    if views > 1 and not mark_per_view(graph, predicates):
+        views = 1  # Nothing random before the frozen layers: one view is all.
     regimes = {}
     for trains in predicates:
         regime = make_regime(graph, trains)
@@ -183,7 +189,15 @@ def make_plan(model, kw):
             prefix.append(step)
             needed |= set(step.inputs)
     prefix.reverse()
-    return CachePlan(graph, regimes, keys, pooled, prefix, shuffle, note)
+    return CachePlan(graph, regimes, keys, pooled, prefix, shuffle, note, views)
+
+def augmented_views(model):
+    """The model's `augmented_views` as a number of views (1: no augmented views)."""
+    views = check_int(
+        getattr(model, "augmented_views", None), "augmented_views", optional=True,
+        hint="None or 0 trains uncached with random layers before frozen ones.",
+    )
+    return max(views or 1, 1)
 
 def blocked_note(blockers):
     """Why the frozen layers after `blockers` (random steps) cannot be cached."""

@@ -57,6 +57,9 @@ class Step:
         # Why a probed step is not constant: RANDOM, TRAINING_MODE or the
         # exception its probe raised; None when known from its class.
         self.finding = None
+        # A random step before frozen layers that the cache runs in training
+        # mode once per augmented view: constant within a view.
+        self.per_view = False
         self.weighted = op is not None and bool(getattr(op, "weights", None))
 
     def call(self, values, training):
@@ -148,7 +151,10 @@ class Graph:
             if step.op is not None:
                 if trains(step.op):
                     continue
-                if honour_randomness and step.random and not step.in_backbone:
+                if (
+                    honour_randomness and step.random and not step.in_backbone
+                    and not step.per_view
+                ):
                     continue
             constant.update(step.outputs)
         return constant
@@ -182,6 +188,37 @@ def is_random_layer(op):
             if isinstance(value, keras.random.SeedGenerator):
                 return True
     return False
+
+def mark_per_view(graph, predicates):
+    """Marks the random steps before frozen layers as constant per augmented view.
+
+    A step qualifies when, in some phase (`predicates`: the fit's
+    `trains(layer)`), it would be constant but for its randomness and feeds
+    a frozen layer with weights: the augmentation a cache with
+    `augmented_views` runs in training mode, once per view. Steps whose
+    probe failed stay random (they could not be run on a batch).
+
+    Returns:
+        The marked steps (`step.per_view` set), in graph order.
+    """
+    marked = {}
+    for trains in predicates:
+        ideal = graph.constant_ids(trains, honour_randomness=False)
+        feeds_frozen = set()
+        for step in reversed(graph.steps):
+            if step.weighted and set(step.outputs) <= ideal:
+                feeds_frozen |= set(step.inputs)
+            elif feeds_frozen & set(step.outputs):
+                feeds_frozen |= set(step.inputs)
+            if (
+                step.random and not step.in_backbone
+                and step.finding in (None, RANDOM, TRAINING_MODE)
+                and set(step.outputs) <= ideal and feeds_frozen & set(step.outputs)
+            ):
+                marked[id(step)] = step
+    for step in marked.values():
+        step.per_view = True
+    return [s for s in graph.steps if id(s) in marked]
 
 def trains_now(op):
     return isinstance(op, keras.layers.Layer) and bool(op.trainable_weights)

@@ -32,6 +32,9 @@ class FeatureCacheInfo:
             epoch, because a callback (`BackupAndRestore` resuming a run)
             changed the frozen weights after the first pass; `seconds`
             then includes the second pass.
+        views: augmented views of each training image cached (the model's
+            `augmented_views`, or 1); `samples` counts one view, `nbytes`
+            all of them.
     """
 
     storage: str
@@ -42,6 +45,7 @@ class FeatureCacheInfo:
     boundaries: tuple
     reused: bool = False
     recomputed: bool = False
+    views: int = 1
 
 def feature_cache_info(model):
     """Returns the `FeatureCacheInfo` of the model's last cached `fit`, or None.

@@ -46,8 +46,10 @@ class Session:
         # and was frozen again has outdated cached outputs.
         self._earliest = 0
         self._directory = None
-        self._extract_fn = None
+        self._extract_fns = {}  # augment (bool) -> traced prefix
         self._sources = ()  # the training and validation FeatureSource
+        self._views = []  # the training features of each augmented view
+        self._rename = {}  # feature name in the fit -> name in the views
         self._inputs = None  # what the features are computed from
         self._checksums = None  # of the frozen weights that computed them
         self._owns_features = False
@@ -60,7 +62,11 @@ class Session:
         kw = dict(kw)
         verbose = self._verbose = kw["verbose"]
         store = getattr(self.model, "feature_store", None)
-        key = sharing_key(self.model, self.plan, kw) if store is not None else None
+        # Augmented views are random draws: each fit makes its own.
+        key = (
+            sharing_key(self.model, self.plan, kw)
+            if store is not None and self.plan.views == 1 else None
+        )
         shared = store.lookup(key) if key is not None else None
 
         x, y, sample_weight = kw["x"], kw["y"], kw["sample_weight"]
@@ -84,11 +90,11 @@ class Session:
 
         inputs = (x, y, sample_weight, validation, batch_size, kw["validation_batch_size"])
         if shared is not None:
-            train, val = shared.train, shared.validation
+            views, val = [shared.train], shared.validation
             rename = {self.plan.keys[cut]: shared.names[sig] for cut, sig in key.cuts.items()}
         else:
-            train, val = self._compute(*inputs)
-            if batch_size is None and train.uneven:
+            views, val = self._compute(*inputs)
+            if batch_size is None and views[0].uneven:
                 raise FallbackError(
                     "the training dataset's batches differ in size before the "
                     "last one, and the cache trains on batches of one size. "
@@ -96,7 +102,7 @@ class Session:
                 )
             rename = {name: name for name in self.plan.keys.values()}
             self._owns_features = True
-            if key is not None and store.insert(key, train, val, self._directory):
+            if key is not None and store.insert(key, views[0], val, self._directory):
                 self._directory = None  # The store deletes it with the entry.
                 self._owns_features = False
         if _has_callbacks(kw["callbacks"]):
@@ -107,6 +113,8 @@ class Session:
         # Both storages reach Keras as one pipeline that reads rows by index,
         # so that a disk-backed cache shuffles as the in-memory one does, and
         # recomputed features can replace these before the first epoch.
+        train = views[0]
+        self._views, self._rename = views, rename
         self._sources = (FeatureSource(train, rename),) + (
             (FeatureSource(val, rename),) if val is not None else ()
         )
@@ -126,13 +134,14 @@ class Session:
         kw["callbacks"] = _with_callback(kw["callbacks"], RegimeSwitch(self))
         seconds = time.perf_counter() - start
         info = FeatureCacheInfo(
-            storage="disk" if "disk" in (train.storage, getattr(val, "storage", "")) else "memory",
+            storage=_storage(views, val),
             samples=train.count,
             validation_samples=val.count if val is not None else 0,
-            nbytes=train.nbytes + (val.nbytes if val is not None else 0),
+            nbytes=sum(v.nbytes for v in views) + (val.nbytes if val is not None else 0),
             seconds=seconds,
             boundaries=tuple(self._boundary_names(r) for r in self.plan.regimes),
             reused=shared is not None,
+            views=len(views),
         )
         object.__setattr__(self.model, INFO_ATTRIBUTE, info)
         if verbose != 0:
@@ -141,6 +150,7 @@ class Session:
                 f"Reused the frozen features of an earlier fit ({store.describe()})"
                 if info.reused
                 else "Cached frozen features"
+                + (f" ({len(views)} augmented views)" if len(views) > 1 else "")
             )
             print_msg(
                 f"{done}: {info.samples:,} training and "
@@ -153,13 +163,14 @@ class Session:
         return kw
 
     def _compute(self, x, y, sample_weight, validation, batch_size, validation_batch_size):
-        """One inference pass over the training and validation data."""
+        """One pass over the training and validation data: ([training views], validation)."""
         limit = self.model.cache_memory_limit
         if isinstance(x, tf.data.Dataset):
             batches = dataset_batches(x)
         else:
             batches = array_batches(x, y, sample_weight, batch_size)
-        train = self._store(batches, limit, "train")
+        views = self._store_views(batches, limit)
+        train = views[0]
         val = None
         if validation is not None:
             if isinstance(validation, tf.data.Dataset):
@@ -169,8 +180,9 @@ class Session:
                 batches = array_batches(
                     vx, vy, vsw, validation_batch_size or batch_size or train.batch_size
                 )
-            val = self._store(batches, max(limit - train.nbytes, 0), "validation")
-        return train, val
+            used = sum(v.nbytes for v in views)
+            val = self._store_views(batches, max(limit - used, 0), augment=False)[0]
+        return views, val
 
     def _frozen_ops(self, regimes):
         """The layers with weights that compute the cached tensors of `regimes`."""
@@ -205,23 +217,26 @@ class Session:
                 "The frozen weights changed as training began (a backup "
                 "restored?): computing the cached features again."
             )
-        old_directories = [source.batches.directory for source in self._sources]
+        old_directories = [b.directory for b in self._views] + [
+            source.batches.directory for source in self._sources[1:]
+        ]
+        self._views = []
         for source in self._sources:
             source.batches = None  # Frees their memory during the pass.
-        computed = self._compute(*inputs)
+        views, val = self._compute(*inputs)
         rename = {name: name for name in self.plan.keys.values()}
-        for source, batches in zip(self._sources, computed):
+        self._views, self._rename = views, rename
+        for source, batches in zip(self._sources, (views[0], val)):
             source.use(batches, rename)
         if self._owns_features:
             for directory in old_directories:
                 if directory is not None:
                     shutil.rmtree(directory, ignore_errors=True)
         self._owns_features = True
-        train, val = computed
         info = feature_cache_info(self.model)
         object.__setattr__(self.model, INFO_ATTRIBUTE, dataclasses.replace(
             info,
-            storage="disk" if "disk" in (train.storage, getattr(val, "storage", "")) else "memory",
+            storage=_storage(views, val),
             seconds=info.seconds + time.perf_counter() - start,
             reused=False,
             recomputed=True,
@@ -234,8 +249,14 @@ class Session:
             for k in regime.cut_ids
         )
 
-    def _extractor(self):
-        if self._extract_fn is None:
+    def select_view(self, epoch):
+        """Points the training pipeline at the augmented view of `epoch` (`epoch % views`)."""
+        if len(self._views) > 1:
+            self._sources[0].use(self._views[epoch % len(self._views)], self._rename)
+
+    def _extractor(self, augment):
+        """The traced prefix; `augment` runs the per-view random steps in training mode."""
+        if augment not in self._extract_fns:
             plan = self.plan
             dtype = self.model.inputs[0].dtype
             input_id = plan.graph.input_ids[0]
@@ -245,7 +266,9 @@ class Session:
                 images = keras.tree.flatten(images)[0]
                 values = {input_id: keras.ops.cast(images, dtype)}
                 for step in plan.prefix:
-                    step.run(values, training=False)
+                    # Only the augmentation trains: BatchNormalization and
+                    # the rest of the frozen part stay in inference mode.
+                    step.run(values, training=augment and step.per_view)
                 features = {}
                 for key, name in plan.keys.items():
                     value = values[key]
@@ -254,19 +277,32 @@ class Session:
                     features[name] = value
                 return features
 
-            self._extract_fn = tf.function(
+            self._extract_fns[augment] = tf.function(
                 extract, jit_compile=self.model.jit_compile is True, reduce_retracing=True
             )
-        return self._extract_fn
+        return self._extract_fns[augment]
 
-    def _store(self, batches, limit, label):
-        extract = self._extractor()
-        store = FeatureBatches(self._spill_directory, label, limit)
+    def _store_views(self, batches, limit, augment=True):
+        """The features of `batches`, one `FeatureBatches` per view, in one pass over them.
+
+        Each image is read once and run through the prefix once per view
+        (training data: `plan.views`; validation: one, unaugmented); the
+        views share `limit` equally (each spills to disk past its share).
+        """
+        count = self.plan.views if augment else 1
+        extract = self._extractor(augment and count > 1)
+        label = "train" if augment else "validation"
+        stores = [
+            FeatureBatches(self._spill_directory, label, limit // count)
+            for _ in range(count)
+        ]
         for images, y, sample_weight in batches:
-            features = {k: v.numpy() for k, v in extract(images).items()}
-            store.add(features, y, sample_weight)
-        store.finish()
-        return store
+            for store in stores:
+                features = {k: v.numpy() for k, v in extract(images).items()}
+                store.add(features, y, sample_weight)
+        for store in stores:
+            store.finish()
+        return stores
 
     def _spill_directory(self):
         if self._directory is None:
@@ -336,10 +372,15 @@ class RegimeSwitch(keras.callbacks.Callback):
         # The pipelines read the new features from this epoch on; the traced
         # steps do not depend on them.
         self._session.refresh_features()
+        self._session.select_view(epoch)
         if changed:
             self.model.make_train_function(force=True)
             # Validation reads the cache of the current phase too.
             self.model.test_function = None
+
+def _storage(views, val):
+    stores = list(views) + ([val] if val is not None else [])
+    return "disk" if any(b.storage == "disk" for b in stores) else "memory"
 
 def _has_callbacks(callbacks):
     if isinstance(callbacks, keras.callbacks.CallbackList):

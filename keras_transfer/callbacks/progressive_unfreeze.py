@@ -29,7 +29,7 @@ from keras_transfer.unfreeze.optimizer import plan_groups
 from keras_transfer.unfreeze.plan import UnfreezePlan
 from keras_transfer.unfreeze.schedule import GradualSchedule  # noqa: F401  (public path)
 from keras_transfer.unfreeze.schedule import check_schedule
-from keras_transfer.unfreeze.units import UNITS
+from keras_transfer.unfreeze.units import check_unit
 from keras_transfer.utils.checks import is_int
 from keras_transfer.utils.checks import is_number
 from keras_transfer.utils.tensors import count_params
@@ -50,11 +50,16 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
       `stem`, `block_1` ... `block_16`, `Conv_1`. Works for backbones made by
       `build_classifier` and for `keras.applications` models of a registered
       architecture passed directly.
-    - `"layers"`: the backbone's layers that own weights (convolutions,
-      depthwise convolutions, dense and BatchNormalization layers), in
-      topological order; layers without weights (activations, padding,
-      add) are not counted. BatchNormalization layers count but stay frozen
-      unless `train_bn=True`.
+    - `"layers"`: exactly what `base_model.layers` lists, weightless layers
+      (input, activations, padding, add) included, and a nested model among
+      them as one unit, so `{epoch: N}` trains `base_model.layers[-N:]`:
+      the port of `for layer in base_model.layers[:-N]: layer.trainable =
+      False` is `{epoch: N}`, and of the tutorial's `fine_tune_at` is
+      `{epoch: len(base_model.layers) - fine_tune_at}`. BatchNormalization
+      layers among them stay frozen unless `train_bn=True`.
+    - `"weighted_layers"`: the backbone's leaf layers that own weights
+      (convolutions, depthwise convolutions, dense and BatchNormalization
+      layers), in topological order, nested models walked into.
 
     Learning rates: the head keeps the compiled optimizer, its learning rate
     and its state (moments, iteration count, schedule position). Backbone
@@ -103,6 +108,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
     outputs = keras.layers.Dense(2, activation="softmax")(x)
     model = keras.Model(base_model.input, outputs)
     model.compile("adam", "sparse_categorical_crossentropy")
+    # As `for layer in base_model.layers[:-20]: layer.trainable = False`:
     unfreeze = keras_transfer.ProgressiveUnfreeze(
         base_model, {1: 20}, unit="layers")
     ```
@@ -116,7 +122,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             per-trial copies want.
         schedule: `{epoch: depth}` dict or a `GradualSchedule`. Epochs are
             0-based, depths count units from the top and must not decrease.
-        unit: `"blocks"` (default) or `"layers"`, see above.
+        unit: `"blocks"` (default), `"layers"` or `"weighted_layers"`,
+            see above.
         lr_ratio: float in (0, 1], backbone rate relative to the head's.
             Defaults to `keras_transfer.defaults.LR_RATIO` (0.1).
         lr_decay: float >= 1, further division per unit below the top.
@@ -159,12 +166,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
                 "such as {5: 3} (from epoch 5 the last 3 units train), or "
                 "GradualSchedule(start_epoch=..., every=..., max_depth=...)."
             )
-        if unit not in UNITS:
-            raise ConfigurationError(
-                f"Unknown unit: {unit!r}. Expected 'blocks' (the "
-                "architecture's blocks from the backbone registry) or "
-                "'layers' (layers that hold weights)."
-            )
+        check_unit(unit)
         check_schedule(schedule)
         if not is_number(lr_ratio) or not 0 < lr_ratio <= 1:
             raise ConfigurationError(

@@ -39,13 +39,16 @@ class UnfreezePlan:
         backbone: None (the registered backbone nested in the model), a
             layer name, or the backbone layer or model (nested or inline).
         schedule: `{epoch: depth}` dict or a `GradualSchedule`.
-        unit: `"blocks"` (the registry's blocks) or `"layers"` (layers with
-            weights).
+        unit: `"blocks"` (the registry's blocks), `"layers"` (what
+            `backbone.layers` lists, weightless layers included: depth N
+            trains `backbone.layers[-N:]`) or `"weighted_layers"` (the leaf
+            layers that hold weights).
         train_bn: whether BatchNormalization layers of unfrozen units train.
 
     Attributes:
         model, backbone, unit, train_bn: as given (the backbone resolved).
-        units: names of the backbone's units, bottom to top.
+        units: names of the backbone's units, bottom to top (for
+            `"layers"`, the names of `backbone.layers`).
         phases: `[(start_epoch, depth), ...]`, distinct depths, ascending.
     """
 

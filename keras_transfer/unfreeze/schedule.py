@@ -145,7 +145,9 @@ def resolve_phases(schedule, num_units, unit, backbone_name):
     for epoch, depth in sorted(schedule.items()):
         if depth > num_units:
             hint = (
-                ", or unit='layers' to count layers with weights." if unit == "blocks" else "."
+                ", or unit='layers' to count what `base_model.layers` lists."
+                if unit == "blocks"
+                else "."
             )
             raise ConfigurationError(
                 f"The schedule asks for depth {depth} at epoch {epoch}, but the "

@@ -6,7 +6,26 @@ from keras_transfer import backbones
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.internals import flatten_layers
 
-UNITS = ("blocks", "layers")
+UNITS = ("blocks", "layers", "weighted_layers")
+
+
+def check_unit(unit):
+    """Raises `ConfigurationError` unless `unit` is one of `UNITS`.
+
+    Example:
+
+    ```python
+    check_unit("layers")  # passes; check_unit("block") raises
+    ```
+    """
+    if unit not in UNITS:
+        raise ConfigurationError(
+            f"Unknown unit: {unit!r}. Expected 'blocks' (the "
+            "architecture's blocks from the backbone registry), 'layers' "
+            "(what `base_model.layers` lists, so that {epoch: N} trains "
+            "base_model.layers[-N:]) or 'weighted_layers' (the leaf layers "
+            "that hold weights)."
+        )
 
 
 def resolve_backbone(model, backbone=None):
@@ -50,14 +69,19 @@ def resolve_backbone(model, backbone=None):
 
 
 def resolve_units(backbone, unit):
-    """`[(name, [layers])]`, bottom to top, for `unit` "blocks" or "layers"."""
-    if unit not in UNITS:
-        raise ConfigurationError(
-            f"Unknown unit: {unit!r}. Expected 'blocks' (the "
-            "architecture's blocks from the backbone registry) or "
-            "'layers' (layers that hold weights)."
-        )
+    """`[(name, [leaf layers])]`, bottom to top, for one of `UNITS`.
+
+    Example:
+
+    ```python
+    units = resolve_units(base_model, "layers")
+    [name for name, _ in units] == [l.name for l in base_model.layers]  # True
+    ```
+    """
+    check_unit(unit)
     if unit == "layers":
+        return top_level_units(backbone)
+    if unit == "weighted_layers":
         return [(layer.name, [layer]) for layer in weighted_layers(backbone)]
     spec = backbones.find_spec_for_model(backbone)
     if spec is None:
@@ -65,10 +89,43 @@ def resolve_units(backbone, unit):
             f"unit='blocks' needs a backbone of a registered architecture, "
             f"and {backbone.name!r} is not one "
             f"(registered: {', '.join(backbones.list_backbones())}). Use "
-            "unit='layers' to count layers with weights, or describe its "
-            "blocks with keras_transfer.register_backbone(...)."
+            "unit='layers' to count what `base_model.layers` lists, or "
+            "describe its blocks with keras_transfer.register_backbone(...)."
         )
     return [(name, list(layers)) for name, layers in spec.block_layers(backbone)]
+
+
+def top_level_units(backbone):
+    """One unit per entry of `backbone.layers`, weightless layers included.
+
+    So `{epoch: N}` with `unit="layers"` trains `backbone.layers[-N:]`, as
+    the classic `for layer in base_model.layers[:-N]: layer.trainable = False`
+    does. A nested model (or any layer with sublayers) is one unit made of
+    its leaf layers, so each leaf's own flag (BatchNorm stays frozen) decides.
+
+    Raises:
+        ConfigurationError: the backbone is a plain layer with no `layers`.
+
+    Example:
+
+    ```python
+    units = top_level_units(base_model)  # [("input_layer", [...]), ...]
+    ```
+    """
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        raise ConfigurationError(
+            f"unit='layers' counts `backbone.layers`, and the backbone "
+            f"{backbone.name!r} ({type(backbone).__name__}) has no `layers` "
+            "list. Pass the backbone model, or use unit='weighted_layers' to "
+            "count its leaf layers that hold weights."
+        )
+    units = []
+    for layer in layers:
+        inner = flatten_layers(layer, include_self=False, recursive=True)
+        leaves = [l for l in inner if not flatten_layers(l, include_self=False, recursive=False)]
+        units.append((layer.name, leaves or [layer]))
+    return units
 
 
 def weighted_layers(container):
