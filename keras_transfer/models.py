@@ -295,60 +295,46 @@ class TransferClassifier(keras.Model):
 
     @classmethod
     def from_model(cls, model, **cache_options):
-        """A `TransferClassifier` over the layers of an already built model.
+        """A `TransferClassifier` over the layers of a built functional or `Sequential` model.
 
-        The one-word swap for a model you did not build yourself: the
-        returned model shares `model`'s layers and weights (nothing is
-        copied; training one trains the other) and its `fit` caches the
-        output of frozen layers. A functional model keeps its inputs and
-        outputs; a `Sequential` one is rebuilt as a functional graph of the
-        same layers. When `model` is compiled, the new model is compiled
-        from its compile config (`get_compile_config`): the same loss,
-        metrics and optimizer settings, with a fresh optimizer state.
+        The one-word swap for a model built elsewhere: the result shares
+        `model`'s layers and weights (training one trains the other) and its
+        `fit` caches frozen layers. A `Sequential` model becomes a functional
+        graph of the same layers. A compiled `model` is compiled again from
+        `get_compile_config()`: same loss, metrics and optimizer settings,
+        fresh optimizer state.
 
         Example:
 
         ```python
-        base_model = keras.applications.MobileNetV2(
-            input_shape=(96, 96, 3), include_top=False, weights=None)
-        base_model.trainable = False
-        model = keras.Sequential([
-            keras.Input((96, 96, 3)), base_model,
-            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+        model = keras.Sequential([keras.Input((96, 96, 3)), base_model,
+                                  keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(2, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy")
         model = keras_transfer.TransferClassifier.from_model(model)
-        model.fit(x, y, epochs=4, callbacks=[
-            keras_transfer.ProgressiveUnfreeze(base_model, {2: 20}, unit="layers")])
         ```
 
         Args:
-            model: a functional or `Sequential` Keras model, built (with
-                known inputs).
+            model: a built functional or `Sequential` Keras model.
             **cache_options: `cache_frozen_features`, `cache_memory_limit`,
                 `cache_dir`, `feature_store`, as for the constructor.
 
         Raises:
-            ConfigurationError: a subclassed or unbuilt model, or a compile
-                config that cannot be restored (compile the result yourself).
+            ConfigurationError: a subclassed or unbuilt model, or compile
+                settings that cannot be restored (compile the result yourself).
         """
-        if isinstance(model, keras.Sequential):
-            if not model.built or not getattr(model, "inputs", None):
-                raise ConfigurationError(
-                    f"from_model needs a built Sequential model, and {model.name!r} has "
-                    "no inputs yet: start it with keras.Input(shape) or call build(shape)."
-                )
+        if isinstance(model, keras.Sequential) and getattr(model, "inputs", None):
             source = model.inputs[0]
-            inputs = keras.Input(shape=source.shape[1:], dtype=source.dtype)
-            outputs = inputs
+            inputs = outputs = keras.Input(shape=source.shape[1:], dtype=source.dtype)
             for layer in model.layers:
                 outputs = layer(outputs)
-        elif isinstance(model, keras.Model) and getattr(model, "outputs", None):
+        elif not isinstance(model, keras.Sequential) and getattr(model, "outputs", None):
             inputs, outputs = model.input, model.output
         else:
             raise ConfigurationError(
-                f"from_model needs a functional or Sequential model; {model.name!r} is a "
-                f"subclassed {type(model).__name__}. Build it with keras.Model(inputs, "
-                "outputs) or TransferClassifier(inputs, outputs) instead."
+                f"from_model needs a built functional or Sequential model; {model.name!r} "
+                f"({type(model).__name__}) has no inputs: start a Sequential with "
+                "keras.Input(shape), or build the model with keras.Model(inputs, outputs)."
             )
         classifier = cls(inputs, outputs, name=model.name, **cache_options)
         if model.compiled:
@@ -357,8 +343,7 @@ class TransferClassifier(keras.Model):
             except (TypeError, ValueError) as error:
                 raise ConfigurationError(
                     f"from_model could not restore the compile settings of {model.name!r} "
-                    f"({error}). Call from_model before compile, or compile the "
-                    "returned model yourself."
+                    f"({error}). Call it before compile, or compile the result yourself."
                 ) from None
         return classifier
 

@@ -195,5 +195,5 @@ def test_from_model_shares_layers_and_refuses_subclassed_models():
         def call(self, x):
             return x
 
-    with pytest.raises(ConfigurationError, match="functional or Sequential"):
+    with pytest.raises(ConfigurationError, match="built functional or Sequential"):
         keras_transfer.TransferClassifier.from_model(Subclassed())

@@ -150,7 +150,7 @@ def _load_imagenet(spec, shape, build):
             "weights=None (random initialisation) or weights=PATH to a weights file."
         )
     if not path.exists():
-        url = spec.weights_source + path.name
+        url = spec.weights_url(shape)
         fallback = imagenet_weights_path(spec, None)
         if not reachable(url):
             if fallback.exists():

@@ -181,6 +181,8 @@ def _class_weight(args, train_ds, class_names):
 
 def _auto_learning_rate(model, train_ds, class_weight):
     """`--learning-rate auto`: the range test's rate for the head, printed."""
+    # The test's own pass over the images can take a while: say what it is.
+    print("Finding the head's learning rate: a range test of about 100 steps.")
     finding = find_learning_rate(model, train_ds, class_weight=class_weight, verbose=0)
     rate = float(f"{finding.suggestion:.2g}")
     print(f"{describe_finding(finding)} Training with --learning-rate {rate:g}.")
