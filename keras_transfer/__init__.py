@@ -2,8 +2,8 @@
 
 The sub-packages, from the bottom of the stack up (docs/architecture.md):
 `errors`, `defaults`, `utils` < `backbones`, `data` < `layers` < `unfreeze`
-< `caching` < `models` < `callbacks` < `tuner`, `experiment`, `evaluation`
-< `cli`.
+< `caching` < `models` < `callbacks` < `learning_rate`, `export` < `tuner`,
+`experiment`, `evaluation` < `cli`.
 """
 
 __version__ = "0.1.0"

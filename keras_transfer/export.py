@@ -122,16 +122,20 @@ def export_model(model, path, format="saved_model", images=None, tolerance=None)
 
     folder, name = os.path.split(path)
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{FORMATS[format][1]}")
+    # Before the export too: Keras' ONNX exporter refuses a model that was
+    # never called, as one fresh from `load_model` is.
+    expected = model.predict(images, verbose=0)
     try:
         with warnings.catch_warnings():
             # Keras' tf2onnx patch for NumPy 2 touches np.object, which warns.
             warnings.filterwarnings("ignore", category=FutureWarning)
             model.export(temporary, format=keras_format, verbose=False)
-        expected = model.predict(images, verbose=0)
         try:
             actual = RUNTIMES[format](temporary, images)
         except Exception as e:  # noqa: BLE001 - any failure: the export is unusable.
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            # The first sentence: runtimes append paragraphs of advice.
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = reason.split(". ")[0].rstrip(".")[:200]
             raise ExportCheckError(
                 f"The {format} export of {model.name!r} does not run in its "
                 f"runtime ({reason}), so it was not saved. Export a float32 "

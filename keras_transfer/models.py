@@ -456,7 +456,7 @@ def save_model(model, path):
     keras.saving.load_model("model.keras")  # no warning about the optimizer
     ```
     """
-    optimizer = model.optimizer
+    optimizer = getattr(model, "optimizer", None)
     head = getattr(optimizer, "head_optimizer", None)
     if head is not None:
         # ProgressiveUnfreeze's per-group optimizer is rebuilt by the callback,

@@ -397,3 +397,12 @@ def test_feature_store_does_not_keep_models_alive(small_images):
         assert alive() is None
     assert len(store) == 2
     store.clear()
+
+
+def test_the_frozen_feature_pass_shows_a_progress_bar(small_images, capsys):
+    x, y = small_images
+    model = tiny_classifier()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=1)
+    out = capsys.readouterr().out
+    # Keras' Progbar with the number of batches, before the cache summary line.
+    assert "4/4" in out and out.index("4/4") < out.index("Cached frozen features")

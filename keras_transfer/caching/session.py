@@ -166,10 +166,11 @@ class Session:
         """One pass over the training and validation data: ([training views], validation)."""
         limit = self.model.cache_memory_limit
         if isinstance(x, tf.data.Dataset):
-            batches = dataset_batches(x)
+            batches, steps = dataset_batches(x), _known_steps(x)
         else:
             batches = array_batches(x, y, sample_weight, batch_size)
-        views = self._store_views(batches, limit)
+            steps = -(-len(x) // batch_size)
+        views = self._store_views(batches, limit, steps=steps)
         train = views[0]
         val = None
         if validation is not None:
@@ -282,7 +283,7 @@ class Session:
             )
         return self._extract_fns[augment]
 
-    def _store_views(self, batches, limit, augment=True):
+    def _store_views(self, batches, limit, augment=True, steps=None):
         """The features of `batches`, one `FeatureBatches` per view, in one pass over them.
 
         Each image is read once and run through the prefix once per view
@@ -296,10 +297,14 @@ class Session:
             FeatureBatches(self._spill_directory, label, limit // count)
             for _ in range(count)
         ]
-        for images, y, sample_weight in batches:
+        # The pass can take minutes on CPU: show it, as fit shows its epochs.
+        progress = keras.utils.Progbar(steps, unit_name="batch") if self._verbose == 1 and augment else None
+        for step, (images, y, sample_weight) in enumerate(batches, 1):
             for store in stores:
                 features = {k: v.numpy() for k, v in extract(images).items()}
                 store.add(features, y, sample_weight)
+            if progress is not None:
+                progress.update(step)
         for store in stores:
             store.finish()
         return stores
@@ -392,3 +397,9 @@ def _with_callback(callbacks, callback):
         callbacks.append(callback)
         return callbacks
     return list(callbacks or []) + [callback]
+
+
+def _known_steps(dataset):
+    """The number of batches of a finite dataset, or None when tf.data cannot tell."""
+    steps = int(dataset.cardinality())
+    return steps if steps >= 0 else None

@@ -70,8 +70,8 @@ def export_command(args):
     result = export_model(model, output, format=args.format)
     print(
         f"Exported {args.model} to {result.path} ({result.format}); its outputs "
-        f"match the Keras model's within {result.max_difference:.1g} on "
-        f"{result.checked_images} test images."
+        f"differ from the Keras model's by at most {result.max_difference:.1g} "
+        f"on {result.checked_images} test images."
     )
 
 
