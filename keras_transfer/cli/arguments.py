@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 
+from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 
 
@@ -171,3 +172,14 @@ def probe_folder(folder, option, path):
             f"Cannot write {option} {path}: {e.strerror or e}. Choose a path in a "
             "folder you can write to."
         ) from e
+
+
+def add_batch_size_argument(parser, help_text="images per batch"):
+    """Adds `--batch-size N` (an integer >= 1, default `defaults.BATCH_SIZE`)."""
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.BATCH_SIZE,
+        metavar="N",
+        help=f"{help_text} (default: %(default)s)".lstrip(),
+    )

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from keras_transfer import defaults
+from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import positive_float
 from keras_transfer.cli.arguments import positive_int
@@ -91,13 +92,7 @@ def _add_limit_arguments(parser):
 
 
 def _add_training_arguments(parser):
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.BATCH_SIZE,
-        metavar="N",
-        help="(default: %(default)s)",
-    )
+    add_batch_size_argument(parser, help_text="")
     parser.add_argument(
         "--learning-rate",
         type=positive_float,

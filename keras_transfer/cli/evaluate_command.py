@@ -9,8 +9,7 @@ writes them to `metrics.json` and `confusion_matrix.png` in `--output-dir`.
 import argparse
 import os
 
-from keras_transfer import defaults
-from keras_transfer.cli.arguments import positive_int
+from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
 from keras_transfer.data import load_image_folder
@@ -57,13 +56,7 @@ def register(subparsers):
         help=f"where to write {METRICS_FILE} and {CONFUSION_FILE} "
         "(default: the current folder)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.BATCH_SIZE,
-        metavar="N",
-        help="images per batch (default: %(default)s)",
-    )
+    add_batch_size_argument(parser)
     parser.set_defaults(handler=evaluate_command)
 
 

@@ -13,7 +13,7 @@ import io
 import json
 import sys
 
-from keras_transfer import defaults
+from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
@@ -62,13 +62,7 @@ def register(subparsers):
         metavar="FILE",
         help="also write the predictions to FILE.csv or FILE.jsonl",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.BATCH_SIZE,
-        metavar="N",
-        help="images per batch (default: %(default)s)",
-    )
+    add_batch_size_argument(parser)
     parser.set_defaults(handler=predict_command)
 
 

@@ -14,6 +14,7 @@ import os
 from keras_transfer import backbones
 from keras_transfer import defaults
 from keras_transfer.cli import run_files
+from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import keras_file_path
 from keras_transfer.cli.arguments import non_negative_int
@@ -163,13 +164,7 @@ def _add_recipe_arguments(parser):
         help="unfreeze the blocks one at a time, spread over the fine-tuning "
         "epochs, instead of all at once",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.BATCH_SIZE,
-        metavar="N",
-        help="(default: %(default)s)",
-    )
+    add_batch_size_argument(parser, help_text="")
     parser.add_argument(
         "--learning-rate",
         type=learning_rate_argument,

@@ -5,9 +5,10 @@ count, and its colour the share of the row (the class's recall on the
 diagonal), so that a small class reads as clearly as a large one.
 """
 
-import os
 
 import numpy as np
+
+from keras_transfer.utils.files import atomic_save_figure
 
 
 def write_confusion_matrix_png(path, evaluation):
@@ -51,10 +52,4 @@ def write_confusion_matrix_png(path, evaluation):
         f"Confusion matrix: {evaluation.num_images} images, accuracy {accuracy}",
         fontsize=10,
     )
-    temporary = f"{path}.{os.getpid()}.tmp.png"
-    try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_save_figure(figure, path)

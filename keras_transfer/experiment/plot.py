@@ -7,6 +7,8 @@ the budget as dashed lines.
 
 import os
 
+from keras_transfer.utils.files import atomic_save_figure
+
 # Line style of each method's runs.
 _STYLES = {"scratch": ":", "head_only": "--", "fine_tune": "-"}
 
@@ -36,13 +38,7 @@ def write_plot(path, results):
     for run in results["runs"]:
         _plot_run(axes, run, colors[run["backbone"]])
     _decorate(axes, results)
-    temporary = f"{path}.{os.getpid()}.tmp.png"
-    try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_save_figure(figure, path)
 
 
 def _plot_run(axes, run, color):

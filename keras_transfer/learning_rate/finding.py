@@ -7,9 +7,10 @@ line the command line prints.
 """
 
 import dataclasses
-import os
 
 import numpy as np
+
+from keras_transfer.utils.files import atomic_save_figure
 
 # The rules a suggestion can follow, the default first (see `suggest`).
 RULES = ("valley", "min_loss", "steepest")
@@ -78,13 +79,7 @@ class LearningRateFinding:
         low, high = min(self.smoothed_losses), max(self.smoothed_losses[:5])
         axes.set_ylim(low - 0.1 * (high - low), high + 0.5 * (high - low))
         axes.legend()
-        temporary = f"{path}.{os.getpid()}.tmp.png"
-        try:
-            figure.savefig(temporary, dpi=110)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        atomic_save_figure(figure, path)
 
 
 def describe(finding):

@@ -59,3 +59,25 @@ def json_number(value, digits=None):
     if not math.isfinite(value):
         return None
     return value if digits is None else round(value, digits)
+
+
+def atomic_save_figure(figure, path, dpi=110):
+    """Saves a matplotlib `figure` as a PNG at `path`, atomically.
+
+    The figure goes to a temporary name in the same folder and replaces
+    `path` in one `os.replace`, so a viewer never opens half a plot.
+
+    Example:
+
+    ```python
+    figure, axes = matplotlib.pyplot.subplots()
+    atomic_save_figure(figure, "plot.png")
+    ```
+    """
+    temporary = f"{path}.{os.getpid()}.tmp.png"
+    try:
+        figure.savefig(temporary, dpi=dpi)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
