@@ -235,6 +235,24 @@ def test_command_modules_register_their_commands(capsys, monkeypatch):
     _assert_one_line_error(status, err, "--times")
 
 
+def test_a_closed_pipe_ends_the_command_quietly(capsys, monkeypatch):
+    # `keras-transfer predict ... | head`: the reader stopped reading.
+    module = types.ModuleType("piped_commands")
+
+    def register(subparsers):
+        parser = subparsers.add_parser("flood")
+
+        def flood(args):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        parser.set_defaults(handler=flood)
+
+    module.register = register
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, module))
+    status, _, err = _run(capsys, "flood")
+    assert status == 0 and err == ""
+
+
 def test_history_is_rewritten_each_epoch_and_continues_on_resume(tmp_path):
     path = tmp_path / "history.json"
     history = JsonHistory(str(path), {"backbone": "b"})

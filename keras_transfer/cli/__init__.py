@@ -59,6 +59,7 @@ checks they share, `program` the program name and exit statuses.
 """
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -139,6 +140,14 @@ def main(argv=None):
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # `keras-transfer predict ... | head`: the reader has what it
+            # wanted. Point stdout at /dev/null so Python's exit flush is quiet.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):  # stdout is not a file (captured)
+                pass
+            return EXIT_OK
     return EXIT_OK if status is None else status
 
 
