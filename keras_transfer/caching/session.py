@@ -383,9 +383,11 @@ class RegimeSwitch(keras.callbacks.Callback):
             # Validation reads the cache of the current phase too.
             self.model.test_function = None
 
+
 def _storage(views, val):
     stores = list(views) + ([val] if val is not None else [])
     return "disk" if any(b.storage == "disk" for b in stores) else "memory"
+
 
 def _has_callbacks(callbacks):
     if isinstance(callbacks, keras.callbacks.CallbackList):
