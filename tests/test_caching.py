@@ -4,7 +4,6 @@ That a cached fit trains exactly as an uncached one is checked case by case
 in `test_caching_equivalence.py`.
 """
 
-import warnings
 
 import keras
 import numpy as np
