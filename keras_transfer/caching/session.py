@@ -46,7 +46,7 @@ class Session:
         # and was frozen again has outdated cached outputs.
         self._earliest = 0
         self._directory = None
-        self._extract_fns = {}  # augment (bool) -> traced prefix
+        self._extract_fns = {}  # (augment, dtype, image shape) -> traced prefix
         self._sources = ()  # the training and validation FeatureSource
         self._views = []  # the training features of each augmented view
         self._rename = {}  # feature name in the fit -> name in the views
@@ -256,32 +256,45 @@ class Session:
             self._sources[0].use(self._views[epoch % len(self._views)], self._rename)
 
     def _extractor(self, augment):
-        """The traced prefix; `augment` runs the per-view random steps in training mode."""
-        if augment not in self._extract_fns:
-            plan = self.plan
-            dtype = self.model.inputs[0].dtype
-            input_id = plan.graph.input_ids[0]
+        """The traced prefix, as a function of a batch of images.
 
-            def extract(images):
-                # A one-input model also takes its input in a dict or list.
-                images = keras.tree.flatten(images)[0]
-                values = {input_id: keras.ops.cast(images, dtype)}
-                for step in plan.prefix:
-                    # Only the augmentation trains: BatchNormalization and
-                    # the rest of the frozen part stay in inference mode.
-                    step.run(values, training=augment and step.per_view)
-                features = {}
-                for key, name in plan.keys.items():
-                    value = values[key]
-                    if key in plan.pooled:
-                        value = plan.pooled[key](value)
-                    features[name] = value
-                return features
+        `augment` runs the per-view random steps in training mode. One trace
+        per `augment`, input dtype and image shape, with the batch dimension
+        left open: the last, smaller batch and the validation data reuse it
+        (a retrace of a backbone costs about a second on CPU).
+        """
+        plan = self.plan
+        dtype = self.model.inputs[0].dtype
+        input_id = plan.graph.input_ids[0]
 
-            self._extract_fns[augment] = tf.function(
-                extract, jit_compile=self.model.jit_compile is True, reduce_retracing=True
-            )
-        return self._extract_fns[augment]
+        def extract(images):
+            values = {input_id: keras.ops.cast(images, dtype)}
+            for step in plan.prefix:
+                # Only the augmentation trains: BatchNormalization and
+                # the rest of the frozen part stay in inference mode.
+                step.run(values, training=augment and step.per_view)
+            features = {}
+            for key, name in plan.keys.items():
+                value = values[key]
+                if key in plan.pooled:
+                    value = plan.pooled[key](value)
+                features[name] = value
+            return features
+
+        def run(images):
+            # A one-input model also takes its input in a dict or list.
+            images = tf.convert_to_tensor(keras.tree.flatten(images)[0])
+            key = (augment, images.dtype, tuple(images.shape[1:]))
+            if key not in self._extract_fns:
+                spec = tf.TensorSpec((None,) + key[2], images.dtype)
+                self._extract_fns[key] = tf.function(
+                    extract,
+                    input_signature=[spec],
+                    jit_compile=self.model.jit_compile is True,
+                )
+            return self._extract_fns[key](images)
+
+        return run
 
     def _store_views(self, batches, limit, augment=True, steps=None):
         """The features of `batches`, one `FeatureBatches` per view, in one pass over them.
