@@ -34,6 +34,7 @@ from keras_transfer.layers import ClassifierHead
 from keras_transfer.layers import class_names_of  # noqa: F401  (public path)
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.files import remove_stale_temporaries
 from keras_transfer.utils.internals import releasing_custom_gradients
 from keras_transfer.utils.tensors import copy_optimizer
 
@@ -468,6 +469,7 @@ def save_model(model, path):
         fresh.build(model.trainable_variables)
         model.optimizer = fresh
     folder, name = os.path.split(path)
+    remove_stale_temporaries(folder, name, ".tmp.keras")
     # Keras picks the format from the suffix: the temporary name keeps it.
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")
     try:

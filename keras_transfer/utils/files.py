@@ -13,6 +13,7 @@ def atomic_write_text(path, text):
     file or the new one, never a part, even after a power cut.
     """
     folder, name = os.path.split(os.path.abspath(path))
+    remove_stale_temporaries(folder, name, ".tmp")
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     # os.open rather than mkstemp: the file gets the permissions of any other
     # file the user creates (0o666 less the umask), not 0o600.
@@ -27,6 +28,41 @@ def atomic_write_text(path, text):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def remove_stale_temporaries(folder, name, suffix):
+    """Deletes `.{name}.{pid}{suffix}` files in `folder` left by dead processes.
+
+    A process killed while writing `name` atomically leaves its temporary
+    file behind (no `finally` runs on SIGKILL); the next writer of `name`
+    removes it, so a resumed run leaves nothing half-written. Files of live
+    processes are kept.
+    """
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(suffix)):
+            continue
+        pid = entry[len(prefix) : len(entry) - len(suffix)]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        try:
+            os.remove(os.path.join(folder, entry))
+        except OSError:
+            pass
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's live process.
+        return True
+    return True
 
 
 def atomic_write_json(path, payload):
