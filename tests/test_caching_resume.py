@@ -10,22 +10,13 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from test_progressive_unfreeze import CrashAfterEpoch
 
 import keras_transfer
 from keras_transfer import caching
 from keras_transfer.callbacks import ProgressiveUnfreeze
 
 EPOCHS = 3
-
-
-class CrashAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.fixture(scope="module")

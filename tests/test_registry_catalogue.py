@@ -133,25 +133,24 @@ def _check_segments(model, groups, closings):
         previous = upto
 
 
-@pytest.mark.parametrize("name", BUILT)
-def test_smallest_of_each_family_builds_and_its_blocks_hold_its_weights_once(name):
+def _build_at_minimum_size_and_check(name):
     spec = keras_transfer.get_backbone(name)
     shape = (spec.min_input_size, spec.min_input_size, 3)
     try:
         _check_built(spec, spec.build(input_shape=shape, weights=None))
     finally:
         keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_smallest_of_each_family_builds_and_its_blocks_hold_its_weights_once(name):
+    _build_at_minimum_size_and_check(name)
 
 
 @pytest.mark.skipif(not SLOW, reason="set KERAS_TRANSFER_SLOW_TESTS=1 (minutes)")
 @pytest.mark.parametrize("name", NEW)
 def test_every_backbone_builds(name):
-    spec = keras_transfer.get_backbone(name)
-    shape = (spec.min_input_size, spec.min_input_size, 3)
-    try:
-        _check_built(spec, spec.build(input_shape=shape, weights=None))
-    finally:
-        keras.backend.clear_session()
+    _build_at_minimum_size_and_check(name)
 
 
 def test_the_catalogue_is_registered():
