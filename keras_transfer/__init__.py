@@ -4,42 +4,139 @@ The sub-packages, from the bottom of the stack up (docs/architecture.md):
 `errors`, `defaults`, `utils` < `backbones`, `data` < `layers` < `unfreeze`
 < `caching` < `models` < `callbacks` < `learning_rate`, `export` < `tuner`,
 `experiment`, `evaluation` < `cli`.
+
+Importing the package imports nothing else: each public name below (and each
+sub-package) is imported on first use (PEP 562), so that the command line
+can check its arguments before TensorFlow loads (several seconds), and
+`from keras_transfer import X` / `keras_transfer.X` work as they always did.
+
+The Keras-serializable classes (`BackbonePreprocessing`, `ClassifierHead`,
+`TransferClassifier`) must be registered before Keras loads a file that holds
+them, and `import keras_transfer` has always registered them. It still does,
+whichever is imported first: at once when Keras is already imported (it
+then costs about a tenth of Keras' own import), else right after Keras is
+imported. A process that never imports Keras (a command refused for a bad
+argument) never pays for them.
 """
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
-from keras_transfer import backbones
-from keras_transfer import caching
-from keras_transfer import callbacks
-from keras_transfer import data
-from keras_transfer import defaults
-from keras_transfer import errors
-from keras_transfer import evaluation
-from keras_transfer import export
-from keras_transfer import layers
-from keras_transfer import learning_rate
-from keras_transfer import models
-from keras_transfer import unfreeze
-from keras_transfer.backbones import BackboneSpec
-from keras_transfer.backbones import get_backbone
-from keras_transfer.backbones import list_backbones
-from keras_transfer.backbones import register_backbone
-from keras_transfer.backbones import unregister_backbone
-from keras_transfer.backbones import weights
-from keras_transfer.callbacks import GradualSchedule
-from keras_transfer.callbacks import PhaseTimer
-from keras_transfer.callbacks import ProgressiveUnfreeze
-from keras_transfer.data import check_dataset_for_model
-from keras_transfer.data import load_image_folder
-from keras_transfer.evaluation import evaluate
-from keras_transfer.evaluation import predict_images
-from keras_transfer.experiment import run_comparison
-from keras_transfer.export import export_model
-from keras_transfer.layers import BackbonePreprocessing
-from keras_transfer.layers import ClassifierHead
-from keras_transfer.learning_rate import find_learning_rate
-from keras_transfer.models import TransferClassifier
-from keras_transfer.models import build_classifier
-from keras_transfer.tuner import TransferHyperModel
-from keras_transfer.tuner import search_in_subprocesses
-from keras_transfer.unfreeze import UnfreezePlan
+# Public name -> the module that defines it, imported on first access.
+_EXPORTS = {
+    "BackboneSpec": "keras_transfer.backbones",
+    "get_backbone": "keras_transfer.backbones",
+    "list_backbones": "keras_transfer.backbones",
+    "register_backbone": "keras_transfer.backbones",
+    "unregister_backbone": "keras_transfer.backbones",
+    "weights": "keras_transfer.backbones",
+    "GradualSchedule": "keras_transfer.callbacks",
+    "PhaseTimer": "keras_transfer.callbacks",
+    "ProgressiveUnfreeze": "keras_transfer.callbacks",
+    "check_dataset_for_model": "keras_transfer.data",
+    "load_image_folder": "keras_transfer.data",
+    "evaluate": "keras_transfer.evaluation",
+    "predict_images": "keras_transfer.evaluation",
+    "run_comparison": "keras_transfer.experiment",
+    "export_model": "keras_transfer.export",
+    "BackbonePreprocessing": "keras_transfer.layers",
+    "ClassifierHead": "keras_transfer.layers",
+    "find_learning_rate": "keras_transfer.learning_rate",
+    "TransferClassifier": "keras_transfer.models",
+    "build_classifier": "keras_transfer.models",
+    "TransferHyperModel": "keras_transfer.tuner",
+    "search_in_subprocesses": "keras_transfer.tuner",
+    "UnfreezePlan": "keras_transfer.unfreeze",
+}
+
+# Sub-packages and modules reachable as attributes (`keras_transfer.data`).
+_SUBMODULES = (
+    "backbones",
+    "caching",
+    "callbacks",
+    "cli",
+    "data",
+    "defaults",
+    "errors",
+    "evaluation",
+    "experiment",
+    "export",
+    "layers",
+    "learning_rate",
+    "models",
+    "tuner",
+    "unfreeze",
+    "utils",
+)
+
+# The modules whose import registers the Keras-serializable classes.
+_SERIALIZABLE_MODULES = ("keras_transfer.layers", "keras_transfer.models")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+def _register_serializable_classes():
+    for module in _SERIALIZABLE_MODULES:
+        importlib.import_module(module)
+
+
+def _importing_keras_transfer():
+    """Whether a keras_transfer module is half-way through its import."""
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+        if name.startswith(f"{__name__}.")
+    )
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers the serializable classes right after `keras` is imported.
+
+    It wraps the `exec_module` of Keras' own loader, once; every other import
+    passes through untouched. When one of keras-transfer's own modules is
+    what imports Keras, it does nothing: that import chain is mid-way, and the
+    classes register when it reaches them.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            if not _importing_keras_transfer():
+                _register_serializable_classes()
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_serializable_classes()
+elif not any(isinstance(finder, _RegisterAfterKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())
