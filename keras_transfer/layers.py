@@ -4,13 +4,17 @@
 weights were trained on, inside the model, so that a saved model takes raw
 images. `ClassifierHead` is the new, trainable classifier on top of the
 backbone's feature maps. Both are registered for serialization and contain no
-`Lambda` layer, so a saved model loads with `safe_mode=True`.
+`Lambda` layer, so a saved model loads with `safe_mode=True`. Each also says
+which Keras built-in layers compute exactly what it computes
+(`builtin_layers`): `keras_transfer.portable` saves models with those, so
+that plain Keras loads them without this package.
 
 The head also carries the class names (`class_names_of(model)` reads them),
 so that a saved model says what its outputs mean.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_transfer import defaults
@@ -24,6 +28,19 @@ from keras_transfer.utils.checks import is_int
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+
+# Each mode as `x * scale + offset` per RGB channel, in float32, the
+# arithmetic of `keras.layers.Rescaling`: the layer and its built-in
+# equivalent give the same bits. "caffe" then reverses the channels.
+_RESCALING = {
+    "tf": (1 / 127.5, -1.0),
+    "caffe": (1.0, [-m for m in reversed(_CAFFE_MEAN_BGR)]),
+    "torch": (
+        [1 / (255 * s) for s in _TORCH_STD],
+        [-m / s for m, s in zip(_TORCH_MEAN, _TORCH_STD)],
+    ),
+    "none": (1.0, 0.0),
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -42,6 +59,10 @@ class BackbonePreprocessing(keras.layers.Layer):
     - `"torch"`: `x / 255`, then normalised by the ImageNet mean and standard
       deviation per channel.
     - `"none"`: no change besides the cast (EfficientNet rescales inside).
+
+    Each mode is computed as `x * scale + offset` per channel (then, for
+    `"caffe"`, the channels reversed), exactly as `builtin_layers()` computes
+    it with `keras.layers.Rescaling` (and a constant `Dense` permutation).
 
     Example:
 
@@ -66,16 +87,42 @@ class BackbonePreprocessing(keras.layers.Layer):
         self.supports_masking = True
 
     def call(self, inputs):
-        x = ops.cast(inputs, "float32")
-        if self.mode == "tf":
-            x = x / 127.5 - 1.0
-        elif self.mode == "caffe":
-            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR)
-        elif self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN)
-            std = ops.convert_to_tensor(_TORCH_STD)
-            x = (x / 255.0 - mean) / std
+        scale, offset = _RESCALING[self.mode]
+        x = ops.cast(inputs, "float32") * ops.cast(scale, "float32")
+        x = x + ops.cast(offset, "float32")
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1)
         return ops.cast(x, self.compute_dtype)
+
+    def builtin_layers(self):
+        """New Keras built-in layers that compute what this layer computes.
+
+        A float32 `Rescaling` (scale and offset per channel), followed for
+        `"caffe"` by a frozen `Dense(3)` whose kernel reverses the channels
+        (each output is one input times 1.0 plus zeros: exact). The result
+        stays float32 where this layer casts it to its compute dtype; the
+        next layer casts it the same way.
+
+        Example:
+
+        >>> [type(layer).__name__ for layer in BackbonePreprocessing("caffe").builtin_layers()]
+        ['Rescaling', 'Dense']
+
+        Returns:
+            A list of unbuilt or built layers, to run in order.
+        """
+        scale, offset = _RESCALING[self.mode]
+        layers = [
+            keras.layers.Rescaling(scale, offset, dtype="float32", name="rescaling")
+        ]
+        if self.mode == "caffe":
+            reverse = keras.layers.Dense(
+                3, use_bias=False, trainable=False, dtype="float32", name="rgb_to_bgr"
+            )
+            reverse.build((None, 3))
+            reverse.set_weights([np.eye(3, dtype="float32")[::-1]])
+            layers.append(reverse)
+        return layers
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -194,6 +241,26 @@ class ClassifierHead(keras.layers.Layer):
             if self.hidden_dropout is not None:
                 x = self.hidden_dropout(x, training=training)
         return self.classifier(x)
+
+    def builtin_layers(self, input_rank=4):
+        """This head's Keras layers, in the order `call` runs them.
+
+        The pooling, dropout, hidden and softmax layers themselves (not
+        copies: they hold the head's weights). Chained in a
+        `keras.Sequential`, they compute what the head computes.
+
+        Example:
+
+        >>> [layer.name for layer in ClassifierHead(2, hidden_units=8).builtin_layers()]
+        ['pool', 'dropout', 'hidden', 'hidden_dropout', 'predictions']
+
+        Args:
+            input_rank: 4 for `(batch, height, width, channels)` inputs
+                (pooled first), 2 for `(batch, features)` (not pooled).
+        """
+        layers = [self.pool] if input_rank == 4 else []
+        layers += [self.dropout_layer, self.hidden, self.hidden_dropout, self.classifier]
+        return [layer for layer in layers if layer is not None]
 
     @property
     def class_names(self):

@@ -32,11 +32,11 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.layers import class_names_of  # noqa: F401  (public path)
+from keras_transfer import portable
+from keras_transfer.portable import load_model  # noqa: F401  (public path)
+from keras_transfer.portable import save_model  # noqa: F401  (public path)
 from keras_transfer.utils.checks import check_int
-from keras_transfer.utils.files import fsync_file
-from keras_transfer.utils.files import remove_stale_temporaries
 from keras_transfer.utils.internals import releasing_custom_gradients
-from keras_transfer.utils.tensors import copy_optimizer
 
 _HEAD_ARGS = ("hidden_units", "pooling", "dropout")
 
@@ -58,8 +58,11 @@ def build_classifier(
     The backbone starts frozen (`trainable=False`); compile and fit to train
     the head, then unfreeze blocks (e.g. with `ProgressiveUnfreeze`) to
     fine-tune. The model takes raw RGB pixels in [0, 255] and outputs float32
-    class probabilities, and it saves to and loads from a `.keras` file with
-    the default `safe_mode=True` once `keras_transfer` is imported.
+    class probabilities. `model.save("m.keras")` writes a file that plain
+    Keras loads (`keras.models.load_model`, default `safe_mode=True`, no
+    `import keras_transfer` needed) as a functional model of Keras' own
+    layers; `keras_transfer.models.load_model` gives back this model itself
+    (see `keras_transfer.portable`).
 
     `fit` trains on cached outputs of the frozen layers (computed once per
     image, see `TransferClassifier`); `cache_frozen_features=False` turns
@@ -399,6 +402,27 @@ class TransferClassifier(keras.Model):
                 return super().fit(**kwargs)
             return caching.fit(self, super().fit, kwargs)
 
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Saves a `.keras` file that plain Keras loads, without keras_transfer.
+
+        The file holds `keras_transfer.portable.portable_model(self)`: the
+        same layers and weights, with the preprocessing and the head made of
+        Keras' built-in layers, in a plain functional model (so Keras'
+        `ModelCheckpoint` writes such files too). `keras.models.load_model`
+        gives that functional model back (its `fit` does not cache:
+        `TransferClassifier.from_model(model)`);
+        `keras_transfer.models.load_model` gives back this class, with the
+        class names and cache settings. Arguments as for `keras.Model.save`.
+
+        Example:
+
+        ```python
+        model.save("model.keras")
+        keras.models.load_model("model.keras").predict(images)  # same predictions
+        ```
+        """
+        portable.save_portable(self, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
     def build_from_config(self, config):
         # A functional model is built when it is constructed. Keras would
         # build it again from the recorded input shape, which is None for
@@ -435,48 +459,3 @@ def _head_kwargs(head, dropout):
             f"Unknown head argument(s) {unknown}. Expected any of {list(_HEAD_ARGS)}."
         )
     return {"dropout": dropout, **head}
-
-
-def save_model(model, path):
-    """Saves `model` to the `.keras` file `path` atomically, loadable without warnings.
-
-    The model is saved under a temporary name in the same folder, flushed to
-    disk and renamed: an interrupted save never leaves a truncated model
-    where the previous one was. A model whose optimizer is
-    `ProgressiveUnfreeze`'s per-group optimizer is saved with a fresh copy of
-    its head optimizer instead; `model.optimizer` is left as it was.
-
-    Args:
-        model: a compiled or uncompiled Keras model.
-        path: the `.keras` file to write.
-
-    Example:
-
-    ```python
-    save_model(model, "model.keras")
-    keras.saving.load_model("model.keras")  # no warning about the optimizer
-    ```
-    """
-    optimizer = getattr(model, "optimizer", None)
-    head = getattr(optimizer, "head_optimizer", None)
-    if head is not None:
-        # ProgressiveUnfreeze's per-group optimizer is rebuilt by the callback,
-        # never loaded from a file: `load_model` would compile the head's
-        # optimizer and warn that the saved variables do not fit it. Save a
-        # fresh copy of the head's optimizer, built for the weights that are
-        # trainable now, which `load_model` restores as it is.
-        fresh = copy_optimizer(head)
-        fresh.build(model.trainable_variables)
-        model.optimizer = fresh
-    folder, name = os.path.split(path)
-    remove_stale_temporaries(folder, name, ".tmp.keras")
-    # Keras picks the format from the suffix: the temporary name keeps it.
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(temporary)
-        fsync_file(temporary)
-        os.replace(temporary, path)
-    finally:
-        model.optimizer = optimizer
-        if os.path.exists(temporary):
-            os.remove(temporary)

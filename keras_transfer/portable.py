@@ -1,0 +1,422 @@
+"""Model files that plain Keras loads: no `import keras_transfer` needed.
+
+A model built by `build_classifier` holds three keras_transfer classes:
+`TransferClassifier` (the feature cache of `fit`), `BackbonePreprocessing`
+and `ClassifierHead`. Keras only finds classes of its own (and of KerasHub)
+when it loads a file, so a file that names them fails in a Python that never
+imported keras_transfer ("Could not locate class 'TransferClassifier'").
+
+`save_model` (what `keras-transfer train` and `BestCheckpoint` write) and
+`TransferClassifier.save` (hence `ModelCheckpoint`) write instead the same
+model made of Keras' own classes (`portable_model`):
+
+- a plain functional `keras.Model` with the model's name and layers;
+- `"preprocessing"`: a `keras.Sequential` of a float32 `Rescaling` (and, for
+  the "caffe" mode, a frozen `Dense` that reverses the channels), the same
+  arithmetic as `BackbonePreprocessing`;
+- `"head"`: a `keras.Sequential` of the head's own pooling, dropout and
+  `Dense` layers;
+- the compile settings and the optimizer with its state, except that
+  `ProgressiveUnfreeze`'s per-group optimizer (`UnfreezeOptimizer`) is
+  replaced by a fresh copy of its head optimizer (the callback rebuilds the
+  groups; nothing outside keras_transfer could).
+
+Every weight is the model's own (shared, not copied), so predictions are the
+same. The file also holds a `keras_transfer.json` entry, which Keras ignores:
+the class names (`read_metadata(path)["class_names"]`, readable with `zipfile`
+and `json` alone) and what `load_model` needs to give back the
+keras_transfer model itself.
+
+What loads what:
+
+- `keras.models.load_model(path)`, with or without keras_transfer: the plain
+  functional model. Its `fit` does not cache; for that,
+  `keras_transfer.TransferClassifier.from_model(model)`.
+- `keras_transfer.portable.load_model(path)`: the model as it was saved (a
+  `TransferClassifier` with `BackbonePreprocessing` and a `ClassifierHead`
+  that carries the class names), compiled as Keras would compile it.
+  Files of earlier releases (keras_transfer classes in the file) load too.
+"""
+
+import json
+import os
+import warnings
+import zipfile
+
+import keras
+
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.layers import BackbonePreprocessing
+from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import class_names_of
+from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.files import remove_stale_temporaries
+from keras_transfer.utils.tensors import copy_optimizer
+
+METADATA_NAME = "keras_transfer.json"
+FORMAT = "keras_transfer.portable"
+FORMAT_VERSION = 1
+_REPLACED = (BackbonePreprocessing, ClassifierHead)
+# What a functional model's `get_config` holds; a subclass adds its own keys.
+_FUNCTIONAL_KEYS = ("name", "trainable", "layers", "input_layers", "output_layers")
+
+
+def portable_model(model):
+    """`model` made of Keras' own classes, sharing its weights.
+
+    Example:
+
+    ```python
+    model = keras_transfer.build_classifier("mobilenet_v2_035", 2, weights=None)
+    plain = portable_model(model)
+    [layer.__class__.__name__ for layer in plain.layers]
+    # ['InputLayer', 'Sequential', 'Functional', 'Sequential']
+    ```
+
+    Args:
+        model: a built functional or `Sequential` model.
+
+    Returns:
+        A functional `keras.Model` with the same name, inputs and outputs,
+        whose `BackbonePreprocessing` and `ClassifierHead` layers are
+        `keras.Sequential` models of built-in layers with the same names;
+        every other layer is `model`'s own. Compiled with `model`'s
+        settings when `model` is compiled (see the module docstring for
+        the optimizer).
+
+    Raises:
+        ConfigurationError: a subclassed or unbuilt model.
+    """
+    view = _functional_view(model)
+    replacements = {}
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, _REPLACED):
+            if id(layer) not in replacements:
+                replacements[id(layer)] = _builtin_sequential(layer, args[0])
+            layer = replacements[id(layer)]
+            kwargs = {k: v for k, v in kwargs.items() if k == "training"}
+        return layer(*args, **kwargs)
+
+    with _dtype_policy(model.dtype_policy):
+        plain = keras.models.clone_model(view, clone_function=lambda layer: layer, call_function=call)
+    if getattr(model, "compiled", False):
+        _compile_like(plain, model)
+    return plain
+
+
+def save_model(model, path):
+    """Saves `model` to the `.keras` file `path` atomically, loadable by plain Keras.
+
+    The file holds `portable_model(model)` and the keras_transfer metadata
+    (see the module docstring). It is written under a temporary name in the
+    same folder, flushed to disk and renamed: an interrupted save never
+    leaves a truncated model where the previous one was. `model` itself
+    (its optimizer included) is left as it was.
+
+    Example:
+
+    ```python
+    save_model(model, "model.keras")
+    keras.models.load_model("model.keras")  # a plain functional model
+    keras_transfer.portable.load_model("model.keras")  # the model as it was
+    ```
+
+    Args:
+        model: a compiled or uncompiled Keras model.
+        path: the `.keras` file to write.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    remove_stale_temporaries(folder, name, ".tmp.keras")
+    # Keras picks the format from the suffix: the temporary name keeps it.
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")
+    try:
+        save_portable(model, temporary, shown_as=path)
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_portable(model, filepath, shown_as=None, **save_kwargs):
+    """`model.save(filepath, **save_kwargs)`, of `portable_model(model)`, plus the metadata.
+
+    What `TransferClassifier.save` does. A model that is neither functional
+    nor `Sequential` is saved as it is. A file that still needs keras_transfer
+    (a keras_transfer layer inside a nested model, a keras_transfer loss)
+    is written all the same, with a one-line warning that says so.
+
+    Example:
+
+    ```python
+    save_portable(model, "model.keras")
+    ```
+
+    Args:
+        model: a Keras model.
+        filepath: the `.keras` file (or what `keras.Model.save` accepts).
+        shown_as: the path to name in the warning; defaults to `filepath`.
+        **save_kwargs: `overwrite`, `zipped`, ... as for `keras.Model.save`.
+    """
+    try:
+        plain = portable_model(model)
+    except ConfigurationError:
+        plain = None  # A subclassed model: nothing to replace.
+    keras.Model.save(model if plain is None else plain, filepath, **save_kwargs)
+    if not isinstance(filepath, (str, os.PathLike)) or not zipfile.is_zipfile(filepath):
+        return
+    with zipfile.ZipFile(filepath, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(METADATA_NAME, json.dumps(_metadata(model)))
+        needed = _keras_transfer_classes(json.loads(archive.read("config.json")))
+    if needed:
+        warnings.warn(
+            f"{shown_as or os.fspath(filepath)} needs keras_transfer to load: it holds "
+            f"{', '.join(needed)}, which plain Keras cannot build. Run `import "
+            "keras_transfer` before keras.models.load_model.",
+            stacklevel=2,
+        )
+
+
+def read_metadata(path):
+    """The keras_transfer entry of a `.keras` file, or None if it has none.
+
+    Example:
+
+    ```python
+    read_metadata("model.keras")["class_names"]  # ['cats', 'dogs']
+    ```
+
+    Args:
+        path: a model file.
+
+    Returns:
+        A dict with `format`, `version`, `class_names` (a list, or None),
+        `model` and `layers` (what `load_model` rebuilds); None for a file
+        without it (saved by Keras, or by an earlier release).
+
+    Raises:
+        ConfigurationError: the entry is there but unreadable, or of a newer
+            format version.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        if METADATA_NAME not in archive.namelist():
+            return None
+        try:
+            metadata = json.loads(archive.read(METADATA_NAME))
+            version = metadata["version"] if metadata.get("format") == FORMAT else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            version = None
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ConfigurationError(
+            f"{path} holds a {METADATA_NAME} entry that this keras_transfer cannot "
+            f"read (format {FORMAT!r} version {FORMAT_VERSION} expected). Upgrade "
+            "keras_transfer, or load the file with keras.models.load_model."
+        )
+    return metadata
+
+
+def load_model(path, compile=True, safe_mode=True):
+    """Loads a `.keras` file, giving back the keras_transfer model that was saved.
+
+    For a file with keras_transfer metadata (`save_model`, `model.save` of a
+    `TransferClassifier`): the plain model that Keras loads, with its
+    preprocessing and head turned back into `BackbonePreprocessing` and
+    `ClassifierHead` (class names included) and the model into its class
+    (`TransferClassifier`, with its cache settings). Other layers, weights,
+    compile settings and the optimizer state are the loaded ones. Any other
+    file: what `keras.models.load_model` gives.
+
+    Example:
+
+    ```python
+    model = keras_transfer.portable.load_model("model.keras")
+    keras_transfer.layers.class_names_of(model)  # ['cats', 'dogs']
+    ```
+
+    Args:
+        path: the `.keras` file.
+        compile: bool, whether to compile the model as it was saved.
+        safe_mode: as for `keras.models.load_model`.
+
+    Raises:
+        ConfigurationError: the metadata cannot be read or applied.
+        Whatever `keras.models.load_model` raises for a file it cannot load.
+    """
+    metadata = read_metadata(path)
+    loaded = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
+    if metadata is None:
+        return loaded
+    try:
+        return _restore(loaded, metadata, safe_mode)
+    except (ValueError, TypeError, KeyError) as e:
+        reason = " ".join(str(e).split())[:300]
+        raise ConfigurationError(
+            f"Cannot rebuild the keras_transfer model of {os.fspath(path)} ({reason}). "
+            "keras.models.load_model loads it as a plain Keras model."
+        ) from None
+
+
+def _functional_view(model):
+    """A plain functional model over `model`'s layers (no copy, not compiled)."""
+    if isinstance(model, keras.Sequential) and getattr(model, "inputs", None):
+        source = model.inputs[0]
+        inputs = outputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
+        for layer in model.layers:
+            outputs = layer(outputs)
+        return keras.Model(inputs, outputs, name=model.name)
+    if not isinstance(model, keras.Sequential) and getattr(model, "outputs", None):
+        return keras.Model(model.input, model.output, name=model.name)
+    raise ConfigurationError(
+        f"Only functional and Sequential models can be made Keras-only; {model.name!r} "
+        f"({type(model).__name__}) has no inputs: build it with keras.Model(inputs, outputs)."
+    )
+
+
+def _builtin_sequential(layer, inputs):
+    if isinstance(layer, ClassifierHead):
+        layers = layer.builtin_layers(len(inputs.shape))
+    else:
+        layers = layer.builtin_layers()
+    source = keras.Input(batch_shape=inputs.shape, dtype=inputs.dtype)
+    return keras.Sequential([source, *layers], name=layer.name)
+
+
+def _compile_like(plain, model):
+    """Compiles `plain` as `model` is, with a Keras-only optimizer."""
+    try:
+        plain.compile_from_config(model.get_compile_config())
+    except (TypeError, ValueError) as e:
+        warnings.warn(
+            f"Saving {model.name!r} uncompiled: its compile settings do not "
+            f"deserialize ({' '.join(str(e).split())[:200]}).",
+            stacklevel=3,
+        )
+        return
+    optimizer = model.optimizer
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    head = getattr(optimizer.inner_optimizer if scaled else optimizer, "head_optimizer", None)
+    if head is not None:
+        # The head's optimizer, fresh: a copy with the groups' state would
+        # not fit the variables a plain optimizer builds when loaded.
+        fresh = copy_optimizer(head)
+        if scaled:
+            fresh = keras.optimizers.LossScaleOptimizer(fresh, name=optimizer.name)
+        fresh.build(plain.trainable_variables)
+        optimizer = fresh
+    plain.optimizer = optimizer
+
+
+def _metadata(model):
+    model_class = None
+    if not isinstance(model, keras.Sequential) and type(model) is not keras.Model:
+        if type(model).__module__.split(".")[0] != "keras":
+            model_class = keras.saving.get_registered_name(type(model))
+    config = model.get_config() if model_class else {}
+    layers = {}
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, _REPLACED):
+            layers[layer.name] = keras.saving.serialize_keras_object(layer)
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "class_names": class_names_of(model),
+        "model": {
+            "registered_name": model_class,
+            "config": {k: v for k, v in config.items() if k not in _FUNCTIONAL_KEYS},
+            "dtype_policy": model.dtype_policy.name,
+        },
+        "layers": layers,
+    }
+
+
+def _restore(loaded, metadata, safe_mode):
+    saved = metadata["layers"]
+    restored_layers = {}
+
+    def call(layer, *args, **kwargs):
+        if layer.name in saved and isinstance(layer, keras.Sequential):
+            if layer.name not in restored_layers:
+                original = keras.saving.deserialize_keras_object(
+                    saved[layer.name], safe_mode=safe_mode
+                )
+                restored_layers[layer.name] = (original, layer)
+            layer = restored_layers[layer.name][0]
+            kwargs = {k: v for k, v in kwargs.items() if k == "training"}
+        return layer(*args, **kwargs)
+
+    info = metadata["model"]
+    model_class = keras.Model
+    if info["registered_name"]:
+        model_class = keras.saving.get_registered_object(info["registered_name"])
+        if model_class is None:
+            raise TypeError(
+                f"the model class {info['registered_name']} is not registered: "
+                "import the module that defines it first"
+            )
+    with _dtype_policy(info["dtype_policy"]):
+        graph = keras.models.clone_model(
+            keras.Model(loaded.input, loaded.output, name=loaded.name),
+            clone_function=lambda layer: layer,
+            call_function=call,
+        )
+        model = model_class(graph.input, graph.output, name=loaded.name, **info["config"])
+    for original, plain in restored_layers.values():
+        if isinstance(original, ClassifierHead):
+            for layer in original.builtin_layers():
+                layer.set_weights(plain.get_layer(layer.name).get_weights())
+    if getattr(loaded, "compiled", False):
+        model.compile_from_config(loaded.get_compile_config())
+        _copy_optimizer_state(loaded.optimizer, model)
+    return model
+
+
+def _copy_optimizer_state(source, model):
+    # Both optimizers hold one slot per trainable variable, in the order of
+    # the layers, which the restored model keeps: the state carries over.
+    if source is None or not source.built or model.optimizer is None:
+        return
+    target = model.optimizer
+    target.build(model.trainable_variables)
+    pairs = list(zip(source.variables, target.variables))
+    if len(source.variables) == len(target.variables) and all(
+        tuple(a.shape) == tuple(b.shape) for a, b in pairs
+    ):
+        for a, b in pairs:
+            b.assign(a)
+
+
+class _dtype_policy:
+    """Sets Keras' global dtype policy for a block: models take it when built."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.policy)
+
+    def __exit__(self, *exc_info):
+        keras.config.set_dtype_policy(self.previous)
+
+
+def _keras_transfer_classes(config):
+    """The keras_transfer classes named anywhere in a serialized config."""
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if str(node.get("module", "")).startswith("keras_transfer"):
+                found.add(str(node.get("class_name")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return sorted(found)
