@@ -8,9 +8,17 @@ download fails only after a network timeout and with a message that does not
 say which file to copy where. `load_backbone` checks the cache first and, if
 the file is missing and the download host cannot be reached within seconds,
 raises a `WeightsError` that names the file, the folder, and the
-alternatives.
+alternatives. A cached file that cannot be what Keras expects (a symbolic
+link to nothing, a file that does not open as HDF5: a partial download, a
+Git LFS pointer) is reported as such, with the fix, before Keras fails on it.
+
+The messages name the argument as the Python API spells it
+(`weights=PATH`); the command line wraps its calls in
+`argument_spelling(CLI_SPELLING)` so that they say `--weights PATH`.
 """
 
+import contextlib
+import contextvars
 import os
 import pathlib
 import socket
@@ -18,12 +26,46 @@ import threading
 import urllib.parse
 import warnings
 
+import h5py
+
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import WeightsError
 from keras_transfer.utils.internals import keras_home_for_downloads
 
 # Seconds to wait for the download host before declaring the machine offline.
 CONNECT_TIMEOUT = 3.0
+
+# How the messages name the `weights` argument's values: a file, and random
+# initialisation.
+API_SPELLING = {"path": "weights=PATH", "none": "weights=None"}
+CLI_SPELLING = {"path": "--weights PATH", "none": "--weights none"}
+_SPELLING = contextvars.ContextVar("keras_transfer_weights_spelling", default=API_SPELLING)
+
+
+@contextlib.contextmanager
+def argument_spelling(spelling):
+    """Within the block, the messages of this module spell `weights` as `spelling`.
+
+    Example:
+
+    ```python
+    with argument_spelling(CLI_SPELLING):
+        model = keras_transfer.build_classifier("mobilenet_v2_050", 5)
+    # a WeightsError raised inside says "--weights PATH", not "weights=PATH"
+    ```
+
+    Args:
+        spelling: a dict like `API_SPELLING`: "path" and "none".
+    """
+    token = _SPELLING.set(spelling)
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
+
+
+def _spelled(key):
+    return _SPELLING.get()[key]
 
 
 def keras_home():
@@ -118,11 +160,13 @@ def load_backbone(spec, input_shape=None, weights=None):
         return _load_imagenet(spec, shape, build)
 
     path = pathlib.Path(weights).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise _dangling_link_error(path)
     if not path.is_file():
         raise WeightsError(
             f"Weights file not found: {str(path)!r} (weights={str(weights)!r} for "
-            f"backbone {spec.name!r}). Pass an existing file, 'imagenet', or None "
-            "for random initialisation."
+            f"backbone {spec.name!r}). Pass an existing file, 'imagenet', or "
+            f"{_spelled('none')} for random initialisation."
         )
     return _load_file(spec, path, build)
 
@@ -137,7 +181,7 @@ def _load_file(spec, path, build):
             f"(built by {spec.constructor} with {spec.constructor_kwargs or 'defaults'}): "
             f"{str(e).rstrip('.')}. Was it saved from another architecture or width? "
             f"Pass a file saved from {spec.name!r} (its ImageNet file is named like "
-            f"{spec.weights_filename(None)!r}), 'imagenet', or None."
+            f"{spec.weights_filename(None)!r}), 'imagenet', or {_spelled('none')}."
         ) from e
     return model
 
@@ -147,13 +191,18 @@ def _load_imagenet(spec, shape, build):
     if path is None:
         raise WeightsError(
             f"Backbone {spec.name!r} has no ImageNet weights registered. Use "
-            "weights=None (random initialisation) or weights=PATH to a weights file."
+            f"{_spelled('none')} (random initialisation) or {_spelled('path')} to "
+            "a weights file."
         )
+    fallback = imagenet_weights_path(spec, None)
+    for cached in dict.fromkeys((path, fallback)):
+        if cached.is_symlink() and not cached.exists():
+            raise _dangling_link_error(cached)
     if not path.exists():
         url = spec.weights_url(shape)
-        fallback = imagenet_weights_path(spec, None)
         if not reachable(url):
             if fallback.exists():
+                _check_hdf5(fallback, spec.weights_url(None))
                 # Without top, the weights of every input size have the same
                 # shapes; those trained at the default size are a better
                 # start than a failure on an offline machine.
@@ -176,9 +225,11 @@ def _load_imagenet(spec, shape, build):
                     if fallback != path
                     else ""
                 )
-                + ", or pass weights=PATH to the file, or weights=None for random "
-                "initialisation."
+                + f", or pass {_spelled('path')} to the file, or {_spelled('none')} "
+                "for random initialisation."
             )
+    else:
+        _check_hdf5(path, spec.weights_url(shape))
     try:
         # Loading through Keras (rather than from the path) keeps what its
         # constructors do only for "imagenet", e.g. EfficientNet's extra
@@ -190,7 +241,39 @@ def _load_imagenet(spec, shape, build):
         raise WeightsError(
             f"Could not load the ImageNet weights of backbone {spec.name!r} from "
             f"{str(path)!r}: {e}. Delete the file to download it again, or pass "
-            "weights=PATH to a good copy."
+            f"{_spelled('path')} to a good copy."
+        ) from e
+
+
+def _dangling_link_error(path):
+    target = os.readlink(path)
+    return WeightsError(
+        f"{str(path)!r} is a symbolic link to {target!r}, which does not exist"
+        + (
+            f" (a relative link is read from the link's folder, {str(path.parent)!r})"
+            if not os.path.isabs(target)
+            else ""
+        )
+        + ". Fix: link to the weights' absolute path, e.g. "
+        f'ln -sf "$(realpath WEIGHTS_DIR)"/*.h5 {str(path.parent)!r}/ with '
+        "WEIGHTS_DIR the folder that holds the .h5 files, or delete the link "
+        f"to download the file again, or pass {_spelled('path')} to the file."
+    )
+
+
+def _check_hdf5(path, url):
+    """Raises `WeightsError` unless `path` opens as an HDF5 file."""
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except (OSError, ValueError) as e:
+        size = path.stat().st_size
+        raise WeightsError(
+            f"{str(path)!r} ({size} bytes) is not a readable HDF5 weights file "
+            f"({str(e).rstrip('.')}): a partial download, or a Git LFS pointer "
+            "if it is a few hundred bytes. Fix: replace it with the complete file "
+            f"(downloaded from {url}), delete it so that Keras downloads it again, "
+            f"or pass {_spelled('path')} to a good copy."
         ) from e
 
 

@@ -43,6 +43,36 @@ def history_records(path):
     return [r for r in epochs if isinstance(r, dict)]
 
 
+def update_history(path, fields):
+    """Adds or replaces top-level fields of a history file, atomically.
+
+    For what is known only once training ends, e.g. which epoch's model was
+    saved. A missing or unreadable file becomes one with `fields` and no
+    epochs.
+
+    Example:
+
+    ```python
+    update_history("history.json", {"saved_epoch": 3})
+    ```
+
+    Args:
+        path: a JSON file written by `JsonHistory`.
+        fields: a JSON-serialisable dict; "epochs" is refused.
+    """
+    if "epochs" in fields:
+        raise ValueError("update_history keeps the epochs: pass other fields.")
+    try:
+        with open(path) as f:
+            history = json.load(f)
+    except (OSError, ValueError):
+        history = None
+    if not isinstance(history, dict):
+        history = {"epochs": []}
+    epochs = history.pop("epochs", [])
+    atomic_write_json(path, {**history, **fields, "epochs": epochs})
+
+
 class JsonHistory(keras.callbacks.Callback):
     """Rewrites a JSON history file after every epoch.
 

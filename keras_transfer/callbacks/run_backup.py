@@ -58,6 +58,9 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     """
 
     METADATA = "training_metadata.json"
+    # The best epoch's model, which `keras-transfer train` keeps here during a
+    # run (`--keep best`) so that a resumed run still knows it.
+    BEST_MODEL = "best.keras"
     _PREFIX = "epoch_"
     _SUFFIX = ".weights.h5"  # Keras requires it of weights files.
 
@@ -75,12 +78,15 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def owns(cls, name):
         """Whether the file `name` in a backup folder is one this class writes.
 
-        Temporary files count: a run killed while saving leaves one behind.
+        Temporary files count: a run killed while saving leaves one behind
+        (`.NAME.PID.tmp`, or `.NAME.PID.tmp.keras` for a model).
         """
         if name.lstrip(".").startswith(cls._PREFIX):
             return name.endswith(cls._SUFFIX)
-        return name == cls.METADATA or (
-            name.startswith(f".{cls.METADATA}.") and name.endswith(".tmp")
+        return any(
+            name == own
+            or (name.startswith(f".{own}.") and name.endswith((".tmp", ".tmp.keras")))
+            for own in (cls.METADATA, cls.BEST_MODEL)
         )
 
     def resume_epoch(self):

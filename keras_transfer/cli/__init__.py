@@ -2,7 +2,7 @@
 
 ```
 keras-transfer backbones [PATTERN]          # the backbone registry, as a table
-keras-transfer train DATA_DIR [options]     # train a classifier, save it
+keras-transfer train [DATA_DIR] [options]   # train a classifier, save it
 keras-transfer compare [DATA_DIR] [options] # pretrained against from scratch
 ```
 
@@ -11,11 +11,16 @@ backbone frozen, then `--fine-tune-epochs` epochs also train the last
 `--unfreeze-blocks` blocks of the backbone at `--backbone-lr-ratio` times the
 learning rate (`keras_transfer.ProgressiveUnfreeze`). It writes the model
 (`--output`, a `.keras` file that loads with Keras' default `safe_mode=True`)
-and, after every epoch, a `history.json` beside it:
+and, after every epoch, a `history.json` beside it. The model saved is that of
+the epoch with the best `val_accuracy` (`--keep best`, the default; without a
+validation set, the last), or that of the last epoch (`--keep last`); the
+history's `saved_epoch` says which. Without DATA_DIR, `train` (like
+`compare`) uses TensorFlow's flower_photos from the Keras cache:
 
 ```json
 {"backbone": "mobilenet_v2_050", "class_names": ["daisy", "roses"],
- "image_size": [160, 160], "weights": "imagenet", ...,
+ "image_size": [160, 160], "weights": "imagenet", ..., "keep": "best",
+ "saved_epoch": 7,
  "epochs": [{"epoch": 0, "loss": 0.61, "accuracy": 0.7, "val_loss": 0.42,
              "val_accuracy": 0.83, "seconds": 12.9, "unfreeze_phase": 0.0,
              "trainable_params": 6405.0, ...}, ...]}
@@ -45,31 +50,36 @@ Exit status:
   written, a backup of another run), reported in one line,
   `keras-transfer: error: ...`, before anything trains.
 - 3: the loss became NaN or infinite. Training stops at once; the model of
-  the last finished epoch is saved to `--output`, `history.json` keeps the
-  finished epochs, the backup stays to resume from. One line says so.
+  the best finished epoch (`--keep last`: the last) is saved to `--output`,
+  `history.json` keeps the finished epochs, the backup stays to resume from.
+  One line says so.
 - 130: interrupted (Ctrl-C); the backup stays to resume from.
 
 Warnings (e.g. image files that cannot be decoded and are skipped) are printed
 as `keras-transfer: warning: ...`.
 
-Each command is one module of this package (`backbones_command`,
-`train_command`, `compare_command`) with a `register(subparsers)` function;
-`COMMAND_MODULES` lists them. `arguments` holds the argparse types and path
-checks they share, `program` the program name and exit statuses.
+Start-up: the argument parser, its checks and this package's import need
+neither TensorFlow nor Keras, so a mistake in the arguments is reported at
+once. `COMMANDS` names each command's module, imported only when that command
+runs (or `--help` lists them all); a command's heavy work is in a module
+its parser names by string (`handler="module:function"`), imported only once
+the arguments are checked, with TensorFlow's start-up logs kept out of the
+terminal (`start_up`; `--verbose` shows them).
+
+`train` is split that way (`train_arguments` parses and checks,
+`train_command` trains); the other commands' modules still import Keras
+when their parser is built, so their mistakes are reported after it loads.
+`arguments` holds the argparse types and path checks the commands share,
+`program` the program name and exit statuses.
 """
 
 import argparse
+import importlib
 import os
 import sys
 import warnings
 
 from keras_transfer import __version__
-from keras_transfer.cli import backbones_command
-from keras_transfer.cli import compare_command
-from keras_transfer.cli import evaluate_command
-from keras_transfer.cli import export_command
-from keras_transfer.cli import predict_command
-from keras_transfer.cli import train_command
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import non_negative_int
 from keras_transfer.cli.arguments import positive_float
@@ -80,12 +90,14 @@ from keras_transfer.cli.program import EXIT_NON_FINITE_LOSS
 from keras_transfer.cli.program import EXIT_OK
 from keras_transfer.cli.program import EXIT_USAGE
 from keras_transfer.cli.program import PROG
+from keras_transfer.cli.start_up import import_quietly
+from keras_transfer.cli.start_up import quiet_imports
 from keras_transfer.cli.train_arguments import add_run_arguments
 from keras_transfer.cli.train_arguments import add_train_arguments
 from keras_transfer.errors import KerasTransferError
 
 __all__ = [
-    "COMMAND_MODULES",
+    "COMMANDS",
     "EXIT_NON_FINITE_LOSS",
     "PROG",
     "add_run_arguments",
@@ -99,12 +111,24 @@ __all__ = [
     "unit_fraction",
 ]
 
-# The subcommands, in the order `--help` lists them. Each module defines
-# `register(subparsers)`: it adds its parsers to `subparsers` and gives each
-# a `handler`, a function that takes the parsed arguments and returns the
-# exit status (None for 0). Handlers report user mistakes by raising a
+# The subcommands, in the order `--help` lists them, and the module that
+# declares each (a module object, or its name to import when needed). Each
+# module defines `register(subparsers)`: it adds its parser to `subparsers`
+# and gives it a `handler` (a function, or "module:function" to import once
+# the arguments are checked) that takes the parsed arguments and returns the
+# exit status (None for 0), and optionally a `check` that runs before the
+# handler's module is imported. Both report user mistakes by raising a
 # `KerasTransferError`; `main` prints its message.
-COMMAND_MODULES = (backbones_command, train_command, predict_command, evaluate_command, export_command, compare_command)
+COMMANDS = {
+    "backbones": "keras_transfer.cli.backbones_command",
+    "train": "keras_transfer.cli.train_arguments",
+    "predict": "keras_transfer.cli.predict_command",
+    "evaluate": "keras_transfer.cli.evaluate_command",
+    "export": "keras_transfer.cli.export_command",
+    "compare": "keras_transfer.cli.compare_command",
+}
+
+VERBOSE_OPTION = "--verbose"
 
 
 def main(argv=None):
@@ -126,14 +150,24 @@ def main(argv=None):
         in one line on stderr), 3 when `train` stopped on a NaN loss, 130
         when interrupted.
     """
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # Read before parsing: building a command's parser may import TensorFlow.
+    verbose = VERBOSE_OPTION in argv[: argv.index("--") if "--" in argv else None]
     with warnings.catch_warnings():
         # One line per warning, like the errors, instead of Python's
         # "file:line: UserWarning:" and the source line of the caller.
         warnings.showwarning = _show_warning
         try:
-            parser = build_parser()
+            with quiet_imports(verbose):
+                parser = build_parser(_commands_needed(argv))
             args = parser.parse_args(argv)
-            status = args.handler(args)
+            if getattr(args, "check", None) is not None:
+                args.check(args)
+            handler = args.handler
+            if isinstance(handler, str):
+                module, _, function = handler.partition(":")
+                handler = getattr(import_quietly(module, verbose), function)
+            status = handler(args)
         except (_UsageError, KerasTransferError) as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -151,15 +185,22 @@ def main(argv=None):
     return EXIT_OK if status is None else status
 
 
-def build_parser():
-    """The argument parser, with the subcommands of `COMMAND_MODULES`.
+def build_parser(commands=None):
+    """The argument parser, with the subcommands of `COMMANDS`.
 
     Example:
 
     ```python
     args = build_parser().parse_args(["train", "flower_photos"])
-    args.handler(args)  # trains, as `keras-transfer train flower_photos` does
+    args.handler  # "keras_transfer.cli.train_command:train_command"
     ```
+
+    Args:
+        commands: the names of the commands to declare in full, e.g. only
+            the one about to run; the others get an empty parser, enough for
+            the "invalid choice" message, and their modules are not imported
+            (some import TensorFlow). None declares them all, as `--help`
+            needs.
     """
     parser = _Parser(
         prog=PROG,
@@ -168,12 +209,43 @@ def build_parser():
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
     )
+    _add_verbose_argument(parser, default=False)
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-    for module in COMMAND_MODULES:
+    for name, module in COMMANDS.items():
+        if commands is not None and name not in commands:
+            subparsers.add_parser(name)
+            continue
+        if isinstance(module, str):
+            module = importlib.import_module(module)
         module.register(subparsers)
+    for subparser in subparsers.choices.values():
+        # SUPPRESS: a subcommand's default would overwrite a --verbose given
+        # before the command (`keras-transfer --verbose train ...`).
+        _add_verbose_argument(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_verbose_argument(parser, default):
+    parser.add_argument(
+        VERBOSE_OPTION,
+        action="store_true",
+        default=default,
+        help="show TensorFlow's and absl's start-up logs (hidden by default)",
+    )
+
+
+def _commands_needed(argv):
+    """The commands `build_parser` must add to parse `argv`; None for all."""
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None
+        if arg == "--version":
+            return ()
+        if not arg.startswith("-"):
+            return (arg,)
+    return ()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -14,6 +14,11 @@ import tempfile
 from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 
+# The smallest image side any registered backbone accepts (BackboneSpec's
+# default `min_input_size`, keras.applications' floor): `--image-size` below it
+# is refused while parsing, before the registry (and TensorFlow) loads.
+MIN_IMAGE_SIZE = 32
+
 
 def positive_int(text):
     """argparse type: an integer >= 1.
@@ -27,19 +32,35 @@ def positive_int(text):
     return _int_at_least(text, 1)
 
 
+def image_size(text):
+    """argparse type: an image side in pixels, at least `MIN_IMAGE_SIZE`.
+
+    Each backbone's own minimum (`BackboneSpec.min_input_size`, larger for
+    some) is checked once the registry is loaded.
+
+    Example:
+
+    ```python
+    parser.add_argument("--image-size", type=image_size)
+    ```
+    """
+    return _int_at_least(text, MIN_IMAGE_SIZE, what="pixels, the smallest input a backbone accepts")
+
+
 def non_negative_int(text):
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0)
 
 
-def _int_at_least(text, minimum):
+def _int_at_least(text, minimum, what=None):
     try:
         value = int(text)
     except ValueError:
         value = minimum - 1
     if value < minimum:
+        unit = f" ({what})" if what else ""
         raise argparse.ArgumentTypeError(
-            f"expected an integer >= {minimum}, got {text!r}"
+            f"expected an integer >= {minimum}{unit}, got {text!r}"
         )
     return value
 

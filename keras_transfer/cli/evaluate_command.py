@@ -12,6 +12,7 @@ import os
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
+from keras_transfer.cli.program import plural
 from keras_transfer.data import load_image_folder
 from keras_transfer.evaluation import evaluate
 from keras_transfer.evaluation import load_classifier
@@ -102,7 +103,8 @@ def evaluation_text(result):
     print(evaluation_text(keras_transfer.evaluate(model, test_ds)))
     ```
     """
-    lines = [f"Accuracy: {100 * result.accuracy:.1f} % of {result.num_images} images", ""]
+    images = plural(result.num_images, "image")
+    lines = [f"Accuracy: {100 * result.accuracy:.1f} % of {images}", ""]
     rows = [("CLASS", "PRECISION", "RECALL", "F1", "SUPPORT")]
     for name, scores in result.per_class.items():
         rows.append(

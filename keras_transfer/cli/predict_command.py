@@ -17,6 +17,7 @@ from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
+from keras_transfer.cli.program import plural
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.evaluation import DEFAULT_TOP_K
 from keras_transfer.evaluation import load_classifier
@@ -88,7 +89,7 @@ def predict_command(args):
         )
     if output:
         atomic_write_text(output, _output_text(output, result))
-        print(f"Wrote {len(result.images)} predictions to {output}.")
+        print(f"Wrote {plural(len(result.images), 'prediction')} to {output}.")
 
 
 def _check_output(path):

@@ -3,7 +3,7 @@
 `train` deletes the backup folder after a successful run, so
 `check_backup_dir` only accepts one that holds nothing but a backup; a
 resumed run reads the best value so far from the history with
-`best_so_far`. The model itself is saved with
+`best_so_far`, and `best_epoch` says which epoch the kept model is. The model itself is saved with
 `keras_transfer.models.save_model`.
 """
 
@@ -59,20 +59,46 @@ def best_so_far(run, monitor):
     """The best `monitor` of the finished epochs a resumed run keeps.
 
     Args:
-        run: the `TrainRun`; its checkpoint file must exist for a value to
-            count (else the checkpoint restarts from the first epoch).
+        run: the `TrainRun`; its best-model file (`run.best_model`) must
+            exist for a value to count (else the best model restarts from
+            the first epoch of this run).
         monitor: the history key, e.g. "val_accuracy".
 
     Returns:
         The largest value in the history of the epochs before
-        `run.resume_epoch`, or None (a new run, no checkpoint, no value).
+        `run.resume_epoch`, or None (a new run, no best model yet, no value).
     """
-    if not run.resume_epoch or not os.path.exists(run.checkpoint):
+    if not run.resume_epoch or not run.best_model or not os.path.exists(run.best_model):
         return None
-    values = [
-        record.get(monitor)
-        for record in history_records(run.history)
-        if record.get("epoch", math.inf) < run.resume_epoch
-    ]
-    values = [v for v in values if isinstance(v, (int, float))]
-    return max(values) if values else None
+    found = best_epoch(run.history, monitor, before=run.resume_epoch)
+    return None if found is None else found[1]
+
+
+def best_epoch(history, monitor, since=0, before=math.inf):
+    """The epoch of the history whose `monitor` is the largest, and that value.
+
+    The first of equal values wins, as `BestCheckpoint` keeps the first.
+
+    Args:
+        history: the path of a history file (`JsonHistory`).
+        monitor: the history key, e.g. "val_accuracy".
+        since: the first epoch to consider.
+        before: the first epoch not to consider.
+
+    Returns:
+        `(epoch, value)`, or None when no epoch in range has a value.
+
+    Example:
+
+    ```python
+    epoch, accuracy = best_epoch("history.json", "val_accuracy")
+    ```
+    """
+    found = None
+    for record in history_records(history):
+        epoch, value = record.get("epoch"), record.get(monitor)
+        if not isinstance(epoch, int) or not since <= epoch < before:
+            continue
+        if isinstance(value, (int, float)) and (found is None or value > found[1]):
+            found = (epoch, value)
+    return found

@@ -1,21 +1,23 @@
 """The options of `keras-transfer train`, and their checks before anything is read.
 
-`add_train_arguments` and `add_run_arguments` declare them;
-`check_train_arguments` turns the parsed values into a `TrainRun` (the
-backbone's spec, absolute paths that are known to be writable, the total
-epochs) or raises `ConfigurationError` naming the option; `run_identity`
-is what a backup must match to be resumed.
+`register` adds the command; `add_train_arguments` and `add_run_arguments`
+declare its options; `check_train_arguments` turns the parsed values into a
+`TrainRun` (absolute paths that are known to be writable, the total epochs)
+or raises `ConfigurationError` naming the option; `run_identity` is what a
+backup must match to be resumed. None of it imports TensorFlow: a mistake
+here is reported before it loads. What needs the backbone registry (the
+backbone's name, its minimum input size and depth) is checked by
+`train_command`, which does the training.
 """
 
 import argparse
 import dataclasses
 import os
 
-from keras_transfer import backbones
 from keras_transfer import defaults
-from keras_transfer.cli import run_files
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import fraction
+from keras_transfer.cli.arguments import image_size
 from keras_transfer.cli.arguments import keras_file_path
 from keras_transfer.cli.arguments import non_negative_int
 from keras_transfer.cli.arguments import positive_float
@@ -30,27 +32,72 @@ from keras_transfer.errors import ConfigurationError
 # `--learning-rate auto`: a learning-rate range test picks the head's rate.
 AUTO = "auto"
 
+# `--keep`: the model saved to --output, that of the epoch with the best
+# val_accuracy or that of the last epoch.
+KEEP_BEST = "best"
+KEEP_LAST = "last"
+
+# The function that trains, imported once the arguments are checked.
+HANDLER = "keras_transfer.cli.train_command:train_command"
+
+
+def register(subparsers):
+    """Adds the `train` subcommand.
+
+    Args:
+        subparsers: the object `ArgumentParser.add_subparsers()` returns.
+    """
+    parser = subparsers.add_parser(
+        "train",
+        help="train a classifier on a folder of images",
+        description="Train a classifier on DATA_DIR, a folder with one subfolder of\n"
+        "images per class (DATA_DIR/<class>/<image>; default: TensorFlow's\n"
+        "flower_photos from the Keras cache, downloaded if online). The head\n"
+        "trains first with the backbone frozen (--epochs), then with the top\n"
+        "blocks of the backbone (--fine-tune-epochs), in one fit. Saves the model\n"
+        "of the epoch with the best val_accuracy (--keep) to --output and the\n"
+        "per-epoch history to history.json beside it.\n\n"
+        "A run that is interrupted (killed, Ctrl-C, a crash) resumes after its\n"
+        "last finished epoch when the same command runs again.\n\n"
+        "exit status: 0 done, 2 bad arguments or data, 3 the loss became NaN\n"
+        "(the last good model is saved), 130 interrupted.",
+        epilog="example:\n"
+        f"  {PROG} train flower_photos --backbone mobilenet_v2_050 \\\n"
+        "      --image-size 160 --epochs 5 --fine-tune-epochs 5 \\\n"
+        "      --output flowers.keras --log-dir logs/flowers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_train_arguments(parser)
+    add_run_arguments(parser)
+    parser.set_defaults(check=check_train_arguments, handler=HANDLER)
+
 
 @dataclasses.dataclass
 class TrainRun:
     """The checked arguments of one `train` run, and the objects it shares.
 
     Attributes:
-        spec: the backbone's `BackboneSpec`.
         weights: "imagenet", None or the path of a weights file.
-        image_size: the side of the square inputs, in pixels.
+        image_size: the side of the square inputs, in pixels (None until
+            the backbone's default is known).
         epochs: head and fine-tuning epochs together.
         output: the absolute path of the model file.
         history: the absolute path of the history file.
         backup_dir: the absolute path of the backup folder.
         log_dir: the TensorBoard folder, or None.
-        checkpoint: the best model's file, or None.
+        checkpoint: the best model's file (`--checkpoint`), or None.
+        keep: `KEEP_BEST` or `KEEP_LAST`, what `--output` gets.
+        spec: the backbone's `BackboneSpec`, once the registry is loaded.
+        data_dir: the absolute path of the images, once resolved.
+        best_model: the file the best epoch's model is kept in during the
+            run (`checkpoint`, or one in the backup folder), or None.
+        best_since: the first epoch the best model was chosen from (that
+            of a resumed run whose backup kept no best model, else 0).
         backup: the run's `RunBackup`, once the data is read.
         nan_guard: the run's `NonFiniteLossGuard`.
         resume_epoch: the epochs a resumed run has already done.
     """
 
-    spec: object
     weights: object
     image_size: int
     epochs: int
@@ -59,6 +106,11 @@ class TrainRun:
     backup_dir: str
     log_dir: str = None
     checkpoint: str = None
+    keep: str = KEEP_BEST
+    spec: object = None
+    data_dir: str = None
+    best_model: str = None
+    best_since: int = 0
     backup: object = None
     nan_guard: object = None
     resume_epoch: int = 0
@@ -79,7 +131,11 @@ def add_train_arguments(parser):
     ```
     """
     parser.add_argument(
-        "data_dir", metavar="DATA_DIR", help="folder with one subfolder per class"
+        "data_dir",
+        nargs="?",
+        metavar="DATA_DIR",
+        help="folder with one subfolder of images per class (default: "
+        "TensorFlow's flower_photos from the Keras cache, downloaded if online)",
     )
     _add_model_arguments(parser)
     _add_recipe_arguments(parser)
@@ -114,7 +170,7 @@ def _add_model_arguments(parser):
     )
     parser.add_argument(
         "--image-size",
-        type=positive_int,
+        type=image_size,
         metavar="PIXELS",
         help="side of the square input images are resized to "
         "(default: the backbone's input size)",
@@ -244,30 +300,45 @@ def add_run_arguments(parser):
         help="also keep the model of the epoch with the best val_accuracy in "
         "this .keras file (default: none)",
     )
+    parser.add_argument(
+        "--keep",
+        choices=(KEEP_BEST, KEEP_LAST),
+        default=KEEP_BEST,
+        help="the model --output gets: that of the epoch with the best "
+        "val_accuracy, or that of the last epoch; 'best' without a validation "
+        "set keeps the last (default: %(default)s)",
+    )
 
 
 def check_train_arguments(args):
-    """Checks everything that can be checked before reading the data.
+    """Checks everything that can be checked without TensorFlow or the data.
+
+    `train_command` checks the rest once the backbone registry is loaded
+    (the backbone's name, its minimum input size and depth, the backup).
 
     Args:
         args: the parsed arguments of `train`.
 
     Returns:
-        A `TrainRun`.
+        A `TrainRun`, without its `spec`.
 
     Raises:
         ConfigurationError: a value is wrong or a path cannot be written; the
             message names the option.
     """
-    spec = backbones.get_backbone(args.backbone)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise ConfigurationError(
+            f"Image folder not found: {os.path.abspath(args.data_dir)} (DATA_DIR "
+            f"{'does not exist' if not os.path.exists(args.data_dir) else 'is a file'}). "
+            "Pass the folder that holds one subfolder per class: "
+            "DIR/<class>/<image>, or no DATA_DIR for flower_photos."
+        )
     output = keras_file_path(args.output, "--output")
     history = writable_path(
         args.history or os.path.join(os.path.dirname(output), "history.json"),
         "--history",
     )
     weights = weights_argument(args.weights)
-    size = args.image_size or spec.default_input_size
-    _check_backbone_fits(args, spec, size)
     checkpoint = None
     if args.checkpoint:
         if not args.validation_split:
@@ -278,29 +349,19 @@ def check_train_arguments(args):
             )
         checkpoint = keras_file_path(args.checkpoint, "--checkpoint")
     stem = output[: -len(".keras")]
-    backup_dir = run_files.check_backup_dir(args.backup_dir or f"{stem}.backup")
+    backup_dir = os.path.abspath(os.path.expanduser(args.backup_dir or f"{stem}.backup"))
     log_dir = writable_dir(args.log_dir, "--log-dir") if args.log_dir else None
     return TrainRun(
-        spec=spec,
         weights=weights,
-        image_size=size,
+        image_size=args.image_size,
         epochs=args.epochs + args.fine_tune_epochs,
         output=output,
         history=history,
         backup_dir=backup_dir,
         log_dir=log_dir,
         checkpoint=checkpoint,
+        keep=args.keep,
     )
-
-
-def _check_backbone_fits(args, spec, size):
-    if size < spec.min_input_size:
-        raise ConfigurationError(
-            f"--image-size {size} is below the {spec.min_input_size} pixels "
-            f"backbone {spec.name!r} accepts. Use --image-size "
-            f"{spec.min_input_size} or more (its default is {spec.default_input_size})."
-        )
-    spec.check_depth(args.unfreeze_blocks, name="--unfreeze-blocks")
 
 
 def run_identity(args, run, class_names):
@@ -310,7 +371,7 @@ def run_identity(args, run, class_names):
     with lower ones.
     """
     identity = {
-        "DATA_DIR": os.path.abspath(args.data_dir),
+        "DATA_DIR": run.data_dir,
         "classes": list(class_names),
         "--backbone": run.spec.name,
         "--weights": args.weights,
@@ -328,4 +389,6 @@ def run_identity(args, run, class_names):
         identity["--class-weight"] = args.class_weight
     if args.mixed_precision:
         identity["--mixed-precision"] = True
+    if run.keep != KEEP_BEST:
+        identity["--keep"] = run.keep
     return identity

@@ -1,76 +1,62 @@
-"""`keras-transfer train DATA_DIR`: train a classifier on a folder of images, save it.
+"""`keras-transfer train [DATA_DIR]`: train a classifier on a folder of images, save it.
 
 One `model.fit`: `--epochs` epochs train the head with the backbone frozen,
 then `--fine-tune-epochs` epochs also train the last `--unfreeze-blocks`
 blocks of the backbone (`ProgressiveUnfreeze`). The callbacks, in the order
 their epoch ends run: the unfreezing, `NonFiniteLossGuard` (exit 3 on a NaN
 loss), `JsonHistory` (history.json), TensorBoard and `PhaseTimer`
-(`--log-dir`), `BestCheckpoint` (`--checkpoint`), and last `RunBackup`, which
-a re-run of the same command resumes from. The options and their checks are
-in `train_arguments`.
+(`--log-dir`), `BestCheckpoint` (the best epoch's model: `--checkpoint`, or
+a file in the backup folder for `--keep best`), and last `RunBackup`, which
+a re-run of the same command resumes from. `--output` gets the best epoch's
+model (`--keep best`, the default) or the last epoch's (`--keep last`).
+
+The options and the checks that need no TensorFlow are in `train_arguments`,
+which the command line imports first; this module checks what needs the
+backbone registry, then trains.
 """
 
-import argparse
 import collections
 import os
+import shutil
 import sys
 import warnings
 
 import keras
 import tensorflow as tf
 
+from keras_transfer import backbones
+from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.callbacks.best_checkpoint import BestCheckpoint
 from keras_transfer.callbacks.flushing_tensorboard import FlushingTensorBoard
 from keras_transfer.callbacks.json_history import JsonHistory
+from keras_transfer.callbacks.json_history import update_history
 from keras_transfer.callbacks.non_finite_loss_guard import NonFiniteLoss
 from keras_transfer.callbacks.non_finite_loss_guard import NonFiniteLossGuard
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
 from keras_transfer.callbacks.run_backup import RunBackup
+from keras_transfer.cli import run_files
 from keras_transfer.cli.program import EXIT_INTERRUPTED
 from keras_transfer.cli.program import EXIT_NON_FINITE_LOSS
 from keras_transfer.cli.program import PROG
-from keras_transfer.cli.run_files import best_so_far
+from keras_transfer.cli.program import plural
 from keras_transfer.cli.train_arguments import AUTO
-from keras_transfer.cli.train_arguments import add_run_arguments
-from keras_transfer.cli.train_arguments import add_train_arguments
+from keras_transfer.cli.train_arguments import KEEP_BEST
 from keras_transfer.cli.train_arguments import check_train_arguments
 from keras_transfer.cli.train_arguments import run_identity
 from keras_transfer.data import load_image_folder
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.experiment import default_data_dir
 from keras_transfer.learning_rate import describe as describe_finding
 from keras_transfer.learning_rate import find_learning_rate
 from keras_transfer.models import build_classifier
 from keras_transfer.models import save_model
 from keras_transfer.unfreeze import fine_tune_schedule
+from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.files import remove_stale_temporaries
 
-
-def register(subparsers):
-    """Adds the `train` subcommand.
-
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = subparsers.add_parser(
-        "train",
-        help="train a classifier on a folder of images",
-        description="Train a classifier on DATA_DIR, a folder with one subfolder of\n"
-        "images per class (DATA_DIR/<class>/<image>). The head trains first with\n"
-        "the backbone frozen (--epochs), then with the top blocks of the backbone\n"
-        "(--fine-tune-epochs), in one fit. Saves the model to --output and the\n"
-        "per-epoch history to history.json beside it.\n\n"
-        "A run that is interrupted (killed, Ctrl-C, a crash) resumes after its\n"
-        "last finished epoch when the same command runs again.\n\n"
-        "exit status: 0 done, 2 bad arguments or data, 3 the loss became NaN\n"
-        "(the last good model is saved), 130 interrupted.",
-        epilog="example:\n"
-        f"  {PROG} train flower_photos --backbone mobilenet_v2_050 \\\n"
-        "      --image-size 160 --epochs 5 --fine-tune-epochs 5 \\\n"
-        "      --output flowers.keras --log-dir logs/flowers",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_train_arguments(parser)
-    add_run_arguments(parser)
-    parser.set_defaults(handler=train_command)
+# What `--keep best` and `--checkpoint` maximise.
+MONITOR = "val_accuracy"
 
 
 def train_command(args):
@@ -81,10 +67,13 @@ def train_command(args):
             before anything trains.
     """
     run = check_train_arguments(args)
+    _check_backbone(args, run)
+    run.backup_dir = run_files.check_backup_dir(run.backup_dir)
+    run.data_dir = _data_dir(args)
 
     keras.utils.set_random_seed(args.seed)
     train_ds, val_ds, class_names = load_image_folder(
-        args.data_dir,
+        run.data_dir,
         run.image_size,
         batch_size=args.batch_size,
         validation_split=args.validation_split,
@@ -97,18 +86,26 @@ def train_command(args):
     if run.resume_epoch:
         print(
             f"Resuming from the backup in {run.backup_dir}: {run.resume_epoch} of "
-            f"{run.epochs} epochs are done."
+            f"{plural(run.epochs, 'epoch')} are done."
         )
+    if run.keep == KEEP_BEST and val_ds is not None:
+        run.best_model = run.checkpoint or os.path.join(
+            run.backup_dir, RunBackup.BEST_MODEL
+        )
+    else:
+        run.best_model = run.checkpoint
 
     size = run.image_size
-    model = build_classifier(
-        run.spec.name,
-        len(class_names),
-        input_shape=(size, size, 3),
-        weights=run.weights,
-        class_names=class_names,
-        dtype=_dtype(args),
-    )
+    # The CLI's users pass --weights, not weights=: the messages say so.
+    with weights_lib.argument_spelling(weights_lib.CLI_SPELLING):
+        model = build_classifier(
+            run.spec.name,
+            len(class_names),
+            input_shape=(size, size, 3),
+            weights=run.weights,
+            class_names=class_names,
+            dtype=_dtype(args),
+        )
     auto_rate = args.learning_rate == AUTO
     model.compile(
         # `auto`: Adam's default until the range test has found the rate.
@@ -118,7 +115,7 @@ def train_command(args):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    class_weight = _class_weight(args, train_ds, class_names)
+    class_weight = _class_weight(args, run, train_ds, class_names)
     if auto_rate:
         args.learning_rate = _auto_learning_rate(model, train_ds, class_weight)
         run.backup.learning_rate = model.optimizer.learning_rate = args.learning_rate
@@ -140,9 +137,75 @@ def train_command(args):
         return _stop_on_interrupt(run)
     # The model and history go to disk before the backup goes away: a kill
     # between the two leaves a run that resumes, never one that is lost.
-    save_model(model, run.output)
+    kept = _save_best_model(run)
+    if kept is None:
+        save_model(model, run.output)
+        update_history(run.history, {"saved_epoch": run.epochs - 1})
+        which = f"of the last epoch ({run.epochs}/{run.epochs})"
+        if run.keep == KEEP_BEST:
+            which += ": no validation set to choose the best by"
+    else:
+        epoch, value = kept
+        which = f"of epoch {epoch + 1}/{run.epochs}, the best {MONITOR} ({value:.4f})"
     run.backup.delete()
-    print(f"Saved the model to {run.output} and its history to {run.history}.")
+    print(f"Saved the model {which} to {run.output} and its history to {run.history}.")
+
+
+def _check_backbone(args, run):
+    """The checks that need the registry: the name, the input size, the depth."""
+    spec = backbones.get_backbone(args.backbone)
+    size = run.image_size or spec.default_input_size
+    if size < spec.min_input_size:
+        raise ConfigurationError(
+            f"--image-size {size} is below the {spec.min_input_size} pixels "
+            f"backbone {spec.name!r} accepts. Use --image-size "
+            f"{spec.min_input_size} or more (its default is {spec.default_input_size})."
+        )
+    spec.check_depth(args.unfreeze_blocks, name="--unfreeze-blocks")
+    run.spec, run.image_size = spec, size
+
+
+def _data_dir(args):
+    """DATA_DIR, absolute; without one, flower_photos from the Keras cache."""
+    if args.data_dir is not None:
+        return os.path.abspath(args.data_dir)
+    path = default_data_dir()
+    print(f"No DATA_DIR given: training on TensorFlow's flower_photos from {path}.")
+    return path
+
+
+def _save_best_model(run):
+    """Copies the best epoch's model to `--output`; its `(epoch, value)`, or None.
+
+    None when there is no best model to keep: `--keep last`, no validation
+    set, or no epoch with a finite `val_accuracy`.
+    """
+    if run.keep != KEEP_BEST or not run.best_model or not os.path.exists(run.best_model):
+        return None
+    found = run_files.best_epoch(run.history, MONITOR, since=run.best_since)
+    if found is None:
+        return None
+    _copy_atomically(run.best_model, run.output)
+    update_history(run.history, {"saved_epoch": found[0]})
+    return found
+
+
+def _copy_atomically(source, path):
+    """Copies `source` to `path` under a temporary name, then renames it.
+
+    Like `save_model`: an interrupted copy never leaves a truncated model
+    where the previous one was.
+    """
+    folder, name = os.path.split(path)
+    remove_stale_temporaries(folder, name, ".tmp.keras")
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")
+    try:
+        shutil.copyfile(source, temporary)
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _dtype(args):
@@ -157,13 +220,13 @@ def _dtype(args):
     return "mixed_float16"
 
 
-def _class_weight(args, train_ds, class_names):
+def _class_weight(args, run, train_ds, class_names):
     """`--class-weight balanced`: n / (classes * n_class) over the training images."""
     if not args.class_weight:
         return None
     # The class is the image's folder under DATA_DIR: no image is decoded.
     counts = collections.Counter(
-        os.path.relpath(path, args.data_dir).split(os.sep)[0]
+        os.path.relpath(path, run.data_dir).split(os.sep)[0]
         for path in train_ds.file_paths
     )
     total = sum(counts.values())
@@ -197,7 +260,7 @@ def _metadata(args, run, class_names):
         "class_names": class_names,
         "image_size": [size, size],
         "weights": args.weights,
-        "data_dir": os.path.abspath(args.data_dir),
+        "data_dir": run.data_dir,
         "head_epochs": args.epochs,
         "fine_tune_epochs": args.fine_tune_epochs,
         "unfreeze_blocks": args.unfreeze_blocks,
@@ -209,6 +272,7 @@ def _metadata(args, run, class_names):
         "backbone_lr_ratio": args.backbone_lr_ratio,
         "validation_split": args.validation_split,
         "seed": args.seed,
+        "keep": run.keep,
     }
 
 
@@ -236,10 +300,22 @@ def build_callbacks(args, run, metadata):
     if run.log_dir:
         tensorboard = FlushingTensorBoard(run.log_dir)
         callbacks += [tensorboard, PhaseTimer(tensorboard)]
-    if run.checkpoint:
-        callbacks.append(
-            BestCheckpoint(run.checkpoint, best=best_so_far(run, "val_accuracy"))
-        )
+    if run.best_model:
+        best = run_files.best_so_far(run, MONITOR)
+        # Without the best model of the epochs already done (a backup made
+        # before it was kept), the best is that of this run's epochs.
+        run.best_since = run.resume_epoch if best is None else 0
+        if run.best_model != run.checkpoint:
+            # Its folder, the backup's, is otherwise created at the end of
+            # the first epoch, after this callback writes.
+            callbacks.append(
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda epoch, logs: os.makedirs(
+                        run.backup_dir, exist_ok=True
+                    )
+                )
+            )
+        callbacks.append(BestCheckpoint(run.best_model, monitor=MONITOR, best=best))
     # Last: an epoch counts as done for a resumed run only once everything
     # above has recorded it, so a kill in between repeats the epoch (and
     # rewrites its records) rather than leaving it out.
@@ -279,12 +355,21 @@ def _stop_on_non_finite_loss(stop, model, run, args):
     if guard.good_weights is None:
         message = f"{where}, before any epoch finished; nothing was saved. {fix}."
     else:
-        model.set_weights(guard.good_weights)
-        save_model(model, run.output)
         done = guard.good_epoch + 1
+        kept = _save_best_model(run)
+        if kept is None:
+            model.set_weights(guard.good_weights)
+            save_model(model, run.output)
+            update_history(run.history, {"saved_epoch": guard.good_epoch})
+            which = f"epoch {done}, the last finished one"
+        else:
+            which = (
+                f"epoch {kept[0] + 1}, the best {MONITOR} ({kept[1]:.4f}) of the "
+                "finished ones"
+            )
         message = (
-            f"{where}; training stopped. Saved the model of epoch {done}, the last "
-            f"finished one, to {run.output}; {run.history} keeps the finished epochs. "
+            f"{where}; training stopped. Saved the model of {which}, to {run.output}; "
+            f"{run.history} keeps the finished epochs. "
             f"{fix}, then run the command again to resume at epoch {done + 1}, or "
             f"delete {run.backup_dir} to start over."
         )
