@@ -309,7 +309,23 @@ API_CASES = [
             BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
         ),
         WeightsError,
-        ("not cached", "cannot be reached", WEIGHTS_035, "weights=None"),
+        ("not cached", "cannot be reached", WEIGHTS_035, "weights=None", "weights=PATH"),
+    ),
+    ApiCase(
+        "cached weights file is a link to nothing",
+        lambda env: _dangling_weights(env) and keras_transfer.build_classifier(
+            BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
+        ),
+        WeightsError,
+        (WEIGHTS_035, "symbolic link", "does not exist", "ln -sf", "weights=PATH"),
+    ),
+    ApiCase(
+        "cached weights file is not HDF5 (a Git LFS pointer)",
+        lambda env: _lfs_pointer_weights(env) and keras_transfer.build_classifier(
+            BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
+        ),
+        WeightsError,
+        (WEIGHTS_035, "not a readable HDF5", "bytes", "weights=PATH"),
     ),
 ]
 
@@ -371,7 +387,7 @@ CLI_CASES = [
     CliCase(
         "missing data folder",
         lambda env: _train(env.tmp / "missing"),
-        "data",
+        "arguments",
         ("Image folder not found", "missing"),
     ),
     CliCase(
@@ -394,16 +410,22 @@ CLI_CASES = [
         ("Unknown backbone: 'mobilenet_v2_05'", "Did you mean: mobilenet_v2_050"),
     ),
     CliCase(
-        "image size below the backbone minimum",
-        lambda env: _good(env, "--image-size", 16),
+        "image size below any backbone's minimum",
+        lambda env: _good(env, "--image-size", 0),
         "arguments",
-        ("--image-size 16", "32 pixels", "--image-size 32 or more"),
+        ("--image-size", "integer >= 32", "smallest input a backbone accepts", "'0'"),
+    ),
+    CliCase(
+        "image size below the backbone's own minimum",
+        lambda env: _good(env, "--backbone", "inception_v3", "--image-size", 64),
+        "arguments",
+        ("--image-size 64", "75 pixels", "'inception_v3'", "--image-size 75 or more"),
     ),
     CliCase(
         "image size not an integer",
         lambda env: _good(env, "--image-size", "32.5"),
         "arguments",
-        ("--image-size", "integer >= 1", "'32.5'"),
+        ("--image-size", "integer >= 32", "'32.5'"),
     ),
     CliCase(
         "negative fine-tuning epochs",
@@ -459,7 +481,19 @@ CLI_CASES = [
         "offline with no cached weights",
         lambda env: _good(env, "--weights", "imagenet"),
         "model",
-        ("not cached", "cannot be reached", WEIGHTS_035),
+        ("not cached", "cannot be reached", WEIGHTS_035, "--weights PATH", "--weights none"),
+    ),
+    CliCase(
+        "cached weights file is a link to nothing",
+        lambda env: _dangling_weights(env) and _good(env, "--weights", "imagenet"),
+        "model",
+        (WEIGHTS_035, "symbolic link", "does not exist", "ln -sf", "--weights PATH"),
+    ),
+    CliCase(
+        "cached weights file is not HDF5 (a Git LFS pointer)",
+        lambda env: _lfs_pointer_weights(env) and _good(env, "--weights", "imagenet"),
+        "model",
+        (WEIGHTS_035, "not a readable HDF5", "Git LFS pointer", "--weights PATH"),
     ),
     CliCase(
         "output path not writable",
@@ -492,6 +526,24 @@ CLI_CASES = [
         ("--backup-dir", "not a keras-transfer backup", "'notes.txt'", "new or empty folder"),
     ),
 ]
+
+
+def _cached_weights(env):
+    return env.keras_home / "models" / WEIGHTS_035
+
+
+def _dangling_weights(env):
+    # A relative link made from the wrong folder: the classic broken cache.
+    _cached_weights(env).symlink_to(pathlib.Path("..", "shared", "weights", WEIGHTS_035))
+    return True
+
+
+def _lfs_pointer_weights(env):
+    _cached_weights(env).write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:0123456789abcdef\nsize 1736000\n"
+    )
+    return True
 
 
 def _must_not_be_called(*args, **kwargs):

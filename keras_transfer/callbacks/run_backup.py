@@ -185,6 +185,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             os.path.join(folder, self.METADATA),
             {"epoch": self._current_epoch, "weights": name, "run": self.run},
         )
+        # Older epochs' weights and what a killed writer left; the best
+        # model (written before this callback, each epoch) stays.
         for other in os.listdir(folder):
-            if other != name and other != self.METADATA and self.owns(other):
+            if other not in (name, self.METADATA, self.BEST_MODEL) and self.owns(other):
                 os.remove(os.path.join(folder, other))

@@ -2,7 +2,7 @@
 
 Importing TensorFlow prints about eight lines to stderr before any command
 runs (oneDNN, CUDA drivers, CPU instructions, absl's "log messages before
-absl::InitializeLog()", twice). In TensorFlow 2.21 most of them are written
+absl::InitializeLog()", twice), and one more when it first lists its devices. In TensorFlow 2.21 most of them are written
 before TensorFlow reads `TF_CPP_MIN_LOG_LEVEL`, so the variable alone does not
 silence them: `quiet_imports` also points file descriptor 2 at a temporary
 file while the modules import, and replays what it caught only if the import
@@ -70,6 +70,16 @@ def _restore(saved):
 
 
 def import_quietly(name, verbose=False):
-    """`importlib.import_module(name)` inside `quiet_imports(verbose)`."""
+    """`importlib.import_module(name)` inside `quiet_imports(verbose)`.
+
+    When the import brought TensorFlow in, its devices are listed inside the
+    block too: TensorFlow logs their start-up (e.g. "failed call to cuInit"
+    on a machine without a GPU, at error level) the first time it lists them,
+    not when it is imported.
+    """
     with quiet_imports(verbose):
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
+        tensorflow = sys.modules.get("tensorflow")
+        if tensorflow is not None:
+            tensorflow.config.list_physical_devices()
+    return module

@@ -141,14 +141,14 @@ def train_command(args):
     if kept is None:
         save_model(model, run.output)
         update_history(run.history, {"saved_epoch": run.epochs - 1})
-        which = f"of the last epoch ({run.epochs}/{run.epochs})"
+        which = f"of the last epoch, {run.epochs}/{run.epochs}"
         if run.keep == KEEP_BEST:
-            which += ": no validation set to choose the best by"
+            which += f" (no {MONITOR} to choose the best epoch by)"
     else:
         epoch, value = kept
         which = f"of epoch {epoch + 1}/{run.epochs}, the best {MONITOR} ({value:.4f})"
     run.backup.delete()
-    print(f"Saved the model {which} to {run.output} and its history to {run.history}.")
+    print(f"Saved the model {which}, to {run.output} and its history to {run.history}.")
 
 
 def _check_backbone(args, run):
