@@ -13,7 +13,9 @@ from conftest import write_image_folder
 
 from keras_transfer import cli
 from keras_transfer.callbacks.json_history import JsonHistory
+from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.cli import train_command
+from keras_transfer.cli.program import plural
 
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 
@@ -161,7 +163,9 @@ def test_train_with_cached_imagenet_weights_learns(
         (["--validation-split", "1"], ["--validation-split", "[0, 1)"]),
         (["--backbone", "mobilenet_v3"], ["Unknown backbone", "mobilenet_v3"]),
         (["--output", "model.h5"], ["--output", ".keras", "model.h5"]),
-        (["--image-size", "8"], ["--image-size 8", "32"]),
+        (["--image-size", "8"], ["--image-size", "integer >= 32", "'8'"]),
+        (["--image-size", "0"], ["--image-size", "integer >= 32", "'0'"]),
+        (["--keep", "first"], ["--keep", "invalid choice: 'first'"]),
         (["--weights", "missing.h5"], ["--weights", "missing.h5"]),
         (["--frobnicate", "3"], ["unrecognized arguments: --frobnicate 3"]),
     ],
@@ -228,7 +232,7 @@ def test_command_modules_register_their_commands(capsys, monkeypatch):
         parser.set_defaults(handler=lambda args: print("hi " * args.times) or 3)
 
     module.register = register
-    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, module))
+    monkeypatch.setitem(cli.COMMANDS, "hello", module)
     status, out, _ = _run(capsys, "hello", "--times", 2)
     assert status == 3 and out.strip() == "hi hi"
     status, _, err = _run(capsys, "hello", "--times", 0)
@@ -248,7 +252,7 @@ def test_a_closed_pipe_ends_the_command_quietly(capsys, monkeypatch):
         parser.set_defaults(handler=flood)
 
     module.register = register
-    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, module))
+    monkeypatch.setitem(cli.COMMANDS, "flood", module)
     status, _, err = _run(capsys, "flood")
     assert status == 0 and err == ""
 
@@ -288,3 +292,188 @@ def test_history_is_rewritten_each_epoch_and_continues_on_resume(tmp_path):
 
 def _must_not_be_called(*args, **kwargs):
     raise AssertionError("data was loaded although the arguments are invalid")
+
+
+# --- start-up: arguments checked before TensorFlow, and quietly ---------------
+
+STARTUP_PROBE = """
+import sys
+from keras_transfer import cli
+status = cli.main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+print("HEAVY", heavy)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--epochs", "-1"], "--epochs"),
+        (["train", "--image-size", "0"], "integer >= 32"),
+        (["train", "MISSING", "--weights", "none"], "Image folder not found"),
+        (["train", "--output", "model.h5"], "--output must be a .keras file"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_a_bad_argument_is_refused_before_tensorflow_is_imported(tmp_path, argv, fragment):
+    argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
+    result = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, *argv],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("keras-transfer: error: ") and fragment in line
+    assert "HEAVY []" in result.stdout
+
+
+def _command_stderr(tmp_path, *argv, env=None):
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras_home"), **(env or {})}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # conftest's; a user's shell has none
+    result = subprocess.run(
+        [sys.executable, *argv],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return result
+
+
+def test_tensorflow_start_up_logs_are_hidden_unless_verbose(tmp_path):
+    # What importing TensorFlow prints here; nothing to hide if it is quiet.
+    baseline = _command_stderr(tmp_path, "-c", "import tensorflow as tf; tf.config.list_physical_devices()")
+    quiet = _command_stderr(tmp_path, "-m", "keras_transfer", "backbones", "mobilenet_v2_035")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "mobilenet_v2_035" in quiet.stdout
+    assert quiet.stderr == ""
+    if baseline.stderr.strip():
+        verbose = _command_stderr(
+            tmp_path, "-m", "keras_transfer", "backbones", "mobilenet_v2_035", "--verbose"
+        )
+        assert verbose.returncode == 0, verbose.stderr
+        assert len(verbose.stderr.splitlines()) >= len(baseline.stderr.splitlines())
+
+
+def test_import_keras_transfer_imports_nothing_heavy_until_used():
+    probe = (
+        "import sys, keras_transfer\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+        "assert 'TransferClassifier' in dir(keras_transfer)\n"
+        "import keras\n"  # after keras_transfer: the classes still register
+        "assert keras.saving.get_registered_object('keras_transfer>ClassifierHead')\n"
+        "assert keras.saving.get_registered_object('keras_transfer>TransferClassifier')\n"
+        "from keras_transfer import build_classifier, weights\n"
+        "assert keras_transfer.data.load_image_folder\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_plural():
+    assert [plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+
+
+# --- train without DATA_DIR: flower_photos from the Keras cache --------------
+
+
+def test_train_without_data_dir_uses_flower_photos_from_the_keras_cache(
+    keras_home, tmp_path, capsys
+):
+    # The layout keras.utils.get_file("flower_photos", extract=True) leaves.
+    cached = keras_home / "datasets" / "flower_photos" / "flower_photos"
+    write_image_folder(cached, classes=("daisy", "roses"), per_class=4, size=(36, 36))
+    status, out, err = _run(
+        capsys, "train", "--backbone", "mobilenet_v2_035", "--weights", "none",
+        "--image-size", 32, "--epochs", 1, "--fine-tune-epochs", 0, "--batch-size", 4,
+        "--output", tmp_path / "flowers.keras",
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"No DATA_DIR given: training on TensorFlow's flower_photos from {cached}" in out
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["data_dir"] == str(cached)
+    assert history["class_names"] == ["daisy", "roses"]
+
+
+def test_train_without_data_dir_offline_says_how_to_seed_the_cache(
+    keras_home, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(weights_lib, "reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(train_command, "build_classifier", _must_not_be_called)
+    status, _, err = _run(capsys, "train", "--output", tmp_path / "m.keras")
+    _assert_one_line_error(
+        status, err, "No DATA_DIR given", "flower_photos", "cannot be downloaded",
+        str(keras_home / "datasets"),
+    )  # fmt: skip
+
+
+# --- --keep best: the model of the best validation epoch ---------------------
+
+
+class _ScriptedValidation(keras.callbacks.Callback):
+    """Sets each epoch's val_accuracy, as the first callback; snapshots the weights."""
+
+    def __init__(self, accuracies):
+        super().__init__()
+        self.accuracies = accuracies
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.accuracies[epoch]
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+def _train_with_scripted_validation(tmp_path, capsys, monkeypatch, accuracies, *options):
+    data_dir = write_image_folder(tmp_path / "images", per_class=6, size=(36, 36))
+    scripted = _ScriptedValidation(accuracies)
+    build_callbacks = train_command.build_callbacks
+    monkeypatch.setattr(
+        train_command, "build_callbacks", lambda *args: [scripted, *build_callbacks(*args)]
+    )
+    output = tmp_path / "out" / "model.keras"
+    status, out, err = _run(
+        capsys, "train", data_dir, "--backbone", "mobilenet_v2_035", "--weights", "none",
+        "--image-size", 32, "--epochs", len(accuracies), "--fine-tune-epochs", 0,
+        "--batch-size", 4, "--validation-split", 0.25, "--learning-rate", 0.05,
+        "--output", output, *options,
+    )  # fmt: skip
+    assert status == 0, err
+    saved = keras.saving.load_model(output).get_weights()
+    history = json.loads((output.parent / "history.json").read_text())
+    return scripted.weights, saved, history, out
+
+
+def _same_weights(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_train_saves_the_model_of_the_best_validation_epoch(tmp_path, capsys, monkeypatch):
+    per_epoch, saved, history, out = _train_with_scripted_validation(
+        tmp_path, capsys, monkeypatch, [0.5, 0.9, 0.6]
+    )
+    assert not _same_weights(per_epoch[1], per_epoch[2])  # the epochs differ
+    assert _same_weights(saved, per_epoch[1])
+    assert history["keep"] == "best" and history["saved_epoch"] == 1
+    assert [e["val_accuracy"] for e in history["epochs"]] == [0.5, 0.9, 0.6]
+    assert "Saved the model of epoch 2/3, the best val_accuracy (0.9000)," in out
+    # The best model lived in the backup folder, which is gone.
+    assert sorted(os.listdir(tmp_path / "out")) == ["history.json", "model.keras"]
+
+
+def test_keep_last_saves_the_last_epoch(tmp_path, capsys, monkeypatch):
+    per_epoch, saved, history, out = _train_with_scripted_validation(
+        tmp_path, capsys, monkeypatch, [0.5, 0.9, 0.6], "--keep", "last"
+    )
+    assert _same_weights(saved, per_epoch[2])
+    assert history["keep"] == "last" and history["saved_epoch"] == 2
+    assert "Saved the model of the last epoch, 3/3," in out
+
