@@ -54,6 +54,10 @@ ASSETS_ENV = "KERAS_TRANSFER_ASSETS"
 CLASSIC_UNFROZEN_LAYERS = 20
 
 
+def classic_loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
 def assets_dir():
     return pathlib.Path(
         os.environ.get(ASSETS_ENV, PROJECT_ROOT.parent / "shared" / "assets")
@@ -194,11 +198,14 @@ def run_floor(args, spec, weights):
     }
 
 
-def run_classic(args, spec, weights, num_classes):
-    """The classic script, as written for legacy tf.keras, ported to Keras 3."""
-    train, val, _ = load(args)
-    keras.utils.set_random_seed(args.seed)
-    shape = (args.image_size, args.image_size, 3)
+def build_classic(spec, weights, image_size, num_classes, seed):
+    """The classic script's model, as written for legacy tf.keras, ported to Keras 3.
+
+    Returns `(model, base_model)`, compiled for the head phase: Adam(1e-3).
+    `benchmarks/recipes.py` builds its classic reference with it too.
+    """
+    keras.utils.set_random_seed(seed)
+    shape = (image_size, image_size, 3)
     base_model = spec.resolve_constructor()(
         input_shape=shape, include_top=False, weights=weights, **spec.constructor_kwargs
     )
@@ -213,18 +220,29 @@ def run_classic(args, spec, weights, num_classes):
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(num_classes)(x)
     model = keras.Model(inputs, outputs)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(1e-3), classic_loss(), metrics=["accuracy"])
+    return model, base_model
+
+
+def unfreeze_classic(model, base_model):
+    """The classic second phase: the last 20 layers trainable, recompiled at Adam(1e-5)."""
+    base_model.trainable = True
+    for layer in base_model.layers[:-CLASSIC_UNFROZEN_LAYERS]:
+        layer.trainable = False
+    model.compile(keras.optimizers.Adam(1e-5), classic_loss(), metrics=["accuracy"])
+
+
+def run_classic(args, spec, weights, num_classes):
+    """The classic script: two `fit` calls, the second after `unfreeze_classic`."""
+    train, val, _ = load(args)
+    model, base_model = build_classic(spec, weights, args.image_size, num_classes, args.seed)
 
     start = time.perf_counter()
     clock = EpochClock(start)
     model.fit(train, validation_data=val, epochs=args.head_epochs, callbacks=[clock], verbose=2)
     head_end = time.perf_counter() - start
 
-    base_model.trainable = True
-    for layer in base_model.layers[:-CLASSIC_UNFROZEN_LAYERS]:
-        layer.trainable = False
-    model.compile(keras.optimizers.Adam(1e-5), loss, metrics=["accuracy"])
+    unfreeze_classic(model, base_model)
     model.fit(
         train,
         validation_data=val,

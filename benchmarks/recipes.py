@@ -1,0 +1,438 @@
+"""Benchmark: the accuracy/time frontier of transfer-learning recipes on flower photos.
+
+Each recipe is data (`Recipe`): head epochs, fine-tuning epochs, how many
+blocks fine-tuning trains, augmentation (none; `views`: K augmented views
+cached once, `TransferClassifier(augmented_views=K)`; `fresh`: new random
+draws every epoch, uncached), the head's learning rate and the backbone's
+ratio to it, label smoothing, the head's width. `train-default` is what
+`keras-transfer train` runs today; `classic` is the Keras guide's two-fit
+script (`flowers.build_classic`), for reference.
+
+The photos: `--held-out-per-class` photos of each class (50: 250 photos) are
+set aside once, by a fixed seed, and no run sees them; the rest (2,250) go
+through `load_image_folder` as the command line reads a folder, with
+`--validation-per-class` photos of each class (50) for validation: 2,000
+training photos. Every recipe trains on the same split; `--seeds` change the
+initialisation, the shuffling and the augmentation draws. The photos are
+decoded once, before any timing.
+
+For each run it records the `fit` wall time (cache passes included; two
+fits for `classic`), the best validation accuracy, and the held-out accuracy
+of the best-validation epoch's weights and of the last epoch's. It prints a
+table (means over seeds), then the frontier: the best held-out accuracy
+reachable within 1x, 2x, 4x and 8x `train-default`'s time, and the recipe
+the issue's rule picks as the default: the fastest one within 0.005 of the
+best held-out accuracy, at no more than a third of the best recipe's time.
+
+```
+nice python benchmarks/recipes.py                          # every recipe, seed 1
+python benchmarks/recipes.py --recipes train-default,views4-ft8 --seeds 1,2,3
+python benchmarks/recipes.py --limit 20 --image-size 96 --output /tmp/r.json  # smoke
+python benchmarks/recipes.py --list                        # the recipes, as data
+```
+
+Results go to `--output` (default `benchmarks/results/recipes.json`),
+rewritten after every run; `--append` keeps the runs already there and skips
+those it holds, so a subset can be added later and the table printed over
+all. Times are only comparable within one machine and load: the load
+average is recorded before and after each run.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_transfer  # noqa: E402
+from keras_transfer.data.split import permutation  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import flowers  # noqa: E402
+
+ALL = -1  # depth: every block of the backbone
+BUDGETS = (1, 2, 4, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One way to train: everything but the data, the backbone and the seed.
+
+    Attributes:
+        name: how the tables name it.
+        head_epochs: epochs training the head, the backbone frozen.
+        fine_tune_epochs: epochs after those that also train `depth` blocks.
+        depth: blocks fine-tuning trains, from the top; `ALL` for every one.
+        augmentation: "none", "views" (K cached views) or "fresh" (uncached).
+        views: K, for `augmentation="views"`.
+        learning_rate: Adam learning rate of the head.
+        lr_ratio: the backbone's learning rate relative to the head's.
+        label_smoothing: of the cross-entropy, 0 for none.
+        hidden_units: width of the head's hidden layer, 0 for none.
+        classic: the Keras guide's two-fit script instead (only the epochs count).
+    """
+
+    name: str
+    head_epochs: int = 5
+    fine_tune_epochs: int = 5
+    depth: int = 5
+    augmentation: str = "none"
+    views: int = 0
+    learning_rate: float = 1e-3
+    lr_ratio: float = 0.1
+    label_smoothing: float = 0.0
+    hidden_units: int = 0
+    classic: bool = False
+
+
+def _views(name, views, head, tune, depth, **kwargs):
+    return Recipe(name, head, tune, depth, "views", views, **kwargs)
+
+
+RECIPES = [
+    # What `keras-transfer train` runs today (train_arguments.py defaults).
+    Recipe("train-default"),
+    _views("views4-ft8", 4, 3, 5, 8),
+    Recipe("head-only", head_epochs=10, fine_tune_epochs=0, depth=0),
+    _views("views4-head", 4, 8, 0, 0),
+    Recipe("ft8", depth=8),
+    _views("views4-ft8-ls", 4, 3, 5, 8, label_smoothing=0.1),
+    _views("views4-ft12", 4, 3, 5, 12),
+    Recipe("classic", classic=True),
+    Recipe("fresh-all", 3, 5, ALL, "fresh"),
+    _views("views8-ft8", 8, 3, 8, 8),
+    _views("views4-ft5", 4, 5, 5, 5),
+    _views("views4-ft8-ratio0.3", 4, 3, 5, 8, lr_ratio=0.3),
+    Recipe("ft3", depth=3),
+    Recipe("ft5-ls", label_smoothing=0.1),
+    Recipe("ft5-wide", hidden_units=256),
+    Recipe("ft5-ratio0.3", lr_ratio=0.3),
+    Recipe("ft5-3+5", head_epochs=3),
+    _views("views4-all", 4, 3, 5, ALL),
+    Recipe("fresh-all-3+8", 3, 8, ALL, "fresh"),
+]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", default=str(flowers.assets_dir() / "data" / "flower_photos"))
+    parser.add_argument("--weights", help="the backbone's weights file (default: from the assets)")
+    parser.add_argument("--backbone", default="mobilenet_v2_050")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--held-out-per-class", type=int, default=50)
+    parser.add_argument("--validation-per-class", type=int, default=50)
+    parser.add_argument("--split-seed", type=int, default=1337, help="seed of both splits")
+    parser.add_argument(
+        "--recipes", help="comma-separated names (default: all; see --list)"
+    )
+    parser.add_argument("--seeds", default="1", help="comma-separated (default: 1)")
+    parser.add_argument(
+        "--limit", type=int, help="photos per class the runs may use (smoke runs)"
+    )
+    parser.add_argument(
+        "--output",
+        default=str(pathlib.Path(__file__).resolve().parent / "results" / "recipes.json"),
+    )
+    parser.add_argument("--append", action="store_true", help="keep and skip runs already in --output")
+    parser.add_argument("--list", action="store_true", help="print the recipes and exit")
+    return parser.parse_args(argv)
+
+
+def select(names):
+    if not names:
+        return list(RECIPES)
+    by_name = {r.name: r for r in RECIPES}
+    unknown = [n for n in names.split(",") if n not in by_name]
+    if unknown:
+        sys.exit(f"recipes.py: unknown recipes {unknown}; --list shows them.")
+    return [by_name[n] for n in names.split(",")]
+
+
+def split_folders(args, root):
+    """Symlink folders `run/` and `held_out/`: the held-out photos are fixed by `--split-seed`."""
+    source = pathlib.Path(args.data)
+    for label, folder in enumerate(sorted(p for p in source.iterdir() if p.is_dir())):
+        photos = sorted(folder.iterdir())
+        order = permutation(len(photos), args.split_seed, "held-out", label)
+        held = set(order[: args.held_out_per_class].tolist())
+        run = [photos[i] for i in order[args.held_out_per_class :]]
+        if args.limit:
+            run = run[: args.limit]
+        for part, chosen in (("run", run), ("held_out", [photos[i] for i in held])):
+            target = pathlib.Path(root) / part / folder.name
+            target.mkdir(parents=True)
+            for photo in chosen:
+                os.symlink(photo, target / photo.name)
+    return pathlib.Path(root) / "run", pathlib.Path(root) / "held_out", len(run)
+
+
+def load_splits(args, root):
+    """(train, validation, held-out) datasets and the class names, decoded once."""
+    run_dir, held_dir, per_class = split_folders(args, root)
+    fraction = min(0.5, args.validation_per_class / per_class)
+    train, val, class_names = keras_transfer.load_image_folder(
+        run_dir, args.image_size, batch_size=args.batch_size,
+        validation_split=fraction, seed=args.split_seed,
+    )
+    held, _, _ = keras_transfer.load_image_folder(
+        held_dir, args.image_size, batch_size=args.batch_size,
+        validation_split=0, shuffle=False, verbose=False,
+    )
+    # Fill the in-memory caches of decoded photos before any clock starts.
+    counts = [sum(len(y) for _, y in ds) for ds in (train, val, held)]
+    print(f"{counts[0]} training, {counts[1]} validation, {counts[2]} held-out photos "
+          f"at {args.image_size} px", flush=True)
+    return train, val, held, class_names, counts
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights and time of the epoch with the best val_accuracy; the epoch times."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start, self.best, self.weights, self.epochs = start, -1.0, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        seconds = time.perf_counter() - self.start
+        self.epochs.append({"epoch": epoch, "seconds": seconds,
+                            **{k: float(v) for k, v in logs.items()}})
+        if logs.get("val_accuracy", -1) > self.best:
+            self.best, self.weights = float(logs["val_accuracy"]), self.model.get_weights()
+            self.best_epoch, self.best_seconds = epoch, seconds
+
+
+def loss_for(recipe, num_classes):
+    if not recipe.label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    # Keras' sparse cross-entropy takes no label smoothing: one-hot labels first.
+    def smoothed(y_true, y_pred):
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        return keras.losses.categorical_crossentropy(
+            labels, y_pred, label_smoothing=recipe.label_smoothing
+        )
+
+    return smoothed
+
+
+def augmentation_layers():
+    return [
+        keras.layers.RandomFlip("horizontal"),
+        keras.layers.RandomRotation(0.1),
+        keras.layers.RandomZoom(0.15),
+    ]
+
+
+def build(recipe, spec, weights, shape, class_names, seed):
+    """A `TransferClassifier` for `recipe`: `build_classifier`'s, with augmentation first."""
+    keras.utils.set_random_seed(seed)
+    head = {"hidden_units": recipe.hidden_units} if recipe.hidden_units else None
+    if recipe.augmentation == "none":
+        return keras_transfer.build_classifier(
+            spec.name, len(class_names), input_shape=shape, weights=weights,
+            head=head, class_names=class_names,
+        )
+    inputs = keras.Input(shape, name="image")
+    x = inputs
+    for layer in augmentation_layers():
+        x = layer(x)
+    x = keras_transfer.BackbonePreprocessing(spec.preprocessing, name="preprocessing")(x)
+    backbone = spec.build(input_shape=shape, weights=weights)
+    backbone.trainable = False
+    x = backbone(x, training=False)
+    outputs = keras_transfer.ClassifierHead(
+        len(class_names), name="head", class_names=class_names, **(head or {})
+    )(x)
+    views = recipe.views if recipe.augmentation == "views" else None
+    return keras_transfer.TransferClassifier(
+        inputs, outputs, augmented_views=views,
+        cache_frozen_features=recipe.augmentation != "fresh",
+        # K views of whole images (depth ALL) do not fit in the default 2 GiB.
+        cache_memory_limit=12 * 2**30,
+    )
+
+
+def fit_recipe(recipe, data, spec, weights, shape, seed):
+    """Trains one recipe; returns (model, BestWeights, fit seconds)."""
+    train, val, _, class_names, _ = data
+    if recipe.classic:
+        model, base = flowers.build_classic(spec, weights, shape[0], len(class_names), seed)
+        start = time.perf_counter()
+        best = BestWeights(start)
+        model.fit(train, validation_data=val, epochs=recipe.head_epochs,
+                  callbacks=[best], shuffle=False, verbose=0)
+        flowers.unfreeze_classic(model, base)
+        model.fit(train, validation_data=val, initial_epoch=recipe.head_epochs,
+                  epochs=recipe.head_epochs + recipe.fine_tune_epochs,
+                  callbacks=[best], shuffle=False, verbose=0)
+        return model, best, time.perf_counter() - start
+    model = build(recipe, spec, weights, shape, class_names, seed)
+    model.compile(
+        keras.optimizers.Adam(recipe.learning_rate),
+        loss_for(recipe, len(class_names)),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    callbacks = []
+    if recipe.fine_tune_epochs and recipe.depth:
+        depth = len(spec.blocks) if recipe.depth == ALL else recipe.depth
+        callbacks.append(keras_transfer.ProgressiveUnfreeze(
+            schedule=keras_transfer.unfreeze.fine_tune_schedule(recipe.head_epochs, depth),
+            lr_ratio=recipe.lr_ratio, verbose=0,
+        ))
+    start = time.perf_counter()
+    best = BestWeights(start)
+    model.fit(train, validation_data=val, epochs=recipe.head_epochs + recipe.fine_tune_epochs,
+              callbacks=callbacks + [best], shuffle=False, verbose=0)
+    return model, best, time.perf_counter() - start
+
+
+def run(recipe, data, spec, weights, shape, seed):
+    load_before = os.getloadavg()[0]
+    model, best, seconds = fit_recipe(recipe, data, spec, weights, shape, seed)
+    info = keras_transfer.caching.feature_cache_info(model)
+    held = data[2]
+    last = model.evaluate(held, verbose=0, return_dict=True)["accuracy"]
+    model.set_weights(best.weights)
+    at_best = model.evaluate(held, verbose=0, return_dict=True)["accuracy"]
+    result = {
+        "recipe": recipe.name, "seed": seed, "seconds": seconds,
+        "best_val_accuracy": best.best, "best_epoch": best.best_epoch,
+        "seconds_to_best_epoch": best.best_seconds,
+        "final_val_accuracy": best.epochs[-1].get("val_accuracy"),
+        "held_out_accuracy": float(at_best), "held_out_accuracy_last": float(last),
+        "cache_seconds": info.seconds if info else None,
+        "cache_boundaries": [list(b) for b in info.boundaries] if info else None,
+        "load_before": load_before, "load_after": os.getloadavg()[0],
+        "epochs": best.epochs, "config": dataclasses.asdict(recipe),
+    }
+    keras.backend.clear_session()
+    return result
+
+
+def summarize(runs):
+    """Per recipe: means over its seeds, in the order first run."""
+    rows = {}
+    for r in runs:
+        rows.setdefault(r["recipe"], []).append(r)
+    table = []
+    for name, rs in rows.items():
+        held = [r["held_out_accuracy"] for r in rs]
+        table.append({
+            "recipe": name, "seeds": len(rs),
+            "seconds": float(np.mean([r["seconds"] for r in rs])),
+            "val": float(np.mean([r["best_val_accuracy"] for r in rs])),
+            "held_out": float(np.mean(held)),
+            "held_out_range": (min(held), max(held)),
+            "held_out_last": float(np.mean([r["held_out_accuracy_last"] for r in rs])),
+            "load": float(np.mean([r["load_before"] for r in rs])),
+        })
+    return table
+
+
+def frontier(table, baseline="train-default"):
+    """The best held-out accuracy within each budget, and the recipe the issue's rule picks."""
+    base = next((row for row in table if row["recipe"] == baseline), None)
+    lines, pick = [], None
+    if base is None:
+        return [f"(no {baseline} run: no frontier)"], None
+    lines.append(f"frontier (time budget in multiples of {baseline}'s {base['seconds']:.0f} s):")
+    for budget in BUDGETS:
+        within = [row for row in table if row["seconds"] <= budget * base["seconds"] * 1.0001]
+        top = max(within, key=lambda row: row["held_out"])
+        lines.append(f"  <= {budget}x ({budget * base['seconds']:.0f} s): held-out "
+                     f"{top['held_out']:.3f}  {top['recipe']} ({top['seconds']:.0f} s)")
+    best = max(table, key=lambda row: row["held_out"])
+    fits = [row for row in table if row["held_out"] >= best["held_out"] - 0.005
+            and row["seconds"] <= best["seconds"] / 3]
+    lines.append(f"best held-out: {best['recipe']} {best['held_out']:.3f} in {best['seconds']:.0f} s")
+    if fits:
+        pick = min(fits, key=lambda row: row["seconds"])
+        lines.append(
+            f"default by the rule (>= best - 0.005, <= 1/3 of its time): {pick['recipe']} "
+            f"{pick['held_out']:.3f} in {pick['seconds']:.0f} s "
+            f"({pick['seconds'] / best['seconds']:.2f}x the best's time, "
+            f"{pick['seconds'] / base['seconds']:.2f}x {baseline}'s); held-out >= 0.91: "
+            f"{'yes' if pick['held_out'] >= 0.91 else 'no'}"
+        )
+    else:
+        lines.append("default by the rule: no recipe within 0.005 of the best at <= 1/3 of its time")
+    return lines, pick
+
+
+def report(runs):
+    table = summarize(runs)
+    print(f"\n{'recipe':<20} {'seeds':>5} {'fit s':>7} {'best val':>8} {'held-out':>8} "
+          f"{'(range)':>13} {'last ep.':>8} {'load':>5}")
+    for row in sorted(table, key=lambda row: row["seconds"]):
+        low, high = row["held_out_range"]
+        print(f"{row['recipe']:<20} {row['seeds']:>5} {row['seconds']:>7.1f} {row['val']:>8.3f} "
+              f"{row['held_out']:>8.3f} {f'{low:.3f}-{high:.3f}':>13} "
+              f"{row['held_out_last']:>8.3f} {row['load']:>5.1f}")
+    lines, _ = frontier(table)
+    print("\n".join(lines))
+    return table
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    recipes = select(args.recipes)
+    if args.list:
+        for recipe in recipes:
+            print(json.dumps(dataclasses.asdict(recipe)))
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    spec = keras_transfer.get_backbone(args.backbone)
+    weights = flowers.resolve_weights(args, spec)
+    output = pathlib.Path(args.output)
+    runs = []
+    if args.append and output.exists():
+        runs = json.loads(output.read_text())["runs"]
+    done = {(r["recipe"], r["seed"]) for r in runs}
+    shape = (args.image_size, args.image_size, 3)
+    with tempfile.TemporaryDirectory() as root:
+        data = load_splits(args, root)
+        for seed in seeds:
+            for recipe in recipes:
+                if (recipe.name, seed) in done:
+                    continue
+                print(f"--- {recipe.name} seed {seed} (load {os.getloadavg()[0]:.1f})", flush=True)
+                runs.append(run(recipe, data, spec, weights, shape, seed))
+                r = runs[-1]
+                cached = "" if r["cache_seconds"] is None else f", cache {r['cache_seconds']:.1f} s"
+                print(f"    {r['seconds']:.1f} s{cached}, best val {r['best_val_accuracy']:.3f} "
+                      f"(epoch {r['best_epoch'] + 1}), held-out {r['held_out_accuracy']:.3f} "
+                      f"(last epoch {r['held_out_accuracy_last']:.3f})", flush=True)
+                save(output, args, data[4], runs)
+    table = report(runs)
+    save(output, args, data[4], runs, table)
+
+
+def save(output, args, counts, runs, table=None):
+    output.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "arguments": vars(args), "photos": dict(zip(("train", "validation", "held_out"), counts)),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "keras": keras.__version__, "keras_transfer": keras_transfer.__version__},
+        "runs": runs, "table": table,
+    }
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float))
+    tmp.replace(output)
+
+
+if __name__ == "__main__":
+    main()
