@@ -1,4 +1,5 @@
 import dataclasses
+import pathlib
 import time
 import warnings
 
@@ -193,3 +194,56 @@ def test_backbone_without_imagenet_weights(keras_home):
     assert weights.imagenet_weights_path(spec) is None
     with pytest.raises(WeightsError, match="no ImageNet weights"):
         spec.build(weights="imagenet")
+
+
+def test_offline_message_spells_the_argument_as_the_caller_does(keras_home):
+    spec = dataclasses.replace(
+        keras_transfer.get_backbone("mobilenet_v2_050"), weights_source=UNREACHABLE
+    )
+    with weights.argument_spelling(weights.CLI_SPELLING):
+        with pytest.raises(WeightsError) as info:
+            weights.load_backbone(spec, (96, 96, 3), weights="imagenet")
+    message = str(info.value)
+    assert "--weights PATH" in message and "--weights none" in message
+    assert "weights=PATH" not in message and "weights=None" not in message
+    # Outside the block, the Python spelling again.
+    with pytest.raises(WeightsError, match="weights=PATH"):
+        weights.load_backbone(spec, (96, 96, 3), weights="imagenet")
+
+
+def test_a_cached_link_to_nothing_is_named_with_the_fix(keras_home, weights_dir):
+    link = keras_home / "models" / MNV2_050
+    link.symlink_to(pathlib.Path("..", "..", "shared", "assets", "weights", MNV2_050))
+    with pytest.raises(WeightsError) as info:
+        keras_transfer.get_backbone("mobilenet_v2_050").build(weights="imagenet")
+    message = str(info.value)
+    assert str(link) in message and "symbolic link" in message and "does not exist" in message
+    assert "relative link" in message and "ln -sf" in message
+    # The fix the message gives works: an absolute link loads.
+    link.unlink()
+    link.symlink_to((weights_dir / MNV2_050).resolve())
+    keras_transfer.get_backbone("mobilenet_v2_050").build(weights="imagenet")
+
+
+@pytest.mark.parametrize("content", ["lfs_pointer", "truncated"])
+def test_a_cached_file_that_is_not_hdf5_is_named_with_its_size(
+    keras_home, weights_dir, content
+):
+    cached = keras_home / "models" / MNV2_050
+    if content == "lfs_pointer":
+        cached.write_text("version https://git-lfs.github.com/spec/v1\nsize 5000000\n")
+    else:
+        good = (weights_dir / MNV2_050).read_bytes()
+        cached.write_bytes(good[: len(good) // 3])
+    with pytest.raises(WeightsError) as info:
+        keras_transfer.get_backbone("mobilenet_v2_050").build(weights="imagenet")
+    message = str(info.value)
+    assert str(cached) in message and f"({cached.stat().st_size} bytes)" in message
+    assert "not a readable HDF5 weights file" in message and "weights=PATH" in message
+
+
+def test_a_weights_path_that_is_a_link_to_nothing(tmp_path):
+    link = tmp_path / "weights.h5"
+    link.symlink_to(tmp_path / "gone.h5")
+    with pytest.raises(WeightsError, match="symbolic link to .*gone.h5.*does not exist"):
+        keras_transfer.get_backbone("mobilenet_v2_050").build(weights=str(link))
