@@ -25,14 +25,26 @@ VIEWS = 3
 
 
 class CountImages(keras.layers.Layer):
-    """Counts every image it sees, in any mode (the cache pass included)."""
+    """Counts every image it sees, in any mode (the cache pass included), and its traces."""
 
     def build(self, input_shape):
         self.seen = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False)
+        self.traces = 0
 
     def call(self, inputs):
+        if not tf.executing_eagerly():
+            self.traces += 1  # Python runs only while a graph is traced.
         self.seen.assign_add(tf.cast(tf.shape(inputs)[0], "int64"))
         return inputs
+
+
+class NoiseOrHalf(keras.layers.Layer):
+    """Random noise in training; in inference a float16 copy (not the training dtype)."""
+
+    def call(self, inputs, training=None):
+        if training:
+            return inputs + tf.random.uniform(tf.shape(inputs), maxval=8.0)
+        return tf.cast(inputs, "float16")
 
 
 class RecordInputs(keras.layers.Layer):
@@ -60,12 +72,15 @@ class EpochTotals(keras.callbacks.Callback):
         self.totals.append(float(self.recorder.total.numpy()))
 
 
-def build(augmented_views=VIEWS):
+def build(augmented_views=VIEWS, augmentation=None):
     """RandomFlip + RandomTranslation, then a frozen two-block backbone, then the head."""
     keras.utils.set_random_seed(3)
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = keras.layers.RandomFlip("horizontal", name="flip")(inputs)
-    x = keras.layers.RandomTranslation(0.2, 0.2, name="translate")(x)
+    if augmentation is None:
+        x = keras.layers.RandomFlip("horizontal", name="flip")(inputs)
+        x = keras.layers.RandomTranslation(0.2, 0.2, name="translate")(x)
+    else:
+        x = augmentation(inputs)
     image = keras.Input((SIZE, SIZE, 3))
     y = CountImages(name="count")(image)
     y = keras.layers.Conv2D(4, 3, strides=2, name="conv0")(y)
@@ -106,13 +121,16 @@ def fit(model, data, epochs, callbacks):
 def test_views_are_cached_once_and_epoch_e_trains_on_view_e_mod_k(data):
     model = build()
     totals = EpochTotals(model.get_layer("record"))
+    count = model.get_layer("tiny_backbone").get_layer("count")
+    traces = count.traces
     warned = fit(model, data, epochs=4, callbacks=[unfreeze(), totals])
     assert warned == []
     info = caching.feature_cache_info(model)
     assert info is not None and info.views == VIEWS and info.samples == N_TRAIN
-    count = model.get_layer("tiny_backbone").get_layer("count")
     # K passes of the prefix over the training images, one over validation.
     assert int(count.seen.numpy()) == VIEWS * N_TRAIN + N_VAL
+    # One trace of the frozen part serves the augmented views and validation.
+    assert count.traces - traces == 1
     assert totals.totals[0] == totals.totals[3]  # view 0, twice
     assert len({totals.totals[0], totals.totals[1], totals.totals[2]}) == 3
 
@@ -131,6 +149,20 @@ def test_fine_tuning_phase_trains_on_views_of_the_new_cut(data):
     assert int(count.seen.numpy()) == VIEWS * N_TRAIN + N_VAL
     # Epochs 1-3 fine-tune on views 1, 2, 0: three different augmentations.
     assert len(set(totals.totals[1:])) == 3
+
+
+def test_a_random_layer_with_another_dtype_in_inference_still_gives_k_views(data):
+    # tf.cond cannot choose between its training and inference outputs:
+    # the pass traces the frozen part once per mode instead.
+    model = build(augmentation=NoiseOrHalf(name="noise"))
+    totals = EpochTotals(model.get_layer("record"))
+    warned = fit(model, data, epochs=4, callbacks=[unfreeze(), totals])
+    assert warned == []
+    assert caching.feature_cache_info(model).views == VIEWS
+    count = model.get_layer("tiny_backbone").get_layer("count")
+    assert int(count.seen.numpy()) == VIEWS * N_TRAIN + N_VAL
+    assert totals.totals[0] == totals.totals[3]
+    assert len({totals.totals[0], totals.totals[1], totals.totals[2]}) == 3
 
 
 def test_without_augmented_views_fit_trains_uncached_with_the_warning(data):

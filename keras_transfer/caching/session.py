@@ -46,7 +46,8 @@ class Session:
         # and was frozen again has outdated cached outputs.
         self._earliest = 0
         self._directory = None
-        self._extract_fns = {}  # (augment, dtype, image shape) -> traced prefix
+        self._extract = None  # the traced prefix (see _extractor)
+        self._extract_fns = {}  # (dtype, image shape) -> {mode: traced prefix}
         self._sources = ()  # the training and validation FeatureSource
         self._views = []  # the training features of each augmented view
         self._rename = {}  # feature name in the fit -> name in the views
@@ -182,7 +183,7 @@ class Session:
                     vx, vy, vsw, validation_batch_size or batch_size or train.batch_size
                 )
             used = sum(v.nbytes for v in views)
-            val = self._store_views(batches, max(limit - used, 0), augment=False)[0]
+            val = self._store_views(batches, max(limit - used, 0), training=False)[0]
         return views, val
 
     def _frozen_ops(self, regimes):
@@ -255,24 +256,30 @@ class Session:
         if len(self._views) > 1:
             self._sources[0].use(self._views[epoch % len(self._views)], self._rename)
 
-    def _extractor(self, augment):
-        """The traced prefix, as a function of a batch of images.
+    def _extractor(self):
+        """The traced prefix, as a function of a batch of images and whether to augment.
 
-        `augment` runs the per-view random steps in training mode. One trace
-        per `augment`, input dtype and image shape, with the batch dimension
-        left open: the last, smaller batch and the validation data reuse it
-        (a retrace of a backbone costs about a second on CPU).
+        One trace per input dtype and image shape, with the batch dimension
+        left open (the last, smaller batch reuses it) and whether to augment
+        a tensor argument: the per-view random steps run in a `tf.cond`
+        (training mode when augmenting), so the augmented views and the
+        validation images share one trace of the frozen part. A trace of a
+        backbone, and TensorFlow's first optimisation of it, cost seconds on
+        CPU: the second trace was 20-30% of a K=3 pass.
         """
         plan = self.plan
         dtype = self.model.inputs[0].dtype
         input_id = plan.graph.input_ids[0]
 
-        def extract(images):
+        def extract(images, augment):
             values = {input_id: keras.ops.cast(images, dtype)}
             for step in plan.prefix:
-                # Only the augmentation trains: BatchNormalization and
-                # the rest of the frozen part stay in inference mode.
-                step.run(values, training=augment and step.per_view)
+                if step.per_view and augment is not False:
+                    _run_per_view(step, values, augment)
+                else:
+                    # Only the augmentation trains: BatchNormalization and
+                    # the rest of the frozen part stay in inference mode.
+                    step.run(values, training=False)
             features = {}
             for key, name in plan.keys.items():
                 value = values[key]
@@ -281,40 +288,63 @@ class Session:
                 features[name] = value
             return features
 
-        def run(images):
-            # A one-input model also takes its input in a dict or list.
-            images = tf.convert_to_tensor(keras.tree.flatten(images)[0])
-            key = (augment, images.dtype, tuple(images.shape[1:]))
-            if key not in self._extract_fns:
-                spec = tf.TensorSpec((None,) + key[2], images.dtype)
-                self._extract_fns[key] = tf.function(
-                    extract,
-                    input_signature=[spec],
-                    jit_compile=self.model.jit_compile is True,
-                )
-            return self._extract_fns[key](images)
+        def trace(key, augment):
+            spec = tf.TensorSpec((None,) + key[1], key[0])
+            signature = [spec] + ([tf.TensorSpec((), tf.bool)] if augment is None else [])
+            # As Keras' own train step: no AutoGraph (the layers run as
+            # they do in fit), which also keeps the trace short.
+            return tf.function(
+                lambda images, *flag: extract(images, flag[0] if flag else augment),
+                input_signature=signature,
+                autograph=False,
+                jit_compile=self.model.jit_compile is True,
+            )
+
+        def run(images, augment):
+            key = (images.dtype, tuple(images.shape[1:]))
+            fns = self._extract_fns.setdefault(key, {})
+            if fns.get("either", True) is not None:
+                fresh = "either" not in fns
+                if fresh:
+                    fns["either"] = trace(key, None)
+                try:
+                    return fns["either"](images, tf.constant(augment))
+                except (TypeError, ValueError):
+                    if not fresh:
+                        raise  # It traced before: the error is the data's.
+                    # A random layer whose outputs differ between training and
+                    # inference in dtype or structure (tf.cond needs them
+                    # alike): one trace per mode, as the pass did before.
+                    fns["either"] = None
+            if augment not in fns:
+                fns[augment] = trace(key, augment)
+            return fns[augment](images)
 
         return run
 
-    def _store_views(self, batches, limit, augment=True, steps=None):
+    def _store_views(self, batches, limit, training=True, steps=None):
         """The features of `batches`, one `FeatureBatches` per view, in one pass over them.
 
         Each image is read once and run through the prefix once per view
         (training data: `plan.views`; validation: one, unaugmented); the
         views share `limit` equally (each spills to disk past its share).
         """
-        count = self.plan.views if augment else 1
-        extract = self._extractor(augment and count > 1)
-        label = "train" if augment else "validation"
+        count = self.plan.views if training else 1
+        augment = count > 1
+        label = "train" if training else "validation"
+        if self._extract is None:
+            self._extract = self._extractor()
         stores = [
             FeatureBatches(self._spill_directory, label, limit // count)
             for _ in range(count)
         ]
         # The pass can take minutes on CPU: show it, as fit shows its epochs.
-        progress = keras.utils.Progbar(steps, unit_name="batch") if self._verbose == 1 and augment else None
+        progress = keras.utils.Progbar(steps, unit_name="batch") if self._verbose == 1 and training else None
         for step, (images, y, sample_weight) in enumerate(batches, 1):
+            # A one-input model also takes its input in a dict or list.
+            images = tf.convert_to_tensor(keras.tree.flatten(images)[0])
             for store in stores:
-                features = {k: v.numpy() for k, v in extract(images).items()}
+                features = {k: v.numpy() for k, v in self._extract(images, augment).items()}
                 store.add(features, y, sample_weight)
             if progress is not None:
                 progress.update(step)
@@ -395,6 +425,24 @@ class RegimeSwitch(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
             # Validation reads the cache of the current phase too.
             self.model.test_function = None
+
+
+def _run_per_view(step, values, augment):
+    """Runs a per-view random step in training mode where `augment` (True or a bool tensor)."""
+    if augment is True:
+        step.run(values, training=True)
+        return
+    inputs = {key: values[key] for key in step.inputs}
+
+    def branch(training):
+        def call():
+            outputs = dict(inputs)
+            step.run(outputs, training)
+            return [outputs[key] for key in step.outputs]
+
+        return call
+
+    values.update(zip(step.outputs, tf.cond(augment, branch(True), branch(False))))
 
 
 def _storage(views, val):
