@@ -2,9 +2,11 @@
 
 For each backbone, trains on one seeded split of DATA: from scratch, with
 ImageNet weights and the head only, and with the head first and then the top
-blocks (`ProgressiveUnfreeze`), every run stopped at the same budget. Writes
+blocks (`ProgressiveUnfreeze`), every run stopped at the same budget, after
+an unclocked warm-up of each backbone and from the same seeds. Writes
 OUT/report.md (a table and a conclusion), OUT/results.json (per-epoch
-history) and OUT/accuracy_vs_time.png, and prints the report. The same as
+history), OUT/accuracy_vs_time.png and OUT/compare.log (the per-epoch lines;
+the terminal shows one progress line per run), and prints the report. The same as
 `keras-transfer compare`, from Python: `keras_transfer.run_comparison`.
 
 Run:

@@ -18,14 +18,22 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.experiment.conclusion import conclude
 from keras_transfer.experiment.flowers import FLOWER_PHOTOS_URL
 from keras_transfer.experiment.flowers import default_data_dir
+from keras_transfer.experiment.inputs import ComparisonData
 from keras_transfer.experiment.methods import METHOD_LABELS
+from keras_transfer.experiment.methods import METHODS
+from keras_transfer.experiment.plot import draw_figure
+from keras_transfer.experiment.report import not_reached_text
+from keras_transfer.experiment.report import report_text
+from keras_transfer.experiment.runs import RunSettings
+from keras_transfer.experiment.runs import train_run
 from keras_transfer.experiment.schedule import comparison_schedule
+from keras_transfer.backbones import get_backbone
 
 RUN_FIELDS = {
     "name", "backbone", "method", "label", "weights", "learning_rate", "schedule",
     "unit", "best_accuracy", "final_accuracy", "best_val_accuracy",
     "final_val_accuracy", "seconds_to_target", "setup_seconds", "total_seconds",
-    "stopped_by", "phases", "history", "tensorboard",
+    "stopped_by", "phases", "phases_not_reached", "history", "tensorboard",
 }
 EPOCH_FIELDS = {
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "phase",
@@ -34,8 +42,8 @@ EPOCH_FIELDS = {
 TOP_FIELDS = {
     "data_dir", "class_names", "num_train_images", "num_validation_images",
     "image_size", "batch_size", "validation_split", "seed", "epochs",
-    "budget_minutes", "target_accuracy", "data_seconds", "machine", "started_at",
-    "skipped", "runs", "conclusion",
+    "budget_minutes", "target_accuracy", "data_seconds", "warmup_seconds", "machine",
+    "started_at", "log", "skipped", "runs", "conclusion",
 }
 
 
@@ -85,10 +93,14 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
     stdout, stderr = capsys.readouterr()
     assert status == 0, stderr
 
-    # Progress: which run, which epoch.
+    # Progress: which run, on one line per run; the epochs go to the log.
     assert "[1/3] mobilenet_v2_035, from scratch" in stdout
     assert "[3/3] mobilenet_v2_035, pretrained, head then fine-tune" in stdout
-    assert "epoch 2/2" in stdout
+    assert "Warmed up mobilenet_v2_035" in stdout
+    assert "epoch 1/2" not in stdout and "\r" in stdout
+    log = (out / "compare.log").read_text()
+    assert log.count("  epoch 1/2, ") == 3 and log.count("  epoch 2/2, ") == 3
+    assert "phase 1 from epoch 2: last 3 blocks trains" in log
 
     results = json.loads((out / "results.json").read_text())
     assert TOP_FIELDS <= set(results)
@@ -137,6 +149,14 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
     assert head_params < fine_phases[1]["trainable_params"] < scratch_params
     assert runs["fine_tune"]["schedule"] == [[0, 0], [1, 3]]
     assert [r["phase"] for r in runs["fine_tune"]["history"]] == [0, 1]
+    assert runs["fine_tune"]["phases_not_reached"] == []
+
+    # The same recipe until the unfreeze, after a run from scratch that
+    # consumed data passes and random draws: the same first epoch.
+    metrics = ("loss", "accuracy", "val_loss", "val_accuracy")
+    head_first, fine_first = runs["head_only"]["history"][0], runs["fine_tune"]["history"][0]
+    assert [head_first[k] for k in metrics] == [fine_first[k] for k in metrics]
+    assert results["warmup_seconds"]["mobilenet_v2_035"] > 0
 
     # The report's table says what results.json says.
     report = (out / "report.md").read_text()
@@ -170,6 +190,8 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
     for sentence in results["conclusion"]:
         assert f"- {sentence}" in report
     assert "![Validation accuracy against wall-clock time](accuracy_vs_time.png)" in report
+    assert "unclocked warm-up ran every method once" in report
+    assert "mobilenet_v2_035 " in report[report.index("warm-up"):report.index("Machine:")]
 
     from PIL import Image
 
@@ -334,3 +356,86 @@ def test_argument_errors_come_before_anything_runs(tmp_path, kwargs, fragment):
     arguments = {"data_dir": tmp_path / "missing", "output_dir": tmp_path / "out"}
     with pytest.raises(ConfigurationError, match=re.escape(fragment)):
         experiment.run_comparison(**{**arguments, **kwargs})
+
+
+def test_runs_sharing_their_first_epochs_match_and_unreached_phases_are_flagged(
+    tmp_path, seeded_keras_home
+):
+    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=6)
+    data = ComparisonData.from_folder(folder, 32, 4, 0.34, seed=7, verbose=False)
+    settings = RunSettings(
+        data, shape=(32, 32, 3), epochs=2, budget_seconds=None, learning_rate=1e-2,
+        seed=7, target_accuracy=0.8, output_dir=str(tmp_path / "out"),
+    )
+    spec = get_backbone("mobilenet_v2_035")
+    head = train_run(spec, "head_only", settings)
+    # Passes over the data between the runs must not change the next run's batches.
+    for _ in data.train_dataset():
+        pass
+    fine = train_run(spec, "fine_tune", settings, schedule={1: 3, 5: 6})
+
+    metrics = ("loss", "accuracy", "val_loss", "val_accuracy")
+    assert [head["history"][0][k] for k in metrics] == [
+        fine["history"][0][k] for k in metrics
+    ]
+    # After the unfreeze the recipes differ, and so do the numbers.
+    assert head["history"][1]["loss"] != fine["history"][1]["loss"]
+    assert fine["phases_not_reached"] == [
+        {"index": 2, "start_epoch": 5, "trainable": "last 6 blocks"}
+    ]
+    assert head["phases_not_reached"] == []
+    results = {
+        "data_dir": str(folder), "class_names": ["a", "b", "c"], "image_size": [32, 32],
+        "num_train_images": data.num_train, "num_validation_images": data.num_validation,
+        "batch_size": 4, "seed": 7, "epochs": 2, "budget_minutes": None,
+        "target_accuracy": 0.8, "data_seconds": 0.1, "skipped": [], "conclusion": [],
+        "machine": {"gpus": [], "system": "Linux", "processor": "cpu", "cpus": 2,
+                    "python": "3.11", "tensorflow": "2.21", "keras": "3.15"},
+        "runs": [head, fine],
+    }  # fmt: skip
+    report = report_text(results, str(tmp_path))
+    assert "last 6 blocks from epoch 6: not reached within 2 epochs" in report
+    assert "last 6 blocks not reached" in _table(report)[1][1][-1]
+
+
+def test_a_phase_cut_off_by_the_budget_says_so():
+    phase = {"index": 2, "start_epoch": 134, "trainable": "last 6 blocks"}
+    run = {"stopped_by": "budget", "history": [{}] * 80}
+    text = not_reached_text(phase, run, {"budget_minutes": 5.0, "epochs": None})
+    assert text == "last 6 blocks from epoch 135: not reached within the 5 min 00 s budget"
+
+
+def test_plot_has_a_colour_per_backbone_and_a_style_per_method():
+    def run(backbone, method):
+        history = [
+            {"epoch": e, "seconds": 10.0 * (e + 1), "val_accuracy": 0.5, "phase": 0}
+            for e in range(3)
+        ]
+        return {"backbone": backbone, "method": method, "history": history,
+                "label": f"{backbone}, {METHOD_LABELS[method]}", "phases": []}  # fmt: skip
+
+    results = {
+        "runs": [run(b, m) for b in ("net_a", "net_b") for m in METHODS],
+        "target_accuracy": 0.8, "budget_minutes": 1.0, "data_dir": "/d/flowers",
+        "image_size": [32, 32],
+    }  # fmt: skip
+    axes = draw_figure(results).axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    for method in METHODS:
+        a, b = (lines[f"{net}, {METHOD_LABELS[method]}"] for net in ("net_a", "net_b"))
+        assert a.get_color() != b.get_color()
+        # Identical values: still visible through each other.
+        assert a.get_alpha() < 1
+    styles = {
+        (lines[f"net_a, {METHOD_LABELS[m]}"].get_linestyle(),
+         lines[f"net_a, {METHOD_LABELS[m]}"].get_marker()) for m in METHODS
+    }  # fmt: skip
+    assert len(styles) == len(METHODS)
+    assert len({lines[f"net_a, {METHOD_LABELS[m]}"].get_color() for m in METHODS}) == 1
+    legend_texts = {
+        text.get_text()
+        for child in axes.get_children()
+        if child.__class__.__name__ == "Legend"
+        for text in child.get_texts()
+    }
+    assert {"net_a", "net_b", *METHOD_LABELS.values()} <= legend_texts

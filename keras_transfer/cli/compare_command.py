@@ -11,16 +11,18 @@ import argparse
 import sys
 
 from keras_transfer import defaults
+from keras_transfer import experiment
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import positive_float
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.program import PROG
-from keras_transfer.experiment import DEFAULT_EPOCHS
-from keras_transfer.experiment import DEFAULT_LEARNING_RATE
-from keras_transfer.experiment import DEFAULT_OUTPUT_DIR
-from keras_transfer.experiment import DEFAULT_TARGET_ACCURACY
-from keras_transfer.experiment import run_comparison
+# The options module imports nothing heavy: building the parser does not
+# load TensorFlow; `experiment.run_comparison` does, when the command runs.
+from keras_transfer.experiment.options import DEFAULT_EPOCHS
+from keras_transfer.experiment.options import DEFAULT_LEARNING_RATE
+from keras_transfer.experiment.options import DEFAULT_OUTPUT_DIR
+from keras_transfer.experiment.options import DEFAULT_TARGET_ACCURACY
 
 
 def register(subparsers):
@@ -35,10 +37,13 @@ def register(subparsers):
         description="Train, on one seeded split of DATA_DIR and for each backbone,\n"
         "(1) from scratch, (2) pretrained with the head only and (3) pretrained\n"
         "with the head first, then progressive fine-tuning; every run stops at the\n"
-        "same epoch count or wall-clock budget. Writes OUT/report.md,\n"
-        "OUT/results.json, OUT/accuracy_vs_time.png and TensorBoard logs in\n"
-        "OUT/tensorboard/<run>. Backbones whose ImageNet weights cannot be had\n"
-        "(offline, not cached) are skipped with the reason.",
+        "same epoch count or wall-clock budget. Before the runs of a backbone,\n"
+        "an unclocked warm-up runs each method on a few images; every run starts\n"
+        "from the same seeds. Writes OUT/report.md, OUT/results.json,\n"
+        "OUT/accuracy_vs_time.png, OUT/compare.log (per-epoch lines) and\n"
+        "TensorBoard logs in OUT/tensorboard/<run>; prints one progress line per\n"
+        "run. Backbones whose ImageNet weights cannot be had (offline, not\n"
+        "cached) are skipped with the reason.",
         epilog="example:\n"
         f"  {PROG} compare flower_photos --backbones mobilenet_v2_050,resnet50 \\\n"
         "      --budget-minutes 25 --image-size 160 --output-dir compare",
@@ -132,7 +137,7 @@ def compare_command(args):
     # Without either limit a run would never stop.
     if epochs is None and args.budget_minutes is None:
         epochs = DEFAULT_EPOCHS
-    run_comparison(
+    experiment.run_comparison(
         args.data_dir,
         backbones=args.backbones,
         output_dir=args.output_dir,

@@ -73,6 +73,11 @@ def _backbone_findings(backbone, runs, results):
         sentences.append(_gain(backbone, best, scratch, results))
     if scratch:
         reached = [r for r in pretrained if r["seconds_to_target"] is not None]
+        if head in reached and fine in reached and _target_phase(fine, results) == 0:
+            # Before its first unfreeze the fine-tuning run is the head-only
+            # run (same seeds, same batches): any lead it has there is
+            # timing noise, not fine-tuning.
+            reached = [head]
         first = min(reached, key=lambda r: r["seconds_to_target"]) if reached else None
         sentences.append(_time_to_target(backbone, first, scratch, target_text(results)))
         sentences += _scratch_generalisation(backbone, scratch, results)
@@ -84,6 +89,15 @@ def _backbone_findings(backbone, runs, results):
     ):
         sentences.append(_fine_tune_against_head(backbone, fine, head))
     return sentences
+
+
+def _target_phase(run, results):
+    """The phase of the epoch in which `run` first reached the target; None if unknown."""
+    for record in run.get("history") or ():
+        accuracy = record.get("val_accuracy")
+        if accuracy is not None and accuracy >= results["target_accuracy"]:
+            return record.get("phase")
+    return None
 
 
 def _gain(backbone, best, scratch, results):

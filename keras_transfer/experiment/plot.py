@@ -1,16 +1,27 @@
 """`accuracy_vs_time.png`: validation accuracy against wall-clock time, per run.
 
-One line per run (a colour per backbone, a line style per method), a mark
-and a label where a fine-tuning run changed phase, the target accuracy and
-the budget as dashed lines.
+One line per run: a colour per backbone, a line style and a marker per
+method, drawn half transparent with the wider lines underneath, so that runs
+that coincide (`head_only` and `fine_tune` before the first unfreeze) show
+as overlapping lines rather than one. A mark and a label where a fine-tuning
+run changed phase; the target accuracy and the budget as dash-dotted lines.
+Two legends: the colour of each backbone, the style of each method.
 """
 
 import os
 
+from keras_transfer.experiment.methods import METHOD_LABELS
+from keras_transfer.experiment.methods import METHODS
 from keras_transfer.utils.files import atomic_save_figure
 
-# Line style of each method's runs.
-_STYLES = {"scratch": ":", "head_only": "--", "fine_tune": "-"}
+# How each method's runs are drawn: line style, marker, line width. The
+# widest is drawn first, so a narrower line on top leaves it visible.
+_STYLES = {
+    "scratch": {"linestyle": ":", "marker": "s", "linewidth": 2.0},
+    "head_only": {"linestyle": "--", "marker": "o", "linewidth": 3.2},
+    "fine_tune": {"linestyle": "-", "marker": "^", "linewidth": 1.4},
+}
+_ALPHA = 0.75
 
 
 def write_plot(path, results):
@@ -27,6 +38,19 @@ def write_plot(path, results):
             sees half an image.
         results: the comparison's results (the dict `run_comparison` returns).
     """
+    atomic_save_figure(draw_figure(results), path)
+
+
+def draw_figure(results):
+    """The plot of `results` as a matplotlib `Figure` (not saved).
+
+    Example:
+
+    ```python
+    figure = draw_figure(results)
+    figure.axes[0].get_legend()  # the backbones' colours
+    ```
+    """
     # A Figure without pyplot: no global backend switch, no open windows.
     # Imported here: matplotlib is slow to import and only plots need it.
     from matplotlib.figure import Figure
@@ -35,10 +59,14 @@ def write_plot(path, results):
     axes = figure.subplots()
     backbones = list(dict.fromkeys(run["backbone"] for run in results["runs"]))
     colors = {name: f"C{i % 10}" for i, name in enumerate(backbones)}
-    for run in results["runs"]:
+    order = sorted(
+        results["runs"], key=lambda run: -_STYLES[run["method"]]["linewidth"]
+    )
+    for run in order:
         _plot_run(axes, run, colors[run["backbone"]])
     _decorate(axes, results)
-    atomic_save_figure(figure, path)
+    _legends(axes, colors, results)
+    return figure
 
 
 def _plot_run(axes, run, color):
@@ -48,9 +76,9 @@ def _plot_run(axes, run, color):
     axes.plot(
         [r["seconds"] for r in points],
         [100 * r["val_accuracy"] for r in points],
-        linestyle=_STYLES[run["method"]],
-        marker="o",
-        markersize=3,
+        **_STYLES[run["method"]],
+        markersize=5,
+        alpha=_ALPHA,
         color=color,
         label=run["label"],
     )
@@ -86,7 +114,6 @@ def _decorate(axes, results):
             color="0.6",
             linewidth=0.8,
             linestyle="-.",
-            label="budget",
         )
     axes.set_xlabel("wall-clock seconds since the start of the run")
     axes.set_ylabel("validation accuracy (%)")
@@ -98,5 +125,34 @@ def _decorate(axes, results):
         f"({results['image_size'][0]} px; | marks a phase change)",
         fontsize=10,
     )
-    if results["runs"]:
-        axes.legend(fontsize=8, loc="lower right")
+
+
+def _legends(axes, colors, results):
+    """Colour = backbone (lower right), line style and marker = method (lower left)."""
+    from matplotlib.lines import Line2D
+
+    if not results["runs"]:
+        return
+    backbone_handles = [
+        Line2D([], [], color=color, linewidth=3, label=name)
+        for name, color in colors.items()
+    ]
+    methods = [m for m in METHODS if any(r["method"] == m for r in results["runs"])]
+    method_handles = [
+        Line2D([], [], color="0.3", markersize=5, label=METHOD_LABELS[m], **_STYLES[m])
+        for m in methods
+    ]
+    if results["budget_minutes"]:
+        method_handles.append(
+            Line2D([], [], color="0.6", linewidth=0.8, linestyle="-.", label="budget")
+        )
+    backbones = axes.legend(
+        handles=backbone_handles, title="backbone (colour)", fontsize=8,
+        title_fontsize=8, loc="lower right",
+    )
+    # A second legend replaces the first unless the first is kept as an artist.
+    axes.add_artist(backbones)
+    axes.legend(
+        handles=method_handles, title="method (line, marker)", fontsize=8,
+        title_fontsize=8, loc="lower left",
+    )

@@ -17,15 +17,20 @@ from keras_transfer.experiment.formatting import format_percent
 from keras_transfer.experiment.formatting import limit_text
 from keras_transfer.experiment.formatting import target_text
 from keras_transfer.experiment.machine import machine_text
+from keras_transfer.experiment.options import LOG_FILE
+from keras_transfer.experiment.options import PLOT_FILE
+from keras_transfer.experiment.options import REPORT_FILE
+from keras_transfer.experiment.options import RESULTS_FILE
 from keras_transfer.experiment.plot import write_plot
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.files import atomic_write_text
 from keras_transfer.utils.metrics import confusion_matrix_lines
 from keras_transfer.utils.metrics import format_table
 
-REPORT_FILE = "report.md"
-RESULTS_FILE = "results.json"
-PLOT_FILE = "accuracy_vs_time.png"
+__all__ = [
+    "LOG_FILE", "PLOT_FILE", "REPORT_FILE", "RESULTS_FILE", "class_lines",
+    "not_reached_text", "report_text", "write_outputs",
+]
 
 
 def write_outputs(output_dir, results):
@@ -58,6 +63,13 @@ def report_text(results, output_dir):
     """
     lines = _setup_lines(results)
     lines += _table_lines(results)
+    flags = [
+        f"- {run['label']}: {not_reached_text(phase, run, results)}"
+        for run in results["runs"]
+        for phase in run.get("phases_not_reached") or ()
+    ]
+    if flags:
+        lines += ["", "Phases of the schedule that did not start:", ""] + flags
     if results["skipped"]:
         lines += ["", "Skipped:", ""]
         for skipped in results["skipped"]:
@@ -73,7 +85,8 @@ def report_text(results, output_dir):
     ]
     lines += class_lines(results)
     lines += [
-        f"Per-epoch history: `{RESULTS_FILE}`. Phase timings in TensorBoard: "
+        f"Per-epoch history: `{RESULTS_FILE}` and `{LOG_FILE}`. Phase timings in "
+        "TensorBoard: "
         f"`tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}`.",
         "",
     ]
@@ -140,7 +153,45 @@ def _setup_lines(results):
         f"the images (done once before the runs, "
         f"{format_duration(results['data_seconds'])}) not.",
         "",
+        *_warmup_lines(results),
         f"Machine: {machine_text(results['machine'])}",
+        "",
+    ]
+
+
+def not_reached_text(phase, run, results):
+    """Why a phase did not start, e.g. "last 6 blocks from epoch 135: not reached
+    within the 5 min 00 s budget".
+
+    Example:
+
+    ```python
+    not_reached_text({"start_epoch": 134, "trainable": "last 6 blocks"},
+                     {"stopped_by": "budget"}, {"budget_minutes": 5, "epochs": None})
+    ```
+    """
+    if run.get("stopped_by") == "budget" and results.get("budget_minutes"):
+        limit = f"the {format_duration(results['budget_minutes'] * 60)} budget"
+    else:
+        limit = f"{len(run.get('history') or ()) or results.get('epochs')} epochs"
+    return (
+        f"{phase['trainable']} from epoch {phase['start_epoch'] + 1}: not reached "
+        f"within {limit}"
+    )
+
+
+def _warmup_lines(results):
+    """What the warm-up before each backbone's runs took (not in any run's time)."""
+    warmup = results.get("warmup_seconds")
+    if not warmup:
+        return []
+    times = ", ".join(f"{name} {format_duration(s)}" for name, s in warmup.items())
+    return [
+        "Before the runs of each backbone, an unclocked warm-up ran every method once "
+        "on a few images, so that no run pays the process's first-call costs for the "
+        f"others ({times}); every run then started from the same seeds and new data "
+        "pipelines, so runs with the same first epochs match until their recipes "
+        "differ.",
         "",
     ]
 
@@ -155,6 +206,8 @@ def _table_lines(results):
     for run in results["runs"]:
         phases = [f"setup {format_duration(run['setup_seconds'])}"] + [
             f"{p['trainable']} {format_duration(p['seconds'])}" for p in run["phases"]
+        ] + [
+            f"{p['trainable']} not reached" for p in run.get("phases_not_reached") or ()
         ]
         reached = run["seconds_to_target"]
         total = format_duration(run["total_seconds"])

@@ -1,8 +1,9 @@
 """`run_comparison`: every backbone, every method, one report.
 
-Checks the arguments, reads and caches the images once, checks which
-backbones have their ImageNet weights at hand, then trains the runs one
-after the other (`experiment.runs`), rewriting the output files after each.
+Checks the arguments, reads and decodes the images once, checks which
+backbones have their ImageNet weights at hand, then, for each backbone,
+warms up (`experiment.warmup`, unclocked) and trains its runs one after the
+other (`experiment.runs`), rewriting the output files after each.
 """
 
 import datetime
@@ -13,28 +14,35 @@ import warnings
 import keras
 
 from keras_transfer import defaults
-from keras_transfer.data import load_image_folder
 from keras_transfer.errors import WeightsError
 from keras_transfer.experiment import arguments
 from keras_transfer.experiment.conclusion import conclude
 from keras_transfer.experiment.flowers import default_data_dir
 from keras_transfer.experiment.formatting import format_duration
+from keras_transfer.experiment.inputs import ComparisonData
 from keras_transfer.experiment.machine import describe_machine
 from keras_transfer.experiment.methods import METHODS
-from keras_transfer.experiment.report import PLOT_FILE
-from keras_transfer.experiment.report import REPORT_FILE
-from keras_transfer.experiment.report import RESULTS_FILE
+from keras_transfer.experiment.options import DEFAULT_EPOCHS
+from keras_transfer.experiment.options import DEFAULT_LEARNING_RATE
+from keras_transfer.experiment.options import DEFAULT_OUTPUT_DIR
+from keras_transfer.experiment.options import DEFAULT_TARGET_ACCURACY
+from keras_transfer.experiment.options import LOG_FILE
+from keras_transfer.experiment.options import PLOT_FILE
+from keras_transfer.experiment.options import REPORT_FILE
+from keras_transfer.experiment.options import RESULTS_FILE
+from keras_transfer.experiment.progress import ComparisonLog
 from keras_transfer.experiment.report import write_outputs
 from keras_transfer.experiment.runs import RunSettings
 from keras_transfer.experiment.runs import train_run
 from keras_transfer.experiment.schedule import comparison_schedule
 from keras_transfer.experiment.schedule import planned_epochs
+from keras_transfer.experiment.warmup import warm_up
 
-# Defaults of `run_comparison` that the `compare` command line shares.
-DEFAULT_OUTPUT_DIR = "compare"
-DEFAULT_EPOCHS = 10
-DEFAULT_LEARNING_RATE = 1e-3
-DEFAULT_TARGET_ACCURACY = 0.8
+# Public here as before; defined where the command line reads them cheaply.
+__all__ = [
+    "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "DEFAULT_OUTPUT_DIR",
+    "DEFAULT_TARGET_ACCURACY", "run_comparison",
+]
 
 
 def run_comparison(
@@ -60,8 +68,17 @@ def run_comparison(
     `fine_tune` (the head, then the top of the backbone with
     `ProgressiveUnfreeze`). Each run stops after `epochs` epochs or
     `budget_minutes` of wall-clock time, whichever comes first. Writes
-    `report.md`, `results.json`, `accuracy_vs_time.png` and the TensorBoard
-    logs of each run (`tensorboard/<run>`) to `output_dir`.
+    `report.md`, `results.json`, `accuracy_vs_time.png`, `compare.log` (the
+    per-epoch lines) and the TensorBoard logs of each run
+    (`tensorboard/<run>`) to `output_dir`.
+
+    Fair to every run: before the runs of a backbone, one unclocked warm-up
+    runs each method on a few images (reported as `warmup_seconds`), so no
+    run pays the process's first-call costs for the others; every run starts
+    from a cleared session, the same seeds and new data pipelines, so
+    `head_only` and `fine_tune` give the same numbers until the first
+    unfreeze. Phases of the schedule that a run did not reach are listed
+    (`phases_not_reached`) and flagged in the report.
 
     A backbone whose ImageNet weights are neither cached nor downloadable
     (e.g. offline) is skipped, with the reason, and the others run.
@@ -114,8 +131,9 @@ def run_comparison(
         schedule: None (default) for the schedule above, or the
             `ProgressiveUnfreeze` schedule of every `fine_tune` run: a dict
             `{epoch: depth}` in blocks, or a `GradualSchedule`.
-        verbose: 0 for silence, 1 (default) to print which run and epoch is
-            training and the time left in the budget.
+        verbose: 0 for silence, 1 (default) to print the steps of the
+            comparison and one progress line per run. The per-epoch lines go
+            to `OUT/compare.log` either way.
 
     Returns:
         The dict written to `results.json`.
@@ -131,32 +149,40 @@ def run_comparison(
     size = arguments.check_image_size(image_size, specs)
     arguments.check_training(validation_split, target_accuracy, learning_rate, schedule)
     output_dir = arguments.prepare_output_dir(output_dir)
-    say = print if verbose else _silent
+    log = ComparisonLog(output_dir, verbose=verbose)
+    try:
+        return _compare(
+            data_dir, specs, output_dir, epochs, budget_minutes, budget_seconds,
+            size, batch_size, learning_rate, validation_split, seed,
+            target_accuracy, schedule, log,
+        )
+    finally:
+        log.close()
 
+
+def _compare(data_dir, specs, output_dir, epochs, budget_minutes, budget_seconds,
+             size, batch_size, learning_rate, validation_split, seed,
+             target_accuracy, schedule, log):
+    """`run_comparison` once its arguments are checked."""
+    say = log.say
     if data_dir is None:
         data_dir = default_data_dir()
         say(f"No DATA_DIR given: using TensorFlow's flower_photos from {data_dir}.")
     data_start = time.perf_counter()
-    train_ds, val_ds, class_names = load_image_folder(
-        data_dir,
-        size,
-        batch_size=batch_size,
-        validation_split=validation_split,
-        seed=seed,
-        verbose=bool(verbose),
+    data = ComparisonData.from_folder(
+        data_dir, size, batch_size, validation_split, seed, verbose=bool(log.verbose)
     )
-    _fill_caches(train_ds, val_ds)
     data_seconds = time.perf_counter() - data_start
     say(
-        f"Read and cached the images in {format_duration(data_seconds)} "
+        f"Read and decoded the images in {format_duration(data_seconds)} "
         "(not counted in any run)."
     )
 
     results = {
         "data_dir": os.path.abspath(os.fspath(data_dir)),
-        "class_names": list(class_names),
-        "num_train_images": len(train_ds.file_paths),
-        "num_validation_images": len(val_ds.file_paths),
+        "class_names": list(data.class_names),
+        "num_train_images": data.num_train,
+        "num_validation_images": data.num_validation,
         "image_size": [size, size],
         "batch_size": batch_size,
         "validation_split": float(validation_split),
@@ -165,16 +191,16 @@ def run_comparison(
         "budget_minutes": None if budget_minutes is None else float(budget_minutes),
         "target_accuracy": float(target_accuracy),
         "data_seconds": round(data_seconds, 3),
+        "warmup_seconds": {},
         "machine": describe_machine(),
         "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "log": LOG_FILE,
         "skipped": [],
         "runs": [],
         "conclusion": [],
     }
     settings = RunSettings(
-        train_ds=train_ds,
-        val_ds=val_ds,
-        num_classes=len(class_names),
+        data=data,
         shape=(size, size, 3),
         epochs=epochs,
         budget_seconds=budget_seconds,
@@ -182,16 +208,16 @@ def run_comparison(
         seed=seed,
         target_accuracy=float(target_accuracy),
         output_dir=output_dir,
-        verbose=verbose,
+        log=log,
     )
     available = _available_backbones(specs, settings.shape, results, output_dir, say)
     _run_all(available, settings, schedule, results, say)
     results["conclusion"] = conclude(results)
     write_outputs(output_dir, results)
     say(
-        f"Wrote {os.path.join(output_dir, REPORT_FILE)}, {RESULTS_FILE} and "
-        f"{PLOT_FILE} (TensorBoard: tensorboard --logdir "
-        f"{os.path.join(output_dir, 'tensorboard')})."
+        f"Wrote {os.path.join(output_dir, REPORT_FILE)}, {RESULTS_FILE}, "
+        f"{PLOT_FILE} and {LOG_FILE} (per-epoch lines; TensorBoard: tensorboard "
+        f"--logdir {os.path.join(output_dir, 'tensorboard')})."
     )
     return results
 
@@ -216,10 +242,24 @@ def _available_backbones(specs, shape, results, output_dir, say):
 
 
 def _run_all(specs, settings, schedule, results, say):
-    """Trains every method of every backbone, writing the outputs after each."""
+    """Warms up each backbone, then trains its methods, writing the outputs after each."""
     total = len(specs) * len(METHODS)
     number = 0
     for spec in specs:
+        try:
+            seconds = warm_up(spec, settings, schedule)
+        except WeightsError as e:
+            # Available a moment ago (e.g. the file was removed): report
+            # it like a backbone skipped up front.
+            results["skipped"].append({"backbone": spec.name, "reason": str(e)})
+            say(f"Skipping backbone {spec.name}: {e}")
+            number += len(METHODS)
+            continue
+        results["warmup_seconds"][spec.name] = round(seconds, 3)
+        say(
+            f"\nWarmed up {spec.name} in {format_duration(seconds)}: every method "
+            "once on a few images, not counted in any run."
+        )
         head_only = None
         for method in METHODS:
             number += 1
@@ -236,8 +276,6 @@ def _run_all(specs, settings, schedule, results, say):
                     position=(number, total),
                 )
             except WeightsError as e:
-                # Available a moment ago (e.g. the file was removed): report
-                # it like a backbone skipped up front.
                 results["skipped"].append({"backbone": spec.name, "reason": str(e)})
                 say(f"Skipping the rest of backbone {spec.name}: {e}")
                 break
@@ -246,14 +284,6 @@ def _run_all(specs, settings, schedule, results, say):
             results["runs"].append(run)
             results["conclusion"] = conclude(results)
             write_outputs(settings.output_dir, results)
-
-
-def _fill_caches(train_ds, val_ds):
-    # The datasets cache decoded images in memory after one full pass; doing
-    # that pass here keeps JPEG decoding out of the first run's clock.
-    for dataset in (train_ds, val_ds):
-        for _ in dataset:
-            pass
 
 
 def _imagenet_unavailable(spec, shape):
@@ -268,7 +298,3 @@ def _imagenet_unavailable(spec, shape):
     finally:
         keras.backend.clear_session()
     return None
-
-
-def _silent(*args, **kwargs):
-    pass

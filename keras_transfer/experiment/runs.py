@@ -4,7 +4,10 @@ A run's clock starts before its model is built, so building it and loading
 the ImageNet weights count, as does everything `fit` does (computing the
 cache of frozen features, tracing) and every validation pass. The run stops
 after the comparison's epochs or at the first training step past its
-budget (`WallClockBudget`), whichever comes first. After the clock stops,
+budget (`WallClockBudget`), whichever comes first. Every run starts from a
+cleared session, the comparison's seeds and new data pipelines, after the
+backbone's warm-up (`experiment.warmup`): what differs between two runs is
+their recipe, not their place in the queue. After the clock stops,
 the final model is scored on the validation set: the recall of each class
 and the confusion matrix (`utils.metrics`, as `keras-transfer evaluate`).
 """
@@ -24,9 +27,8 @@ from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
 from keras_transfer.callbacks.run_recorder import RunRecorder
 from keras_transfer.callbacks.wall_clock_budget import WallClockBudget
-from keras_transfer.experiment.formatting import format_duration
-from keras_transfer.experiment.formatting import format_percent
 from keras_transfer.experiment.methods import METHOD_LABELS
+from keras_transfer.experiment.progress import RunProgress
 from keras_transfer.models import build_classifier
 from keras_transfer.models import find_backbone
 from keras_transfer.utils.metrics import confusion_matrix
@@ -43,14 +45,14 @@ class RunSettings:
     Example:
 
     ```python
-    settings = RunSettings(train_ds, val_ds, num_classes=5, shape=(160, 160, 3),
-                           epochs=10, budget_seconds=None, learning_rate=1e-3,
+    data = ComparisonData.from_folder("flower_photos", 160, 32, 0.2, seed=1337)
+    settings = RunSettings(data, shape=(160, 160, 3), epochs=10,
+                           budget_seconds=None, learning_rate=1e-3,
                            seed=1337, target_accuracy=0.8, output_dir="compare")
     ```
 
     Args:
-        train_ds, val_ds: the batched datasets, images already cached.
-        num_classes: int, the classifier's outputs.
+        data: the `ComparisonData`; each run gets fresh pipelines from it.
         shape: the `(height, width, 3)` input shape.
         epochs: int, the most epochs per run, or None for the budget alone.
         budget_seconds: float, the most wall-clock seconds per run, or None.
@@ -60,12 +62,11 @@ class RunSettings:
             the run reports.
         output_dir: the comparison's folder; TensorBoard logs go to
             `tensorboard/<run>` in it.
-        verbose: 0 for silence, 1 to print the run and its epochs.
+        log: the `ComparisonLog` for the progress line and the per-epoch
+            lines, or None for silence.
     """
 
-    train_ds: object
-    val_ds: object
-    num_classes: int
+    data: object
     shape: tuple
     epochs: object
     budget_seconds: object
@@ -73,11 +74,20 @@ class RunSettings:
     seed: int
     target_accuracy: float
     output_dir: str
-    verbose: int = 1
+    log: object = None
+
+    @property
+    def num_classes(self):
+        return len(self.data.class_names)
 
 
 def train_run(spec, method, settings, schedule=None, position=(1, 1)):
     """Trains one run and returns its entry of `results["runs"]`.
+
+    Every run starts from the same state: a cleared Keras session, the
+    global seeds set to `settings.seed`, and new data pipelines, so that runs
+    whose recipes agree for their first epochs (`head_only` and `fine_tune`
+    until the first unfreeze) compute the same numbers for those epochs.
 
     Example:
 
@@ -101,44 +111,35 @@ def train_run(spec, method, settings, schedule=None, position=(1, 1)):
     log_dir = os.path.join(settings.output_dir, "tensorboard", name)
     # Two runs' event files in one folder would show as one run.
     shutil.rmtree(log_dir, ignore_errors=True)
-    if settings.verbose:
-        _print_header(spec, method, schedule, position)
+    if settings.log is not None:
+        settings.log.say(_header(spec, method, schedule, position))
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(settings.seed)
+    train_ds = settings.data.train_dataset()
+    val_ds = settings.data.validation_dataset()
     start = time.perf_counter()
     budget_seconds = settings.budget_seconds
     deadline = None if budget_seconds is None else start + budget_seconds
-    model = _compiled_model(spec, method, settings)
-    unfreeze = None
-    if method == "fine_tune":
-        unfreeze = ProgressiveUnfreeze(schedule=schedule, verbose=settings.verbose)
-    on_epoch = _epoch_printer(settings.epochs, deadline) if settings.verbose else None
-    recorder = RunRecorder(start, on_epoch=on_epoch)
-    budget = WallClockBudget(deadline)
-    callbacks = [unfreeze] if unfreeze is not None else []
-    callbacks += [PhaseTimer(log_dir), recorder, budget]
-    with _retracing_warnings_silenced():
-        model.fit(
-            settings.train_ds,
-            validation_data=settings.val_ds,
-            epochs=settings.epochs or _UNLIMITED_EPOCHS,
-            callbacks=callbacks,
-            verbose=0,
-            shuffle=False,
-        )
+    model = build_run_model(spec, method, settings)
+    fitted = fit_run(
+        model, method, settings, train_ds, val_ds, schedule, log_dir,
+        start=start, deadline=deadline,
+    )
     total_seconds = time.perf_counter() - start
-    scores = validation_scores(model, settings.val_ds, settings.num_classes)
+    scores = validation_scores(model, val_ds, settings.num_classes)
     del model
     keras.backend.clear_session()
 
+    recorder, unfreeze = fitted.recorder, fitted.unfreeze
     run = _summary(spec, method, settings, recorder, start, total_seconds)
     run.update(scores)
-    run["stopped_by"] = "budget" if budget.stopped else "epochs"
+    run["stopped_by"] = "budget" if fitted.budget.stopped else "epochs"
     run["phases"] = _phases(
         method, unfreeze, recorder.history, recorder.fit_start - start,
         recorder.trainable_params,
     )
+    run["phases_not_reached"] = _phases_not_reached(unfreeze, run["phases"])
     run["history"] = recorder.history
     run["tensorboard"] = os.path.relpath(log_dir, settings.output_dir)
     if unfreeze is not None:
@@ -147,7 +148,84 @@ def train_run(spec, method, settings, schedule=None, position=(1, 1)):
     return run
 
 
-def _compiled_model(spec, method, settings):
+@dataclasses.dataclass
+class FittedRun:
+    """The callbacks of a finished `fit_run`, which hold what it measured."""
+
+    recorder: RunRecorder
+    budget: WallClockBudget
+    unfreeze: object  # ProgressiveUnfreeze, or None
+
+
+def fit_run(model, method, settings, train_ds, val_ds, schedule, log_dir,
+            start=None, deadline=None, progress=True):
+    """Fits `model` as a run of `method` does, with the run's callbacks.
+
+    The warm-up (`experiment.warmup`) calls it on a few images, the runs on
+    all of them: both trace and run the same functions.
+
+    Example:
+
+    ```python
+    fitted = fit_run(model, "head_only", settings, train_ds, val_ds, None,
+                     "compare/tensorboard/x", start=time.perf_counter())
+    fitted.recorder.history[-1]["val_accuracy"]
+    ```
+
+    Args:
+        model: the model of `build_run_model`.
+        method: one of `METHODS`.
+        settings: the comparison's `RunSettings`.
+        train_ds, val_ds: the data pipelines.
+        schedule: the `fine_tune` run's schedule, None for the others.
+        log_dir: the `PhaseTimer` TensorBoard folder.
+        start: the `time.perf_counter()` value the run's clock started at.
+        deadline: the budget's end as a `time.perf_counter()` value, or None.
+        progress: show the run's progress line and log its epochs.
+
+    Returns:
+        A `FittedRun`.
+    """
+    unfreeze = None
+    if method == "fine_tune":
+        # Phase changes go to the log, not between the progress line's updates.
+        unfreeze = ProgressiveUnfreeze(schedule=schedule, verbose=0)
+    reporter = None
+    if progress and settings.log is not None:
+        reporter = RunProgress(
+            settings.log, settings.epochs, start, deadline,
+            phase_name=lambda index: _phase_description(method, unfreeze, index),
+        )
+    recorder = RunRecorder(start, on_epoch=reporter.epoch_done if reporter else None)
+    budget = WallClockBudget(deadline)
+    callbacks = [unfreeze] if unfreeze is not None else []
+    callbacks += [PhaseTimer(log_dir), recorder, budget]
+    callbacks += [reporter] if reporter is not None else []
+    try:
+        with _retracing_warnings_silenced():
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=settings.epochs or _UNLIMITED_EPOCHS,
+                callbacks=callbacks,
+                verbose=0,
+                shuffle=False,
+            )
+    finally:
+        if reporter is not None:
+            reporter.finish()
+    return FittedRun(recorder, budget, unfreeze)
+
+
+def build_run_model(spec, method, settings):
+    """The compiled classifier of a run of `method` on `spec`.
+
+    Example:
+
+    ```python
+    model = build_run_model(get_backbone("mobilenet_v2_050"), "scratch", settings)
+    ```
+    """
     with warnings.catch_warnings():
         # Reported once when the weights were checked before the runs.
         warnings.filterwarnings("ignore", message=".*cannot be downloaded; loading")
@@ -237,12 +315,6 @@ def _phases(method, unfreeze, history, setup_seconds, trainable_params):
     """What each phase trained and how long it took (after the setup)."""
     if not history:
         return []
-    descriptions = {0: "all layers" if method == "scratch" else "head"}
-    if unfreeze is not None:
-        for index, (_, depth) in enumerate(unfreeze.phases):
-            descriptions[index] = (
-                "head" if depth == 0 else f"last {depth} {unfreeze.unit}"
-            )
     phases = []
     previous_end = setup_seconds
     for record in history:
@@ -251,7 +323,7 @@ def _phases(method, unfreeze, history, setup_seconds, trainable_params):
                 {
                     "index": record["phase"],
                     "start_epoch": record["epoch"],
-                    "trainable": descriptions.get(record["phase"], "?"),
+                    "trainable": _phase_description(method, unfreeze, record["phase"]),
                     "trainable_params": trainable_params.get(record["phase"]),
                     "seconds": 0.0,
                 }
@@ -261,6 +333,33 @@ def _phases(method, unfreeze, history, setup_seconds, trainable_params):
         )
         previous_end = record["seconds"]
     return phases
+
+
+def _phase_description(method, unfreeze, index):
+    """What trains in phase `index`: "all layers", "head" or "last 3 blocks"."""
+    if unfreeze is None:
+        return "all layers" if method == "scratch" else "head"
+    phases = unfreeze.phases
+    if not 0 <= index < len(phases):
+        return "?"
+    depth = phases[index][1]
+    return "head" if depth == 0 else f"last {depth} {unfreeze.unit}"
+
+
+def _phases_not_reached(unfreeze, phases):
+    """The schedule's phases that the run never trained in (the limit came first)."""
+    if unfreeze is None:
+        return []
+    reached = {phase["index"] for phase in phases}
+    return [
+        {
+            "index": index,
+            "start_epoch": start_epoch,
+            "trainable": _phase_description("fine_tune", unfreeze, index),
+        }
+        for index, (start_epoch, _) in enumerate(unfreeze.phases)
+        if index not in reached
+    ]
 
 
 def _max(values):
@@ -287,14 +386,14 @@ def _retracing_warnings_silenced():
 # --- progress ----------------------------------------------------------------
 
 
-def _print_header(spec, method, schedule, position):
+def _header(spec, method, schedule, position):
     number, total = position
     what = {
         "scratch": "random weights, every layer trains",
         "head_only": "ImageNet weights, backbone frozen",
         "fine_tune": f"ImageNet weights, unfreeze schedule {_schedule_text(schedule)}",
     }[method]
-    print(f"\n[{number}/{total}] {spec.name}, {METHOD_LABELS[method]} ({what})")
+    return f"\n[{number}/{total}] {spec.name}, {METHOD_LABELS[method]} ({what})"
 
 
 def _schedule_text(schedule):
@@ -305,24 +404,3 @@ def _schedule_text(schedule):
             if depth
         )
     return repr(schedule)
-
-
-def _epoch_printer(epochs, deadline):
-    """A `RunRecorder` hook printing each epoch and the time left."""
-
-    def print_epoch(record):
-        now = time.perf_counter()
-        of = f"/{epochs}" if epochs else ""
-        parts = [f"  epoch {record['epoch'] + 1}{of}"]
-        if record["partial"]:
-            parts[0] += " (partial)"
-        for key in ("accuracy", "val_accuracy"):
-            if record[key] is not None:
-                parts.append(f"{key} {format_percent(record[key])}")
-        parts.append(f"{format_duration(record['seconds'])} elapsed")
-        if deadline is not None:
-            left = max(0.0, deadline - now)
-            parts.append(f"{format_duration(left)} left in the budget")
-        print(", ".join(parts), flush=True)
-
-    return print_epoch
