@@ -19,11 +19,18 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
+from test_progressive_unfreeze import tiny_model
 
 import keras_transfer
 from keras_transfer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
 from keras_transfer.errors import ConfigurationError
+
+# KerasTuner gives each trial a TensorBoard directory on TensorFlow only, and
+# the custom train step below is written with tf.GradientTape.
+tensorflow_only = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="written for the TensorFlow backend"
+)
 
 SIZE = 32
 BATCH = 8
@@ -199,6 +206,7 @@ class CustomStepModel(keras.Model):
         return {"loss": loss}
 
 
+@tensorflow_only
 @pytest.mark.parametrize("batch_size", [None, 8])
 def test_batch_size_is_the_fallback_for_a_custom_train_step(tmp_path, batch_size):
     inputs = keras.Input((4,))
@@ -221,6 +229,24 @@ def test_batch_size_is_the_fallback_for_a_custom_train_step(tmp_path, batch_size
         [(_, images)] = phases["epoch/images_per_second"]
         [(_, steps)] = phases["epoch/steps_per_second"]
         assert images / steps == pytest.approx(8)
+
+
+def test_phases_follow_progressive_unfreeze_on_a_small_model(tmp_path):
+    # The small twin of `two_phase_run`, cheap enough for the JAX run (test_backends.py).
+    model, base = tiny_model()
+    x = np.random.default_rng(0).uniform(0, 1, (24, SIZE, SIZE, 3)).astype("float32")
+    y = np.arange(24) % 2
+    unfreeze = ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0)
+    model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0,
+              callbacks=[PhaseTimer(tmp_path), unfreeze])
+    phases = _scalars(tmp_path / "phases")
+    assert _values(phases["phase/index"]) == [0.0, 1.0, 1.0]
+    assert [step for step, _ in phases["phase/duration_seconds"]] == [0, 1]
+    assert _values(phases["phase/epochs"]) == [1.0, 2.0]
+    assert _values(phases["phase/steps"]) == [3.0, 6.0]
+    params = _values(phases["model/trainable_params"])
+    assert params[0] < params[1] == params[2]
+    assert len([t for t in phases if t.startswith("learning_rate/")]) == 2
 
 
 def test_without_progressive_unfreeze_the_fit_is_one_phase(tmp_path):
@@ -288,6 +314,7 @@ def test_write_metrics_true_writes_keras_layout(tmp_path):
     )
 
 
+@tensorflow_only
 def test_keras_tuner_trials_write_into_their_own_directories(tmp_path):
     import keras_tuner
 

@@ -132,6 +132,18 @@ def _exclusions_are_kept(o):
     )
 
 
+def _loss_scale_records_its_variables(o):
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
+    optimizer.build(o.model.trainable_variables)
+    count = len(o.model.trainable_variables)
+    recorded = len(optimizer._trainable_variables) == len(optimizer._trainable_variables_indices)
+    # Still the list its JAX step zips the gradients with.
+    source = inspect.getsource(type(optimizer)._stateless_handle_finite_grads)
+    return recorded and count == len(optimizer._trainable_variables) and (
+        "zip(grads, self._trainable_variables)" in source
+    )
+
+
 def _first_node(o):
     return next(n for nodes in o.model._nodes_by_depth.values() for n in nodes if not n.is_input)
 
@@ -177,6 +189,8 @@ CHECKS = {
     "Optimizer._trainable_variables": lambda o: len(o.adam._trainable_variables)
     == len(o.model.trainable_variables),
     "Optimizer._exclude_from_weight_decay/_exclude_from_weight_decay_pattern": _exclusions_are_kept,
+    "LossScaleOptimizer._trainable_variables/_trainable_variables_indices":
+    _loss_scale_records_its_variables,
     "tensorflow.python.framework.ops._gradient_registry._registry": _tracing_registers_custom_gradients,
     "Dataset._inputs": lambda o: o.mapped._inputs() == [o.shuffled],
     "ShuffleDataset._reshuffle_each_iteration": lambda o: hasattr(o.shuffled, "_reshuffle_each_iteration"),
@@ -359,6 +373,7 @@ def test_essential_internals_fail_naming_the_internal_and_versions(monkeypatch, 
         (lambda: internals.flatten_layers(object()), "Layer._flatten_layers"),
         (lambda: internals.created_trainable_variables(object()), "object._trainable_variables"),
         (lambda: internals.set_initial_epoch(object(), 1), "Model._initial_epoch"),
+        (lambda: internals.record_built_variables(object(), []), "object._trainable_variables"),
         (lambda: internals.call_context_args(keras.layers.Layer.__new__(keras.layers.Layer)),
          "Layer._call_context_args"),
     ):

@@ -162,6 +162,9 @@ def _classic(kind, size=32):
     return model, base
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the feature cache is TensorFlow-only"
+)
 @pytest.mark.parametrize("kind", ["sequential", "functional"])
 def test_from_model_caches_and_matches_the_plain_model(kind):
     rng = np.random.default_rng(0)

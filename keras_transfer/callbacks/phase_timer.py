@@ -76,8 +76,8 @@ class PhaseTimer(keras.callbacks.Callback):
       for the device, so the times are real even on accelerators. (Because
       it has batch-level hooks, `PhaseTimer` makes Keras call batch-end
       callbacks synchronously.)
-    - `make_train_function(force=True)` only creates a `tf.function`; tracing
-      happens in its first call. So `retrace_seconds` is the time of the
+    - `make_train_function(force=True)` only creates a `tf.function` (a
+      `jax.jit` function on JAX); tracing happens in its first call. So `retrace_seconds` is the time of the
       first execution of the phase minus the median time of the phase's other
       executions, clamped at 0. It also contains what every first execution
       of an epoch pays (creating the dataset iterator, filling a shuffle

@@ -16,6 +16,10 @@ rebuilding the train function then fails in the optimizer with
 
 BatchNormalization layers stay frozen (inference mode, frozen statistics)
 unless `train_bn=True`, also when they sit inline in the user's model.
+
+Backends: TensorFlow (with `tf.distribute` strategies) and JAX (one device;
+its train step gets the optimizer the new trainable variables at each phase,
+`UnfreezeOptimizer.set_active_variables`). PyTorch is not tested.
 """
 
 import keras
@@ -150,16 +154,6 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        backend = keras.backend.backend()
-        if backend != "tensorflow":
-            # The per-group optimizer is built under `model.distribute_strategy`
-            # and the train function is rebuilt mid-fit: both TensorFlow-only here.
-            raise ConfigurationError(
-                f"ProgressiveUnfreeze supports the TensorFlow backend only; Keras "
-                f"runs on {backend!r} (KERAS_BACKEND). Set KERAS_BACKEND=tensorflow, "
-                "or unfreeze with two fit calls (set layer.trainable, then "
-                "compile again) on this backend."
-            )
         if schedule is None:
             raise ConfigurationError(
                 "ProgressiveUnfreeze needs a `schedule`: a dict {epoch: depth} "
@@ -287,6 +281,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
         changed = index != self._current_phase
         if changed:
             self._plan.apply_depth(self._plan.phases[index][1])
+            # JAX's train step hands the optimizer the new trainable list.
+            self._optimizer.set_active_variables(self.model.trainable_variables)
             self.model.make_train_function(force=True)
             self._current_phase = index
             self._trainable_params = count_params(self.model.trainable_variables)

@@ -17,6 +17,11 @@ front for every variable a schedule will ever train:
 - `apply` accepts any subset of those variables (the ones trainable in the
   current phase); a group's state only moves on steps where it trains.
 
+On JAX the train step passes the optimizer the values of the variables
+trainable now, not every one it was built for: `stateless_apply` maps them to
+the variables named by `set_active_variables`, which `ProgressiveUnfreeze`
+calls at each phase.
+
 Because the variable list never changes, the optimizer's variables have the
 same structure in every phase, so `model.save_weights`, `ModelCheckpoint` and
 `BackupAndRestore` checkpoints restore into any phase.
@@ -35,10 +40,13 @@ optimizer over the weights that train:
   `gradient_accumulation_steps` and `ema_overwrite_frequency`.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import record_built_variables
 from keras_transfer.utils.tensors import copy_optimizer
 from keras_transfer.utils.tensors import to_float
 
@@ -242,6 +250,45 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
                 optimizer.apply(list(sub_grads), list(sub_variables))
         self._iterations.assign_add(1)
 
+    def set_active_variables(self, variables):
+        """Names the variables that train now, in the model's order.
+
+        `stateless_apply` (the JAX train step) receives the values of
+        `model.trainable_variables` only, a subset of what this optimizer
+        was built for that changes with each phase: call this with them
+        whenever they change (`ProgressiveUnfreeze` does, at each phase).
+        """
+        variables = tuple(variables)
+        self._check_variables_are_known(variables)
+        # Past Keras' tracker, which would add them to the optimizer's variables.
+        object.__setattr__(self, "_active_variables", variables)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        # Keras' version maps the values to every variable the optimizer was
+        # built for; JAX's train step passes those of the trainable ones only.
+        # The model's order, not the built one (head first), even when
+        # every variable trains.
+        active = getattr(self, "_active_variables", None)
+        if active is None and len(trainable_variables) == len(self._trainable_variables):
+            active = self._trainable_variables
+        if active is None or len(active) != len(trainable_variables):
+            raise ConfigurationError(
+                f"UnfreezeOptimizer received {len(trainable_variables)} trainable "
+                "variables, not the ones set by `set_active_variables` "
+                f"({'none' if active is None else len(active)}): call it with "
+                "`model.trainable_variables` after changing `trainable`."
+            )
+        if len(optimizer_variables) != len(self.variables):
+            return super().stateless_apply(optimizer_variables, grads, trainable_variables)
+        mapping = list(zip(active, trainable_variables))
+        mapping += list(zip(self.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.apply(grads, active)
+        return (
+            [scope.get_current_value(v) for v in active],
+            [scope.get_current_value(v) for v in self.variables],
+        )
+
     def _clip_by_global_norm(self, grads):
         # Clipped per group, the head's and each group's gradients would each
         # reach the norm. Clipped here, every share is within the norm, so the
@@ -338,7 +385,7 @@ def install_unfreeze_optimizer(model, groups):
                 group["schedule"] = head.group_optimizer(group["name"])._learning_rate
             return head
         head = head.head_optimizer
-    with model.distribute_strategy.scope():
+    with _variable_scope(model):
         if not head.built:
             head.build(model.trainable_variables)
         group_specs = []
@@ -365,9 +412,23 @@ def install_unfreeze_optimizer(model, groups):
     optimizer._keras_transfer_signature = signature
     if loss_scale is not None:
         loss_scale.inner_optimizer = optimizer
+        if keras.backend.backend() == "jax":
+            # Its JAX step unscales only the gradients of what it was built
+            # for, and drops the others.
+            if loss_scale.built:
+                record_built_variables(loss_scale, all_variables)
+            else:
+                loss_scale.build(all_variables)
     else:
         model.optimizer = optimizer
     return optimizer
+
+
+def _variable_scope(model):
+    # TensorFlow creates optimizer variables under the model's strategy (one
+    # copy per replica); JAX and PyTorch place them at creation.
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def _check_per_group_options(optimizer):

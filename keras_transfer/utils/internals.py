@@ -247,6 +247,38 @@ def set_initial_epoch(model, epoch):
     model._initial_epoch = epoch
 
 
+def record_built_variables(optimizer, variables):
+    """Makes a built optimizer's variable list `variables`, as `build` records it.
+
+    On JAX, `LossScaleOptimizer.stateless_apply` unscales the gradients
+    zipped with the variables it was built for (`_trainable_variables`): when
+    more variables train later (an unfreeze), the gradients past the end of
+    that list are dropped, and the weights they belong to stop training.
+    Its inner optimizer is what applies them, so nothing else changes.
+
+    Raises:
+        MissingInternalError: this Keras has no `Optimizer._trainable_variables`
+            or `_trainable_variables_indices`.
+
+    Example:
+
+    ```python
+    record_built_variables(loss_scale_optimizer, head_and_backbone_variables)
+    ```
+    """
+    require_attributes(
+        optimizer,
+        ("_trainable_variables", "_trainable_variables_indices", "_var_key"),
+        "ProgressiveUnfreeze (mixed precision on JAX)",
+    )
+    variables = list(variables)
+    # Past Keras' attribute tracking, which `build` turns off for this too.
+    object.__setattr__(optimizer, "_trainable_variables", variables)
+    indices = optimizer._trainable_variables_indices
+    indices.clear()
+    indices.update({optimizer._var_key(v): i for i, v in enumerate(variables)})
+
+
 @contextlib.contextmanager
 def releasing_custom_gradients():
     """Unregisters the custom gradients that tracing registers inside the block.

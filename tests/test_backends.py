@@ -1,0 +1,118 @@
+"""The unfreeze mechanics on JAX: the core behavioural tests, and the same training as TensorFlow.
+
+Keras picks its backend once per process (`KERAS_BACKEND`), so each JAX run
+is a fresh interpreter: a chosen subset of the unfreeze tests under JAX, and
+one fixed fit whose numbers are compared with the same fit here, on
+TensorFlow. JAX is the `[jax]` extra (`pip install -e .[dev,jax]`, as
+`.ci/run` does); without it these tests fail, naming that command.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from test_progressive_unfreeze import BATCH
+from test_progressive_unfreeze import _data
+from test_progressive_unfreeze import tiny_model
+
+from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Small models only: the whole subset takes about a minute on one JAX process.
+JAX_SUBSET = (
+    "tests/test_progressive_unfreeze.py::test_newly_unfrozen_weights_take_no_larger_first_step_than_their_rate",
+    "tests/test_progressive_unfreeze.py::test_head_keeps_its_optimizer_and_state_across_phases",
+    "tests/test_progressive_unfreeze.py::test_resume_with_initial_epoch_matches_uninterrupted_run",
+    "tests/test_progressive_unfreeze.py::test_works_with_early_stopping_checkpoint_and_reduce_lr_on_plateau",
+    "tests/test_progressive_unfreeze.py::test_mixed_precision_run_completes_and_unfreezes",
+    "tests/test_unfreeze_plan.py::test_the_callback_training_follows_its_plan",
+    "tests/test_phase_timer.py::test_phases_follow_progressive_unfreeze_on_a_small_model",
+)
+
+SCHEDULE = {1: 2, 2: 4}
+EPOCHS = 3
+
+
+def _run_on_jax(args, timeout=600):
+    if importlib.util.find_spec("jax") is None:
+        pytest.fail("JAX is not installed: `pip install -e .[dev,jax]` (as .ci/run does).")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def test_unfreeze_mechanics_pass_on_jax():
+    result = _run_on_jax(["-m", "pytest", "-q", "-p", "no:cacheprovider", *JAX_SUBSET])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert f"{len(JAX_SUBSET)} passed" in output, output[-4000:]
+
+
+def _fixed_weights(model):
+    # Backends draw different initial weights from one seed: set them here.
+    rng = np.random.default_rng(0)
+    values = []
+    for variable in model.weights:
+        name = variable.path.rsplit("/", 1)[-1]
+        if name in ("gamma", "moving_variance"):
+            values.append(np.ones(variable.shape, "float32"))
+        elif name in ("beta", "bias", "moving_mean"):
+            values.append(np.zeros(variable.shape, "float32"))
+        else:
+            values.append(rng.normal(0, 0.3, variable.shape).astype("float32"))
+    model.set_weights(values)
+
+
+def unfreeze_trajectory():
+    """A fixed-seed `ProgressiveUnfreeze` fit: epoch losses, moved weights, final weights."""
+    model, base = tiny_model(keras.optimizers.Adam(1e-2))
+    _fixed_weights(model)
+    start = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
+    x, y = _data(n=32)
+    history = model.fit(
+        x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+        callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
+    )
+    end = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    return {
+        "backend": keras.backend.backend(),
+        "loss": [float(v) for v in history.history["loss"]],
+        "trainable_params": history.history["trainable_params"],
+        "moved": sorted(p for p in start if not np.array_equal(start[p], end[p])),
+        "weights": {p: end[p].tolist() for p in end},
+    }
+
+
+JAX_TRAJECTORY = (
+    "import json, test_backends; "
+    "print('TRAJECTORY ' + json.dumps(test_backends.unfreeze_trajectory()))"
+)
+
+
+def test_tensorflow_and_jax_train_alike():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("compares this process's TensorFlow run with a JAX one")
+    result = _run_on_jax(["-c", JAX_TRAJECTORY])
+    lines = [l for l in result.stdout.splitlines() if l.startswith("TRAJECTORY ")]
+    assert lines, (result.stdout + result.stderr)[-4000:]
+    jax_run = json.loads(lines[-1][len("TRAJECTORY "):])
+    tf_run = unfreeze_trajectory()
+    assert jax_run["backend"] == "jax"
+    # The same weights train: the head, then conv2 and conv1 (BatchNorm frozen).
+    assert jax_run["moved"] == tf_run["moved"]
+    assert {p.split("/")[0] for p in tf_run["moved"]} == {"head", "conv1", "conv2"}
+    assert jax_run["trainable_params"] == tf_run["trainable_params"]
+    # Float32 kernels and reductions differ in the last bits only (6e-8 measured).
+    np.testing.assert_allclose(jax_run["loss"], tf_run["loss"], rtol=1e-4)
+    for path, value in tf_run["weights"].items():
+        np.testing.assert_allclose(jax_run["weights"][path], value, atol=1e-5, err_msg=path)
