@@ -1,0 +1,345 @@
+"""Every code block of README.md runs as written.
+
+The README's fenced blocks are read in order; ```` ```text ```` blocks are
+output samples and are skipped. The others run in one child process (importing
+TensorFlow once costs more than most blocks), from the working directory
+`TMP/checkout` of a sandbox laid out so that the README's paths resolve as
+written:
+
+    TMP/shared/assets/weights       -> the real ImageNet weights (KERAS_TRANSFER_ASSETS)
+    TMP/shared/assets/data/flower_photos, and in TMP/checkout: photos/,
+    path/to/photos/, flower_photos/, my_photos/, flowers_test/
+                                    -> 4 real flower photos per class (symlinks)
+    TMP/checkout/new_photos/        -> 3 of them, no class folders
+    TMP/checkout/examples           -> the project's examples/
+    KERAS_HOME=TMP/keras_home       -> empty: the README's own offline commands
+                                       (under Install) seed it, from the assets
+
+The machine is offline, so that seeding is the offline equivalent of every
+download the README mentions. Nothing else is substituted but, in the
+default tier, the `SUBSTITUTIONS` below (what would make CI slow; each must
+occur in the README exactly once, so the list cannot go stale unnoticed).
+
+Python blocks run with `exec`, each in a fresh namespace, or in the previous
+block's when an HTML comment `<!-- readme-test: continues -->` (invisible to
+readers) stands just above the block. Shell blocks run line by line
+(backslash continuations joined, `NAME=value` prefixes taken as environment):
+
+- `keras-transfer backbones|predict|evaluate ...`: run, in the child
+  process, through `keras_transfer.cli.main`;
+- `keras-transfer train|compare|export ...` (minutes, or 5-11 s of CPU for
+  an export) and `python examples/NAME.py ...`: parsed by the command's own
+  parser, and their folders checked; with `KERAS_TRANSFER_SLOW_TESTS=1`
+  they also run for real (`python -m keras_transfer ...`), with
+  `SLOW_SUBSTITUTIONS`;
+- `pip install -e ".[extra]"`: the extras exist in setup.cfg;
+- `bash SCRIPT` (`bash -n`), `lint-imports`, `python -m pytest` (the CI and
+  the suite themselves): their script, program or folder exists;
+- anything else (`mkdir`, `ln`, `export`): run by bash in the sandbox, after
+  which no symlink there may dangle.
+
+`<!-- readme-test: parse-only -->` above a block keeps its commands from
+running even in the slow tier (the distributed search needs several
+machines). The child reports each block's result and time; one test per
+block asserts it.
+"""
+
+import configparser
+import importlib.util
+import inspect
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+import pytest
+
+from conftest import FLOWER_CLASSES
+from conftest import assets_path
+from conftest import copy_flower_subset
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = PROJECT_ROOT / "README.md"
+SLOW = os.environ.get("KERAS_TRANSFER_SLOW_TESTS") == "1"
+PER_CLASS = 4
+
+# (README text, what the default tier runs instead); the slow tier runs the
+# README as written. The tuner block's 4 depths x 8 epochs are 32 epochs of
+# training (one depth, 4 epochs, still crosses the unfreeze epoch); an export
+# costs 5-11 s of CPU, so the default tier checks that the call binds to
+# export_model's signature (tests/test_export.py runs exports).
+SUBSTITUTIONS = (
+    ("unfreeze_blocks=(0, 2, 4, 8), unfreeze_epoch=3,", "unfreeze_blocks=(2,), unfreeze_epoch=3,"),
+    ("tuner.search(train_ds, validation_data=val_ds, epochs=8)",
+     "tuner.search(train_ds, validation_data=val_ds, epochs=4)"),
+    ('keras_transfer.export_model(model, "model.onnx", format="onnx")',
+     'inspect.signature(keras_transfer.export_model).bind(model, "model.onnx", format="onnx")'),
+)
+# Slow tier: the comparison's wall-clock budgets shrink (15 runs of 1.5
+# minutes would be 20 minutes on their own).
+SLOW_SUBSTITUTIONS = (("--budget-minutes", "0.2"),)
+
+# keras-transfer commands the default tier runs (the others it parses).
+RUN_COMMANDS = ("backbones", "predict", "evaluate")
+HEADER = re.compile(r"^```(\S*)\s*$")
+DIRECTIVE = re.compile(r"^<!--\s*readme-test:\s*([\w-]+).*-->\s*$")
+
+
+def read_blocks(text):
+    """`[(line, language, code, directives)]` of every fenced block, in order."""
+    lines = text.splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        match = HEADER.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        directives, j = set(), i - 1
+        while j >= 0 and (not lines[j].strip() or DIRECTIVE.match(lines[j])):
+            if lines[j].strip():
+                directives.add(DIRECTIVE.match(lines[j]).group(1))
+            j -= 1
+        end = lines.index("```", i + 1)
+        blocks.append((i + 1, match.group(1), "\n".join(lines[i + 1 : end]), directives))
+        i = end + 1
+    return blocks
+
+
+def substituted_readme(slow):
+    text = README.read_text()
+    for old, new in SUBSTITUTIONS:
+        assert text.count(old) == 1, f"README substitution no longer matches once: {old!r}"
+        text = text if slow else text.replace(old, new)
+    return text
+
+
+BLOCKS = read_blocks(README.read_text())
+
+
+def test_every_block_is_labelled():
+    unlabelled = [line for line, language, _, _ in BLOCKS if not language]
+    assert not unlabelled, (
+        f"README.md blocks at lines {unlabelled} have no language: fence code as "
+        "```bash / ```python and output samples as ```text"
+    )
+
+
+# --- the sandbox ----------------------------------------------------------
+
+
+def make_sandbox(root):
+    """Lays out `root` as the module docstring says; returns the working directory."""
+    assets = assets_path()
+    photos = copy_flower_subset(assets / "data" / "flower_photos", root / "photos", PER_CLASS)
+    shared = root / "shared" / "assets"
+    (shared / "data").mkdir(parents=True)
+    (shared / "weights").symlink_to(assets / "weights")
+    (shared / "data" / "flower_photos").symlink_to(photos)
+    checkout = root / "checkout"
+    checkout.mkdir()
+    for name in ("photos", "path/to/photos", "flower_photos", "my_photos", "flowers_test"):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).symlink_to(photos)
+    new_photos = checkout / "new_photos"
+    new_photos.mkdir()
+    for name in FLOWER_CLASSES[:3]:
+        first = sorted((photos / name).iterdir())[0]
+        (new_photos / f"{name}_{first.name}").symlink_to(first.resolve())
+    (checkout / "examples").symlink_to(PROJECT_ROOT / "examples")
+    (root / "keras_home").mkdir()
+    return checkout
+
+
+# --- the child process: runs every block, writes results.json -------------
+
+
+def shell_lines(code):
+    """The block's commands: continuations joined, comment-only lines dropped."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    return [line for line in joined.splitlines() if shlex.split(line, comments=True)]
+
+
+def split_command(line):
+    """`(environment, argv)` of one shell command line."""
+    words = shlex.split(line, comments=True)
+    env = {}
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return env, words
+
+
+def dangling_links(*folders):
+    return [
+        str(path)
+        for folder in folders
+        for path in pathlib.Path(folder).rglob("*")
+        if path.is_symlink() and not path.exists()
+    ]
+
+
+class Runner:
+    """Runs the README's blocks in the sandbox (in the child process)."""
+
+    def __init__(self, checkout, slow):
+        self.checkout = pathlib.Path(checkout)
+        self.slow = slow
+        self.namespace = {}
+
+    def python(self, line, code, directives):
+        if "continues" not in directives:
+            self.namespace = {"__name__": "__readme__", "inspect": inspect}
+        # Leading newlines make traceback line numbers README line numbers.
+        exec(compile("\n" * line + code, str(README), "exec"), self.namespace)
+
+    def shell(self, line, code, directives):
+        plain = []
+        for command in shell_lines(code):
+            env, argv = split_command(command)
+            if argv[0] in ("keras-transfer", "python", "pip", "bash", "lint-imports"):
+                self.bash(plain)
+                plain = []
+                self.dispatch(env, argv, run="parse-only" not in directives)
+            else:
+                plain.append(command)
+        self.bash(plain)
+
+    def bash(self, commands):
+        if not commands:
+            return
+        subprocess.run(["bash", "-euc", "\n".join(commands)], cwd=self.checkout, check=True)
+        dangling = dangling_links(self.checkout, os.environ["KERAS_HOME"])
+        assert not dangling, f"links that point nowhere: {dangling}"
+
+    def dispatch(self, env, argv, run):
+        program, args = argv[0], argv[1:]
+        if program == "keras-transfer":
+            self.keras_transfer(env, args, run)
+        elif program == "python" and args[:2] == ["-m", "pytest"]:
+            assert (PROJECT_ROOT / args[-1]).exists(), args
+        elif program == "python":
+            self.example(args[0], args[1:], run)
+        elif program == "pip":
+            self.pip(args)
+        elif program == "bash":
+            subprocess.run(["bash", "-n", str(PROJECT_ROOT / args[0])], check=True)
+        else:
+            assert shutil.which(program), f"{program} is not installed"
+
+    def keras_transfer(self, env, args, run):
+        from keras_transfer import cli
+
+        if args[0] in RUN_COMMANDS and run:
+            status = cli.main(args)
+            assert not status, f"keras-transfer {shlex.join(args)} exited with {status}"
+            return
+        parsed = cli.build_parser().parse_args(args)
+        if getattr(parsed, "data_dir", None):
+            assert (self.checkout / parsed.data_dir).is_dir(), parsed.data_dir
+        if run and self.slow:
+            self.subprocess([sys.executable, "-m", "keras_transfer", *args], env)
+
+    def example(self, script, args, run):
+        path = self.checkout / script
+        spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if inspect.signature(module.parse_args).parameters:
+            parsed = module.parse_args(args)
+        else:
+            saved, sys.argv = sys.argv, [script, *args]
+            try:
+                parsed = module.parse_args()
+            finally:
+                sys.argv = saved
+        if getattr(parsed, "data", None):
+            assert (self.checkout / parsed.data).is_dir(), parsed.data
+        if run and self.slow:
+            self.subprocess([sys.executable, script, *args], {})
+
+    def pip(self, args):
+        config = configparser.ConfigParser()
+        config.read(PROJECT_ROOT / "setup.cfg")
+        extras = set(config["options.extras_require"])
+        for word in args:
+            named = re.findall(r"\[([\w,-]+)\]", word)
+            for extra in ",".join(named).split(",") if named else ():
+                assert extra in extras, f"pip extra [{extra}] is not in setup.cfg"
+
+    def subprocess(self, argv, env):
+        for option, value in SLOW_SUBSTITUTIONS:
+            if option in argv:
+                argv[argv.index(option) + 1] = value
+        subprocess.run(
+            argv, cwd=self.checkout, env={**os.environ, **env}, check=True, timeout=1800
+        )
+
+
+def run_readme(checkout, results_path, slow):
+    """The child's entry point: runs every block, records each one's outcome."""
+    runner, results = Runner(checkout, slow), {}
+    for line, language, code, directives in read_blocks(substituted_readme(slow)):
+        if language == "text":
+            continue
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            os.chdir(checkout)
+            getattr(runner, "python" if language == "python" else "shell")(line, code, directives)
+            outcome = {"ok": True, "error": ""}
+        except BaseException:  # SystemExit from argparse included
+            outcome = {"ok": False, "error": traceback.format_exc()}
+        outcome["seconds"] = round(time.perf_counter() - start, 1)
+        outcome["cpu_seconds"] = round(time.process_time() - cpu, 1)
+        results[str(line)] = outcome
+        print(f"README.md:{line} ({language}): {outcome['seconds']} s "
+              f"({outcome['cpu_seconds']} s CPU), "
+              f"{'ok' if outcome['ok'] else 'FAILED'}\n{outcome['error']}",
+              file=sys.stderr, flush=True)
+    pathlib.Path(results_path).write_text(json.dumps(results, indent=1))
+
+
+# --- the tests --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def readme_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("readme")
+    checkout = make_sandbox(root)
+    results_path = root / "results.json"
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(root / "keras_home"),
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "tests")]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    script = (
+        "import test_readme; "
+        f"test_readme.run_readme({str(checkout)!r}, {str(results_path)!r}, {SLOW})"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script], cwd=checkout, env=env, capture_output=True,
+        text=True, timeout=7200 if SLOW else 600,
+    )
+    if not results_path.exists():
+        pytest.fail(f"the README runner died ({child.returncode}):\n{child.stderr[-6000:]}")
+    return json.loads(results_path.read_text()), child.stdout + child.stderr
+
+
+@pytest.mark.parametrize(
+    "line",
+    [line for line, language, _, _ in BLOCKS if language != "text"],
+    ids=lambda line: f"README.md:{line}",
+)
+def test_block_runs(readme_results, line):
+    results, output = readme_results
+    result = results[str(line)]
+    assert result["ok"], (
+        f"README.md block at line {line} failed:\n{result['error']}\n"
+        f"--- end of the runner's output ---\n{output[-4000:]}"
+    )
