@@ -22,7 +22,8 @@ occur in the README exactly once, so the list cannot go stale unnoticed).
 
 Python blocks run with `exec`, each in a fresh namespace, or in the previous
 block's when an HTML comment `<!-- readme-test: continues -->` (invisible to
-readers) stands just above the block. Shell blocks run line by line
+readers) stands just above the block; a line `EXPRESSION  # LITERAL` must
+show the expression's value. Shell blocks run line by line
 (backslash continuations joined, `NAME=value` prefixes taken as environment):
 
 - `keras-transfer backbones|predict|evaluate ...`: run, in the child
@@ -44,6 +45,7 @@ machines). The child reports each block's result and time; one test per
 block asserts it.
 """
 
+import ast
 import configparser
 import importlib.util
 import inspect
@@ -175,6 +177,23 @@ def split_command(line):
     return env, words
 
 
+def shown_values(code):
+    """`(expression, value)` for each line `EXPRESSION  # LITERAL` of a block.
+
+    The README shows results as comments (`spec.default_input_size  # 224`);
+    a comment that is a Python literal without `...` must be the value.
+    """
+    for line in code.splitlines():
+        expression, _, comment = line.partition("  #")
+        try:
+            ast.parse(expression.strip(), mode="eval")
+            shown = ast.literal_eval(comment.strip())
+        except (SyntaxError, ValueError):
+            continue
+        if "..." not in comment:
+            yield expression.strip(), shown
+
+
 def dangling_links(*folders):
     return [
         str(path)
@@ -197,6 +216,9 @@ class Runner:
             self.namespace = {"__name__": "__readme__", "inspect": inspect}
         # Leading newlines make traceback line numbers README line numbers.
         exec(compile("\n" * line + code, str(README), "exec"), self.namespace)
+        for expression, shown in shown_values(code):
+            value = eval(expression, self.namespace)
+            assert value == shown, f"README shows {expression} as {shown!r}; it is {value!r}"
 
     def shell(self, line, code, directives):
         plain = []
