@@ -297,18 +297,23 @@ def _compile_like(plain, model):
             stacklevel=3,
         )
         return
-    optimizer = model.optimizer
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    head = getattr(optimizer.inner_optimizer if scaled else optimizer, "head_optimizer", None)
+    # Without its loss scaling: Keras loads a functional model under the
+    # global dtype policy (usually float32), and compiles it with the bare
+    # optimizer, whose variables must be the ones in the file.
+    optimizer = _unscaled(model.optimizer)
+    head = getattr(optimizer, "head_optimizer", None)
     if head is not None:
-        # The head's optimizer, fresh: a copy with the groups' state would
-        # not fit the variables a plain optimizer builds when loaded.
-        fresh = copy_optimizer(head)
-        if scaled:
-            fresh = keras.optimizers.LossScaleOptimizer(fresh, name=optimizer.name)
-        fresh.build(plain.trainable_variables)
-        optimizer = fresh
+        # The head's optimizer, fresh: the groups' state would not fit the
+        # variables a plain optimizer builds when loaded.
+        optimizer = copy_optimizer(head)
+        optimizer.build(plain.trainable_variables)
     plain.optimizer = optimizer
+
+
+def _unscaled(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
 
 
 def _metadata(model):
@@ -378,9 +383,10 @@ def _restore(loaded, metadata, safe_mode):
 def _copy_optimizer_state(source, model):
     # Both optimizers hold one slot per trainable variable, in the order of
     # the layers, which the restored model keeps: the state carries over.
-    if source is None or not source.built or model.optimizer is None:
+    # Loss scaling (mixed precision) starts afresh, as after keras' load.
+    source, target = _unscaled(source), _unscaled(model.optimizer)
+    if source is None or not source.built or target is None:
         return
-    target = model.optimizer
     target.build(model.trainable_variables)
     pairs = list(zip(source.variables, target.variables))
     if len(source.variables) == len(target.variables) and all(

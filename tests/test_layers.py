@@ -59,6 +59,43 @@ def test_preprocessing_under_mixed_precision(mixed_precision, pixels):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-3, atol=0.1)
 
 
+@pytest.mark.parametrize("mode", ["tf", "caffe", "torch", "none"])
+def test_preprocessing_builtin_layers_give_the_same_bits(mode, pixels):
+    layer = BackbonePreprocessing(mode)
+    builtin = keras.Sequential([keras.Input(pixels.shape[1:]), *layer.builtin_layers()])
+    assert all(type(b).__module__.startswith("keras.") for b in builtin.layers)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(builtin(pixels)), keras.ops.convert_to_numpy(layer(pixels))
+    )
+
+
+def test_preprocessing_under_mixed_precision_scales_the_float32_pixels(mixed_precision):
+    # Resized images are not integers: rounded to float16 before the
+    # scaling, 100.1 would give -0.2147 instead of -0.2148.
+    pixels = np.full((1, 1, 1, 3), 100.1, dtype="float32")
+    layer = BackbonePreprocessing("tf")
+    expected = (np.float32(100.1) * np.float32(1 / 127.5) - 1).astype("float16")
+    assert expected != (np.float16(100.1).astype("float32") / 127.5 - 1).astype("float16")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(pixels))[0, 0, 0], [expected] * 3)
+    builtin = keras.Sequential([keras.Input((1, 1, 3)), *layer.builtin_layers()])
+    assert builtin(pixels).dtype == layer(pixels).dtype
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(builtin(pixels)), keras.ops.convert_to_numpy(layer(pixels))
+    )
+
+
+def test_head_builtin_layers_are_its_own(pixels):
+    head = ClassifierHead(2, hidden_units=4, pooling="max")
+    features = np.random.default_rng(1).normal(size=(3, 2, 2, 5)).astype("float32")
+    expected = keras.ops.convert_to_numpy(head(features))
+    builtin = keras.Sequential([keras.Input((2, 2, 5)), *head.builtin_layers()])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(builtin(features)), expected)
+    assert builtin.trainable_weights == head.trainable_weights  # shared, not copied
+    assert [layer.name for layer in head.builtin_layers(input_rank=2)] == [
+        "dropout", "hidden", "hidden_dropout", "predictions",
+    ]  # fmt: skip
+
+
 def test_preprocessing_rejects_unknown_mode():
     with pytest.raises(ConfigurationError, match="'imagenet'"):
         BackbonePreprocessing("imagenet")

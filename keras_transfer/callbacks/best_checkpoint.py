@@ -10,7 +10,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     """Saves the model whenever `monitor` reaches a new maximum.
 
     Like `ModelCheckpoint(save_best_only=True, mode="max")`, but the file is
-    replaced atomically (`keras_transfer.models.save_model`), and a resumed run starts from the
+    replaced atomically (`keras_transfer.models.save_model`: a file that
+    plain Keras loads, see `keras_transfer.portable`), and a resumed run starts from the
     best value of the epochs already done (`best`) instead of overwriting
     the file with whatever its first epoch gives. Epochs whose `monitor` is
     missing or not finite are never saved.

@@ -5,6 +5,10 @@ and ends in a `ClassifierHead` whose softmax gives one probability per class;
 its head may carry the class names (`class_names_of`). Any other model (a
 plain Keras model, one with a single output unit, a file that does not load)
 is refused here with one line that says what the file is and what to pass.
+
+Files are loaded with `keras_transfer.portable.load_model`: a file written by
+`keras-transfer train` holds Keras' own layers (plain Keras loads it) and the
+class names beside them, and comes back as the keras-transfer model it was.
 """
 
 import dataclasses
@@ -15,6 +19,7 @@ import keras
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import find_classifier_head
+from keras_transfer.portable import load_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +101,9 @@ def load_classifier(path):
     """Loads a `.keras` classifier file for inference; returns `(model, info)`.
 
     The model is loaded uncompiled (inference needs no optimizer) with
-    Keras' default `safe_mode=True`, then checked with `check_classifier`.
+    Keras' default `safe_mode=True` by `keras_transfer.portable.load_model`
+    (its preprocessing, head and class names as they were saved), then
+    checked with `check_classifier`.
 
     Example:
 
@@ -128,7 +135,9 @@ def load_classifier(path):
             "zip file). Pass a .keras file saved by 'keras-transfer train'."
         )
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = load_model(path, compile=False)
+    except ConfigurationError:
+        raise  # Already one line about this file.
     except Exception as e:  # noqa: BLE001 - any failure means "not loadable".
         # Keras raises ValueError, TypeError, OSError or zipfile errors,
         # depending on what is wrong with the file.

@@ -1,0 +1,280 @@
+"""Saved models load with plain Keras in a Python that never imports keras_transfer.
+
+`save_model`, `TransferClassifier.save` and so `ModelCheckpoint` write Keras'
+own layers (`keras_transfer.portable`); `portable.load_model` and
+`load_classifier` give back the keras_transfer model with its class names.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer
+from keras_transfer import cli
+from keras_transfer import portable
+from keras_transfer.errors import ConfigurationError
+from keras_transfer.evaluation import load_classifier
+from keras_transfer.layers import BackbonePreprocessing
+from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import class_names_of
+
+SIZE = 32
+NAMES = ["cats", "dogs", "owls"]
+
+# Loads each file with plain Keras, writes the predictions, and reports what
+# was imported and which classes the models are made of.
+FRESH_LOAD = """
+import json, sys, warnings
+import numpy as np
+import keras
+
+warnings.simplefilter("always")
+images = np.load(sys.argv[1])
+
+def classes(layer):
+    found = {type(layer).__module__.split(".")[0]}
+    for inner in getattr(layer, "layers", ()):
+        found |= classes(inner)
+    return found
+
+report = {"packages": set(), "types": []}
+predictions = {}
+for index, path in enumerate(sys.argv[3:]):
+    with warnings.catch_warnings(record=True) as caught:
+        model = keras.models.load_model(path)
+    report["packages"] |= classes(model)
+    report["types"].append(type(model).__name__)
+    report.setdefault("warnings", []).extend(
+        str(w.message) for w in caught if issubclass(w.category, UserWarning))
+    predictions[str(index)] = model.predict(images, verbose=0)
+np.savez(sys.argv[2], **predictions)
+report["packages"] = sorted(report["packages"])
+report["keras_transfer_imported"] = any(n.startswith("keras_transfer") for n in sys.modules)
+print(json.dumps(report))
+"""
+
+
+def load_without_keras_transfer(tmp_path, paths, images):
+    """Predictions of each file, loaded by `keras.models.load_model` in a fresh Python."""
+    np.save(tmp_path / "images.npy", images)
+    out = tmp_path / "fresh_predictions.npz"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(tmp_path / "images.npy"), str(out)]
+        + [str(p) for p in paths],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not report["keras_transfer_imported"]
+    assert report["packages"] == ["keras"], report
+    with np.load(out) as saved:
+        return report, [saved[str(i)] for i in range(len(paths))]
+
+
+def tiny_classifier(mode="tf", head=None, pooled_backbone=False, class_names=NAMES):
+    """A TransferClassifier shaped as build_classifier makes them, small and fast."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = BackbonePreprocessing(mode, name="preprocessing")(inputs)
+    layers = [
+        keras.Input((SIZE, SIZE, 3)),
+        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+        keras.layers.BatchNormalization(),
+    ]
+    if pooled_backbone:
+        layers.append(keras.layers.GlobalAveragePooling2D())
+    backbone = keras.Sequential(layers, name="tiny_backbone")
+    backbone.trainable = False
+    x = backbone(x, training=False)
+    head = ClassifierHead(3, name="head", class_names=class_names, **(head or {}))
+    return keras_transfer.TransferClassifier(inputs, head(x), name=f"tiny_{mode}")
+
+
+@pytest.fixture
+def images():
+    # Not integers, as resized images are not: float16 would round them.
+    return np.random.default_rng(0).uniform(0, 255, (5, SIZE, SIZE, 3)).astype("float32")
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+VARIANTS = {
+    "tf": dict(mode="tf"),
+    "caffe": dict(mode="caffe", head={"hidden_units": 6, "dropout": 0.3}),
+    "torch": dict(mode="torch", head={"pooling": "max", "dropout": 0.0}),
+    "none": dict(mode="none", pooled_backbone=True),
+}
+
+
+def test_every_preprocessing_and_head_loads_without_keras_transfer(tmp_path, images):
+    models = [tiny_classifier(**kwargs) for kwargs in VARIANTS.values()]
+    models.append(
+        keras_transfer.build_classifier(
+            "mobilenet_v2_035", 3, input_shape=(SIZE, SIZE, 3), weights=None, class_names=NAMES
+        )
+    )
+    paths, expected = [], []
+    for model in models:
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        paths.append(tmp_path / f"{model.name}.keras")
+        model.save(paths[-1])
+        expected.append(model.predict(images, verbose=0))
+
+    report, actual = load_without_keras_transfer(tmp_path, paths, images)
+    assert report["types"] == ["Functional"] * len(models)
+    for model, want, got in zip(models, expected, actual):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=model.name)
+
+
+def test_a_mixed_precision_model_loads_without_keras_transfer(tmp_path, images, mixed_precision):
+    model = tiny_classifier("caffe", head={"hidden_units": 6})
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(images, np.arange(5) % 3, epochs=1, verbose=0)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    expected = model.predict(images, verbose=0)
+    model.save(tmp_path / "mixed.keras")
+    keras.config.set_dtype_policy("float32")  # As a fresh Python starts.
+
+    report, [actual] = load_without_keras_transfer(tmp_path, [tmp_path / "mixed.keras"], images)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+    # The optimizer in the file is the one plain Keras builds for it.
+    assert not [w for w in report["warnings"] if "Skipping variable loading" in w]
+    restored = portable.load_model(tmp_path / "mixed.keras")
+    np.testing.assert_array_equal(restored.predict(images, verbose=0), expected)
+    assert restored.get_layer("head").compute_dtype == "float16"
+
+
+def test_a_cli_trained_model_loads_without_keras_transfer(
+    image_folder, seeded_keras_home, tmp_path, capsys
+):
+    output = tmp_path / "run" / "model.keras"
+    status = cli.main([str(a) for a in (
+        "train", image_folder, "--backbone", "mobilenet_v2_035", "--image-size", 32,
+        "--epochs", 1, "--fine-tune-epochs", 1, "--unfreeze-blocks", 1,
+        "--batch-size", 4, "--validation-split", 0.25, "--output", output,
+    )])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert status == 0, err
+    images = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    model, info = load_classifier(output)
+    assert info.class_names == ["cats", "dogs"]
+    assert isinstance(model, keras_transfer.TransferClassifier)
+
+    report, [actual] = load_without_keras_transfer(tmp_path, [output], images)
+    np.testing.assert_allclose(actual, model.predict(images, verbose=0), rtol=0, atol=1e-6)
+    # Fine-tuning ran under UnfreezeOptimizer: the file keeps its head optimizer.
+    config = json.loads(zipfile.ZipFile(output).read("config.json"))
+    assert config["compile_config"]["optimizer"]["class_name"] == "Adam"
+    assert not [w for w in report["warnings"] if "optimizer" in w], report["warnings"]
+
+
+def test_load_model_gives_back_the_keras_transfer_model(tmp_path, images):
+    model = tiny_classifier("caffe", head={"hidden_units": 6, "dropout": 0.3})
+    model.cache_memory_limit = 2**20
+    model.augmented_views = 2
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(images, np.arange(5) % 3, epochs=2, verbose=0)
+    keras_transfer.models.save_model(model, tmp_path / "m.keras")
+
+    plain = keras.models.load_model(tmp_path / "m.keras")
+    assert type(plain) is keras.Model or type(plain).__name__ == "Functional"
+    assert [type(layer).__name__ for layer in plain.layers] == [
+        "InputLayer", "Sequential", "Sequential", "Sequential",
+    ]  # fmt: skip
+    assert class_names_of(plain) is None  # A plain model has no ClassifierHead.
+
+    restored = portable.load_model(tmp_path / "m.keras")
+    assert isinstance(restored, keras_transfer.TransferClassifier)
+    assert isinstance(restored.get_layer("preprocessing"), BackbonePreprocessing)
+    head = restored.get_layer("head")
+    assert isinstance(head, ClassifierHead) and (head.hidden_units, head.dropout) == (6, 0.3)
+    assert class_names_of(restored) == NAMES
+    assert (restored.cache_memory_limit, restored.augmented_views) == (2**20, 2)
+    np.testing.assert_array_equal(
+        restored.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
+    # Compiled as it was, with the optimizer's state.
+    assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    for kept, trained in zip(restored.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(kept, trained)
+    # And it trains on: fit (cached) moves the head's weights.
+    before = head.get_weights()
+    restored.fit(images, np.arange(5) % 3, epochs=1, verbose=0)
+    assert not np.array_equal(before[0], head.get_weights()[0])
+
+
+def test_model_checkpoint_writes_portable_files_with_class_names(tmp_path, images):
+    model = tiny_classifier("torch")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="loss")
+    model.fit(images, np.arange(5) % 3, epochs=1, verbose=0, callbacks=[checkpoint])
+    with zipfile.ZipFile(tmp_path / "best.keras") as archive:
+        config = archive.read("config.json").decode()
+        metadata = json.loads(archive.read(portable.METADATA_NAME))
+    assert "keras_transfer" not in config
+    assert metadata["class_names"] == NAMES
+    assert portable.read_metadata(tmp_path / "best.keras")["class_names"] == NAMES
+    _, info = load_classifier(tmp_path / "best.keras")
+    assert info.class_names == NAMES and info.image_size == (SIZE, SIZE)
+
+    unnamed = tiny_classifier("tf", class_names=None)
+    unnamed.save(tmp_path / "unnamed.keras")
+    assert portable.read_metadata(tmp_path / "unnamed.keras")["class_names"] is None
+    assert load_classifier(tmp_path / "unnamed.keras")[1].class_names is None
+
+
+def test_files_of_the_previous_release_still_load(tmp_path, images):
+    model = tiny_classifier("caffe")
+    # keras.saving.save_model bypasses TransferClassifier.save: the old format.
+    keras.saving.save_model(model, tmp_path / "old.keras")
+    config = zipfile.ZipFile(tmp_path / "old.keras").read("config.json").decode()
+    assert "TransferClassifier" in config and "ClassifierHead" in config
+    assert portable.read_metadata(tmp_path / "old.keras") is None
+    expected = model.predict(images, verbose=0)
+
+    for loaded in (
+        keras.models.load_model(tmp_path / "old.keras"),
+        portable.load_model(tmp_path / "old.keras"),
+        load_classifier(tmp_path / "old.keras")[0],
+    ):
+        assert isinstance(loaded, keras_transfer.TransferClassifier)
+        assert class_names_of(loaded) == NAMES
+        np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+
+
+def test_a_file_that_still_needs_keras_transfer_says_so(tmp_path):
+    # A head inside a nested model is out of reach of the top-level swap.
+    inner = keras.Sequential(
+        [keras.Input((4, 4, 2)), ClassifierHead(2, name="nested_head")], name="block"
+    )
+    inputs = keras.Input((4, 4, 2))
+    model = keras_transfer.TransferClassifier(inputs, inner(inputs), name="nested")
+    with pytest.warns(UserWarning) as caught:
+        model.save(tmp_path / "nested.keras")
+    [message] = [str(w.message) for w in caught if "needs keras_transfer" in str(w.message)]
+    assert "ClassifierHead" in message and "`import keras_transfer`" in message
+    assert "\n" not in message
+
+
+def test_unreadable_metadata_is_one_line(tmp_path):
+    model = tiny_classifier("tf")
+    model.save(tmp_path / "m.keras")
+    newer = {"format": portable.FORMAT, "version": portable.FORMAT_VERSION + 1}
+    with zipfile.ZipFile(tmp_path / "m.keras", "a") as archive:
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("keras_transfer.json", json.dumps(newer))  # read last
+    with pytest.raises(ConfigurationError, match="Upgrade keras_transfer") as error:
+        load_classifier(tmp_path / "m.keras")
+    assert "\n" not in str(error.value)
