@@ -70,7 +70,12 @@ def _kill_when(process, ready, log_path):
 
 def _environment():
     # KERAS_HOME (the seeded weights cache) comes from the fixture's monkeypatch.
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    # PYTHONPATH: a script outside the project imports this checkout's
+    # keras_transfer, installed or not.
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return {
+        **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path,
+    }  # fmt: skip
 
 
 def _epochs(history_path):

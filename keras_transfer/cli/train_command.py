@@ -361,6 +361,7 @@ def _stop_on_non_finite_loss(stop, model, run, args):
             model.set_weights(guard.good_weights)
             save_model(model, run.output)
             update_history(run.history, {"saved_epoch": guard.good_epoch})
+        if kept is None or kept[0] == guard.good_epoch:
             which = f"epoch {done}, the last finished one"
         else:
             which = (
