@@ -15,7 +15,7 @@ from keras_transfer import cli
 from keras_transfer.callbacks.json_history import JsonHistory
 from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.cli import train_command
-from keras_transfer.cli.program import plural
+from keras_transfer.utils.checks import plural
 
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 

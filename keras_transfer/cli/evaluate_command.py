@@ -12,11 +12,11 @@ import os
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
-from keras_transfer.cli.program import plural
 from keras_transfer.data import load_image_folder
 from keras_transfer.evaluation import evaluate
 from keras_transfer.evaluation import load_classifier
 from keras_transfer.evaluation import write_confusion_matrix_png
+from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.metrics import confusion_matrix_lines
 from keras_transfer.utils.metrics import format_table

@@ -17,11 +17,11 @@ from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
-from keras_transfer.cli.program import plural
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.evaluation import DEFAULT_TOP_K
 from keras_transfer.evaluation import load_classifier
 from keras_transfer.evaluation import predict_images
+from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_text
 from keras_transfer.utils.metrics import format_table
 

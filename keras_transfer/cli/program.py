@@ -1,7 +1,7 @@
 """The name the command line reports under, and its exit statuses.
 
 Every command module reads these; `keras_transfer.cli.main` turns errors
-into them. `plural` words the counts the commands print.
+into them.
 """
 
 PROG = "keras-transfer"
@@ -18,14 +18,3 @@ EXIT_NON_FINITE_LOSS = 3
 # Ctrl-C: 128 + SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
 
-
-def plural(count, noun):
-    """`count` and `noun`, in the plural unless `count` is 1: "1 epoch", "2 epochs".
-
-    Example:
-
-    ```python
-    print(f"stopped after {plural(done, 'epoch')}")
-    ```
-    """
-    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -39,7 +39,6 @@ from keras_transfer.cli import run_files
 from keras_transfer.cli.program import EXIT_INTERRUPTED
 from keras_transfer.cli.program import EXIT_NON_FINITE_LOSS
 from keras_transfer.cli.program import PROG
-from keras_transfer.cli.program import plural
 from keras_transfer.cli.train_arguments import AUTO
 from keras_transfer.cli.train_arguments import KEEP_BEST
 from keras_transfer.cli.train_arguments import check_train_arguments
@@ -52,6 +51,7 @@ from keras_transfer.learning_rate import find_learning_rate
 from keras_transfer.models import build_classifier
 from keras_transfer.models import save_model
 from keras_transfer.unfreeze import fine_tune_schedule
+from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import fsync_file
 from keras_transfer.utils.files import remove_stale_temporaries
 

@@ -48,7 +48,7 @@ def default_data_dir():
             "No DATA_DIR given, and TensorFlow's flower_photos is not in the "
             f"Keras cache ({datasets}) and cannot be downloaded (offline?). "
             "Either pass a folder with one subfolder of images per class "
-            "(keras-transfer compare DATA_DIR, or data_dir=...), or seed the "
+            "(keras-transfer train DATA_DIR, keras-transfer compare DATA_DIR, or data_dir=...), or seed the "
             f"cache: download {FLOWER_PHOTOS_URL} on a machine with internet "
             f"and save it as {archive}, or extract it so that "
             f"{os.path.join(extracted, 'flower_photos', 'daisy')} exists."

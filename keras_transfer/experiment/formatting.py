@@ -4,6 +4,8 @@ The report, the conclusion and the progress lines share these, so that a
 time or an accuracy reads the same everywhere.
 """
 
+from keras_transfer.utils.checks import plural
+
 
 def format_duration(seconds):
     """`42.3 s`, `12 min 05 s` or `2 h 03 min`; `-` for None.
@@ -58,7 +60,7 @@ def limit_text(results, short=False):
     """
     parts = []
     if results["epochs"]:
-        parts.append(f"{results['epochs']} epochs")
+        parts.append(plural(results["epochs"], "epoch"))
     if results["budget_minutes"]:
         parts.append(
             f"{format_duration(results['budget_minutes'] * 60)} of wall-clock time"

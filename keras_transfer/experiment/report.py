@@ -22,6 +22,7 @@ from keras_transfer.experiment.options import PLOT_FILE
 from keras_transfer.experiment.options import REPORT_FILE
 from keras_transfer.experiment.options import RESULTS_FILE
 from keras_transfer.experiment.plot import write_plot
+from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.files import atomic_write_text
 from keras_transfer.utils.metrics import confusion_matrix_lines
@@ -173,7 +174,7 @@ def not_reached_text(phase, run, results):
     if run.get("stopped_by") == "budget" and results.get("budget_minutes"):
         limit = f"the {format_duration(results['budget_minutes'] * 60)} budget"
     else:
-        limit = f"{len(run.get('history') or ()) or results.get('epochs')} epochs"
+        limit = plural(len(run.get('history') or ()) or results.get('epochs'), "epoch")
     return (
         f"{phase['trainable']} from epoch {phase['start_epoch'] + 1}: not reached "
         f"within {limit}"

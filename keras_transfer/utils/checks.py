@@ -63,5 +63,11 @@ def check_image_size(image_size, name="image_size"):
 
 
 def plural(count, noun):
-    """`"1 image"`, `"2 images"`."""
+    """`count` and `noun`, in the plural unless `count` is 1: "1 epoch", "2 epochs".
+
+    Example:
+
+    >>> plural(1, "epoch"), plural(2, "image")
+    ('1 epoch', '2 images')
+    """
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
