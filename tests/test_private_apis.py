@@ -144,11 +144,27 @@ def _loss_scale_records_its_variables(o):
     )
 
 
+def _spec_initializing_during_import(o):
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        pathlib.Path(folder, "kt_probe_initializing.py").write_text(
+            "import sys\nSEEN = sys.modules[__name__].__spec__._initializing\n")
+        sys.path.insert(0, folder)
+        try:
+            module = importlib.import_module("kt_probe_initializing")
+        finally:
+            sys.path.remove(folder)
+            sys.modules.pop("kt_probe_initializing", None)
+    return module.SEEN is True and not getattr(module.__spec__, "_initializing", False)
+
+
 def _first_node(o):
     return next(n for nodes in o.model._nodes_by_depth.values() for n in nodes if not n.is_input)
 
 
 CHECKS = {
+    "ModuleSpec._initializing": _spec_initializing_during_import,
     "keras.src.utils.io_utils.print_msg": lambda o: _module_has("keras.src.utils.io_utils", "print_msg"),
     "keras.src.backend.config._KERAS_DIR": lambda o: _module_has("keras.src.backend.config", "_KERAS_DIR"),
     "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter": lambda o: [
