@@ -16,10 +16,14 @@ trains `--head-epochs` head epochs, then `--fine-tune-epochs` epochs with
 Prints, per recipe: total time (from the `fit` call, the cache pass
 included), time per epoch, best validation accuracy, held-out accuracy,
 and the time ratio to (a). The photos are decoded once, before any timing.
+On a shared machine, `--repeats N` runs the recipes N times in turn and
+prints each recipe's ratio to (a) of the same round, then the median: the
+load changes less within a round than between separate runs.
 
 ```
 nice -n 10 python benchmarks/augmented_views.py
 python benchmarks/augmented_views.py --views 3 --per-class 20   # smoke run
+python benchmarks/augmented_views.py --views 3 --repeats 3      # shared CPU
 ```
 
 Weights come from `$KERAS_TRANSFER_ASSETS/weights` (default
@@ -62,6 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--views", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="rounds of all recipes; ratios are to (a) of the same round",
+    )
     return parser.parse_args(argv)
 
 
@@ -146,18 +154,28 @@ def main(argv=None):
         f"{args.fine_tune_epochs} fine-tuning epochs",
         flush=True,
     )
-    results = []
-    for views in [None] + args.views:
-        results.append(run(args, data, num_classes, views))
-        r = results[-1]
-        print(f"  done: {r['recipe']} in {r['total']:.1f} s", flush=True)
-    plain = results[0]["total"]
-    print(f"\n{'recipe':<26} {'total s':>8} {'s/epoch':>8} {'best val':>9} {'held-out':>9} {'x (a)':>6}")
-    for r in results:
-        print(
-            f"{r['recipe']:<26} {r['total']:>8.1f} {r['per_epoch']:>8.1f} "
-            f"{r['best_val']:>9.3f} {r['held_out']:>9.3f} {r['total'] / plain:>6.2f}"
-        )
+    rounds = []
+    for _ in range(max(args.repeats, 1)):
+        results = []
+        for views in [None] + args.views:
+            results.append(run(args, data, num_classes, views))
+            r = results[-1]
+            print(f"  done: {r['recipe']} in {r['total']:.1f} s", flush=True)
+        rounds.append(results)
+    for round_number, results in enumerate(rounds, 1):
+        plain = results[0]["total"]
+        title = f"round {round_number}: recipe" if len(rounds) > 1 else "recipe"
+        print(f"\n{title:<26} {'total s':>8} {'s/epoch':>8} {'best val':>9} {'held-out':>9} {'x (a)':>6}")
+        for r in results:
+            print(
+                f"{r['recipe']:<26} {r['total']:>8.1f} {r['per_epoch']:>8.1f} "
+                f"{r['best_val']:>9.3f} {r['held_out']:>9.3f} {r['total'] / plain:>6.2f}"
+            )
+    if len(rounds) > 1:
+        print(f"\nmedian time ratio to (a) of the same round, over {len(rounds)} rounds:")
+        for index, r in enumerate(rounds[0][1:], 1):
+            ratios = [results[index]["total"] / results[0]["total"] for results in rounds]
+            print(f"  {r['recipe']:<26} {np.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 if __name__ == "__main__":
