@@ -38,6 +38,7 @@ What loads what:
   Files of earlier releases (keras_transfer classes in the file) load too.
 """
 
+import contextlib
 import json
 import os
 import warnings
@@ -98,8 +99,7 @@ def portable_model(model):
             kwargs = {k: v for k, v in kwargs.items() if k == "training"}
         return layer(*args, **kwargs)
 
-    with _dtype_policy(model.dtype_policy):
-        plain = keras.models.clone_model(view, clone_function=lambda layer: layer, call_function=call)
+    plain = keras.models.clone_model(view, clone_function=lambda layer: layer, call_function=call)
     if getattr(model, "compiled", False):
         _compile_like(plain, model)
     return plain
@@ -302,10 +302,13 @@ def _compile_like(plain, model):
     # optimizer, whose variables must be the ones in the file.
     optimizer = _unscaled(model.optimizer)
     head = getattr(optimizer, "head_optimizer", None)
-    if head is not None:
-        # The head's optimizer, fresh: the groups' state would not fit the
-        # variables a plain optimizer builds when loaded.
-        optimizer = copy_optimizer(head)
+    if head is not None or (optimizer is not None and not optimizer.built):
+        # A fresh copy, built: `load_model` builds the optimizer it compiles
+        # and warns when the file's has other variables. The groups' state
+        # of ProgressiveUnfreeze's optimizer would not fit a plain one; a
+        # model never trained has no state (and its own optimizer stays
+        # unbuilt, free to take the variables that train at its first fit).
+        optimizer = copy_optimizer(optimizer if head is None else head)
         optimizer.build(plain.trainable_variables)
     plain.optimizer = optimizer
 
@@ -317,10 +320,10 @@ def _unscaled(optimizer):
 
 
 def _metadata(model):
+    # Keras' own model classes come back as a functional keras.Model.
     model_class = None
-    if not isinstance(model, keras.Sequential) and type(model) is not keras.Model:
-        if type(model).__module__.split(".")[0] != "keras":
-            model_class = keras.saving.get_registered_name(type(model))
+    if not type(model).__module__.startswith("keras."):
+        model_class = keras.saving.get_registered_name(type(model))
     config = model.get_config() if model_class else {}
     layers = {}
     for layer in getattr(model, "layers", ()):
@@ -363,7 +366,8 @@ def _restore(loaded, metadata, safe_mode):
                 f"the model class {info['registered_name']} is not registered: "
                 "import the module that defines it first"
             )
-    with _dtype_policy(info["dtype_policy"]):
+    # The model's policy: a mixed-precision model compiles with loss scaling.
+    with _global_dtype_policy(info["dtype_policy"]):
         graph = keras.models.clone_model(
             keras.Model(loaded.input, loaded.output, name=loaded.name),
             clone_function=lambda layer: layer,
@@ -373,7 +377,8 @@ def _restore(loaded, metadata, safe_mode):
     for original, plain in restored_layers.values():
         if isinstance(original, ClassifierHead):
             for layer in original.builtin_layers():
-                layer.set_weights(plain.get_layer(layer.name).get_weights())
+                if layer.weights:
+                    layer.set_weights(plain.get_layer(layer.name).get_weights())
     if getattr(loaded, "compiled", False):
         model.compile_from_config(loaded.get_compile_config())
         _copy_optimizer_state(loaded.optimizer, model)
@@ -396,18 +401,15 @@ def _copy_optimizer_state(source, model):
             b.assign(a)
 
 
-class _dtype_policy:
-    """Sets Keras' global dtype policy for a block: models take it when built."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.policy)
-
-    def __exit__(self, *exc_info):
-        keras.config.set_dtype_policy(self.previous)
+@contextlib.contextmanager
+def _global_dtype_policy(policy):
+    """Keras' global dtype policy for a block: models take it when built."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _keras_transfer_classes(config):
