@@ -25,3 +25,18 @@ CACHE_MEMORY_LIMIT = 2 * 2**30
 
 # Batch size of the data loader and the command line.
 BATCH_SIZE = 32
+
+# Classes `predict_images` and `keras-transfer predict` report per image.
+TOP_K = 3
+
+# Export formats: name -> (Keras' name for it, suffix the path must have).
+# Here rather than in `export`, which imports TensorFlow: the command line
+# offers the names before it loads.
+EXPORT_FORMATS = {
+    "saved_model": ("tf_saved_model", ""),
+    "litert": ("litert", ".tflite"),
+    "onnx": ("onnx", ".onnx"),
+}
+
+# The format `export_model` and `keras-transfer export` write by default.
+EXPORT_FORMAT = "saved_model"

@@ -27,15 +27,12 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import KerasTransferError
 
 # Format name -> (Keras' name for it, suffix the path must have).
-FORMATS = {
-    "saved_model": ("tf_saved_model", ""),
-    "litert": ("litert", ".tflite"),
-    "onnx": ("onnx", ".onnx"),
-}
+FORMATS = defaults.EXPORT_FORMATS
 
 # Format -> (modules the export and its check import, the pip extra with them).
 REQUIREMENTS = {
@@ -75,7 +72,7 @@ class ExportResult:
     checked_images: int
 
 
-def export_model(model, path, format="saved_model", images=None, tolerance=None):
+def export_model(model, path, format=defaults.EXPORT_FORMAT, images=None, tolerance=None):
     """Exports `model` for inference without Keras, and checks the result.
 
     Example:

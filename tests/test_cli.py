@@ -299,11 +299,34 @@ def _must_not_be_called(*args, **kwargs):
 STARTUP_PROBE = """
 import sys
 from keras_transfer import cli
-status = cli.main(sys.argv[1:])
+try:
+    status = cli.main(sys.argv[1:])
+except SystemExit as e:  # --help
+    status = e.code
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
 print("HEAVY", heavy)
 sys.exit(status)
 """
+
+
+def _startup_probe(tmp_path, argv):
+    """Runs `keras-transfer argv` in a fresh Python, in `tmp_path`, with the probe above.
+
+    `tmp_path` holds `model.keras` (an empty file: only its existence is
+    checked before TensorFlow loads) and `photos/` (a folder per class);
+    MISSING in `argv` names a path that does not exist.
+    """
+    (tmp_path / "model.keras").write_bytes(b"")
+    write_image_folder(tmp_path / "photos", per_class=1)
+    argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
+    return subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, *argv],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -313,22 +336,33 @@ sys.exit(status)
         (["train", "--image-size", "0"], "integer >= 32"),
         (["train", "MISSING", "--weights", "none"], "Image folder not found"),
         (["train", "--output", "model.h5"], "--output must be a .keras file"),
+        (["backbones", "--min-params", "lots"], "argument --min-params"),
+        (["backbones", "--min-params", "5M", "--max-params", "1M"], "no backbone can have both"),
+        (["predict", "MISSING", "photos"], "Model file not found"),
+        (["predict", "model.keras", "photos", "--top-k", "0"], "argument --top-k"),
+        (["predict", "model.keras", "photos", "--output", "p.txt"], "must end in .csv or .jsonl"),
+        (["evaluate", "MISSING", "photos"], "Model file not found"),
+        (["evaluate", "model.keras", "MISSING"], "Image folder not found"),
+        (["evaluate", "model.keras", "photos", "--batch-size", "0"], "argument --batch-size"),
+        (["export", "model.keras", "--format", "zip"], "invalid choice: 'zip'"),
+        (["compare", "--epochs", "-1"], "argument --epochs"),
+        (["compare", "MISSING"], "Image folder not found"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
 def test_a_bad_argument_is_refused_before_tensorflow_is_imported(tmp_path, argv, fragment):
-    argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
-    result = subprocess.run(
-        [sys.executable, "-c", STARTUP_PROBE, *argv],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _startup_probe(tmp_path, argv)
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("keras-transfer: error: ") and fragment in line
+    assert "HEAVY []" in result.stdout
+
+
+@pytest.mark.parametrize("command", [None, *cli.COMMANDS])
+def test_help_does_not_import_tensorflow(tmp_path, command):
+    result = _startup_probe(tmp_path, [command, "--help"] if command else ["--help"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: keras-transfer" + (f" {command}" if command else ""))
     assert "HEAVY []" in result.stdout
 
 
@@ -359,6 +393,19 @@ def test_tensorflow_start_up_logs_are_hidden_unless_verbose(tmp_path):
         )
         assert verbose.returncode == 0, verbose.stderr
         assert verbose.stderr.strip()
+
+
+def test_a_command_that_loads_tensorflow_prints_only_its_own_error(tmp_path):
+    # compare's handler imports TensorFlow once the arguments are checked:
+    # quietly, like every command's.
+    photos = write_image_folder(tmp_path / "photos", per_class=1)
+    result = _command_stderr(
+        tmp_path, "-m", "keras_transfer", "compare", str(photos), "--backbones", "nope",
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("keras-transfer: error: Unknown backbone: 'nope'")
 
 
 def test_import_keras_transfer_imports_nothing_heavy_until_used():

@@ -60,15 +60,16 @@ as `keras-transfer: warning: ...`.
 
 Start-up: the argument parser, its checks and this package's import need
 neither TensorFlow nor Keras, so a mistake in the arguments is reported at
-once. `COMMANDS` names each command's module, imported only when that command
+once, and `--help` lists the commands without loading them. `COMMANDS`
+names each command's arguments module, imported only when that command
 runs (or `--help` lists them all); a command's heavy work is in a module
 its parser names by string (`handler="module:function"`), imported only once
 the arguments are checked, with TensorFlow's start-up logs kept out of the
 terminal (`start_up`; `--verbose` shows them).
 
-`train` is split that way (`train_arguments` parses and checks,
-`train_command` trains); the other commands' modules still import Keras
-when their parser is built, so their mistakes are reported after it loads.
+Every command is split that way: `<command>_arguments` parses and checks
+(the values, and the paths: a missing MODEL file or DATA_DIR folder, an
+output that cannot be written), `<command>_command` does the work.
 `arguments` holds the argparse types and path checks the commands share,
 `program` the program name and exit statuses.
 """
@@ -112,7 +113,8 @@ __all__ = [
 ]
 
 # The subcommands, in the order `--help` lists them, and the module that
-# declares each (a module object, or its name to import when needed). Each
+# declares each (a module object, or its name to import when needed; none
+# of these imports TensorFlow). Each
 # module defines `register(subparsers)`: it adds its parser to `subparsers`
 # and gives it a `handler` (a function, or "module:function" to import once
 # the arguments are checked) that takes the parsed arguments and returns the
@@ -120,12 +122,12 @@ __all__ = [
 # handler's module is imported. Both report user mistakes by raising a
 # `KerasTransferError`; `main` prints its message.
 COMMANDS = {
-    "backbones": "keras_transfer.cli.backbones_command",
+    "backbones": "keras_transfer.cli.backbones_arguments",
     "train": "keras_transfer.cli.train_arguments",
-    "predict": "keras_transfer.cli.predict_command",
-    "evaluate": "keras_transfer.cli.evaluate_command",
-    "export": "keras_transfer.cli.export_command",
-    "compare": "keras_transfer.cli.compare_command",
+    "predict": "keras_transfer.cli.predict_arguments",
+    "evaluate": "keras_transfer.cli.evaluate_arguments",
+    "export": "keras_transfer.cli.export_arguments",
+    "compare": "keras_transfer.cli.compare_arguments",
 }
 
 VERBOSE_OPTION = "--verbose"
@@ -151,7 +153,8 @@ def main(argv=None):
         when interrupted.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    # Read before parsing: building a command's parser may import TensorFlow.
+    # Read before parsing: a command module added to `COMMANDS` may import
+    # TensorFlow while its parser is built.
     verbose = VERBOSE_OPTION in argv[: argv.index("--") if "--" in argv else None]
     with warnings.catch_warnings():
         # One line per warning, like the errors, instead of Python's
@@ -199,8 +202,8 @@ def build_parser(commands=None):
         commands: the names of the commands to declare in full, e.g. only
             the one about to run; the others get an empty parser, enough for
             the "invalid choice" message, and their modules are not imported
-            (some import TensorFlow). None declares them all, as `--help`
-            needs.
+            (one added to `COMMANDS` may import TensorFlow). None declares
+            them all, as `--help` needs.
     """
     parser = _Parser(
         prog=PROG,

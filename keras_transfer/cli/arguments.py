@@ -12,6 +12,7 @@ import os
 import tempfile
 
 from keras_transfer import defaults
+from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
 
 # The smallest image side any registered backbone accepts (BackboneSpec's
@@ -118,6 +119,60 @@ def weights_argument(text):
             f"Received: {text!r}, which is not a file."
         )
     return path
+
+
+def check_image_folder(path, default=None):
+    """Checks that DATA_DIR `path` is a folder, before anything reads it.
+
+    Its classes and images are checked when the data loads
+    (`keras_transfer.data.scan_image_folder`); this only refuses a path
+    that is missing or a file, without waiting for TensorFlow.
+
+    Example:
+
+    ```python
+    check_image_folder("flower_photos")  # or raises ConfigurationError
+    ```
+
+    Args:
+        path: the DATA_DIR given.
+        default: what the command uses without DATA_DIR (e.g.
+            "flower_photos"), named in the message; None if DATA_DIR is
+            required.
+
+    Raises:
+        ConfigurationError: `path` does not exist or is a file.
+    """
+    if os.path.isdir(path):
+        return
+    instead = f", or no DATA_DIR for {default}" if default else ""
+    raise ConfigurationError(
+        f"Image folder not found: {os.path.abspath(path)} (DATA_DIR "
+        f"{'does not exist' if not os.path.exists(path) else 'is a file'}). "
+        f"Pass the folder that holds one subfolder per class: DIR/<class>/<image>{instead}."
+    )
+
+
+def check_model_file(path):
+    """Checks that MODEL `path` is a file, before TensorFlow loads to read it.
+
+    The same message as `keras_transfer.evaluation.load_classifier`, which
+    checks what is in the file.
+
+    Example:
+
+    ```python
+    check_model_file("flowers.keras")  # or raises ConfigurationError
+    ```
+
+    Raises:
+        ConfigurationError: no file at `path`.
+    """
+    if not os.path.isfile(path):
+        raise ConfigurationError(
+            f"Model file not found: {path}. Pass a .keras file saved by "
+            f"'{PROG} train'."
+        )
 
 
 def keras_file_path(path, option):

@@ -4,140 +4,25 @@ For each backbone, trains from scratch, pretrained with the head only, and
 pretrained with the head then progressive fine-tuning, on one seeded split
 and under the same epoch count or wall-clock budget; writes a report, the
 results, a plot and TensorBoard logs. The work is
-`keras_transfer.experiment.run_comparison`; this module is its options.
+`keras_transfer.experiment.run_comparison`; the options, and their checks
+before TensorFlow loads, are in `compare_arguments`.
 """
 
-import argparse
 import sys
 
-from keras_transfer import defaults
-from keras_transfer import experiment
-from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import fraction
-from keras_transfer.cli.arguments import positive_float
-from keras_transfer.cli.arguments import positive_int
-from keras_transfer.cli.program import PROG
-# The options module imports nothing heavy: building the parser does not
-# load TensorFlow; `experiment.run_comparison` does, when the command runs.
+from keras_transfer.cli.compare_arguments import check_compare_arguments
+from keras_transfer.experiment import run_comparison
 from keras_transfer.experiment.options import DEFAULT_EPOCHS
-from keras_transfer.experiment.options import DEFAULT_LEARNING_RATE
-from keras_transfer.experiment.options import DEFAULT_OUTPUT_DIR
-from keras_transfer.experiment.options import DEFAULT_TARGET_ACCURACY
-
-
-def register(subparsers):
-    """Adds the `compare` subcommand.
-
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = subparsers.add_parser(
-        "compare",
-        help="measure what a pretrained backbone buys over training from scratch",
-        description="Train, on one seeded split of DATA_DIR and for each backbone,\n"
-        "(1) from scratch, (2) pretrained with the head only and (3) pretrained\n"
-        "with the head first, then progressive fine-tuning; every run stops at the\n"
-        "same epoch count or wall-clock budget. Before the runs of a backbone,\n"
-        "an unclocked warm-up runs each method on a few images; every run starts\n"
-        "from the same seeds. Writes OUT/report.md, OUT/results.json,\n"
-        "OUT/accuracy_vs_time.png, OUT/compare.log (per-epoch lines) and\n"
-        "TensorBoard logs in OUT/tensorboard/<run>; prints one progress line per\n"
-        "run. Backbones whose ImageNet weights cannot be had (offline, not\n"
-        "cached) are skipped with the reason.",
-        epilog="example:\n"
-        f"  {PROG} compare flower_photos --backbones mobilenet_v2_050,resnet50 \\\n"
-        "      --budget-minutes 25 --image-size 160 --output-dir compare",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "data_dir",
-        nargs="?",
-        metavar="DATA_DIR",
-        help="folder with one subfolder of images per class (default: TensorFlow's "
-        "flower_photos from the Keras cache, downloaded if online)",
-    )
-    parser.add_argument(
-        "--backbones",
-        default=defaults.BACKBONE,
-        metavar="NAMES",
-        help="comma-separated registered backbone names (default: %(default)s)",
-    )
-    _add_limit_arguments(parser)
-    parser.add_argument(
-        "--output-dir",
-        default=DEFAULT_OUTPUT_DIR,
-        metavar="OUT",
-        help="folder for the report, results, plot and logs (default: %(default)s)",
-    )
-    _add_training_arguments(parser)
-    parser.set_defaults(handler=compare_command)
-
-
-def _add_limit_arguments(parser):
-    parser.add_argument(
-        "--budget-minutes",
-        type=positive_float,
-        metavar="M",
-        help="wall-clock minutes per run, model building included (default: none)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        metavar="N",
-        help=f"most epochs per run (default: {DEFAULT_EPOCHS} without "
-        "--budget-minutes, unlimited with it)",
-    )
-    parser.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PIXELS",
-        help="side of the square inputs, the same for every run "
-        "(default: the backbones' input size, 224)",
-    )
-
-
-def _add_training_arguments(parser):
-    add_batch_size_argument(parser, help_text="")
-    parser.add_argument(
-        "--learning-rate",
-        type=positive_float,
-        default=DEFAULT_LEARNING_RATE,
-        metavar="LR",
-        help="Adam learning rate of every run; the backbone fine-tunes at a tenth "
-        "of it (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--validation-split",
-        type=fraction,
-        default=defaults.VALIDATION_SPLIT,
-        metavar="FRACTION",
-        help="fraction of each class held out for validation (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=defaults.SEED,
-        metavar="N",
-        help="seed of the split, the shuffling and the initial weights "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--target-accuracy",
-        type=fraction,
-        default=DEFAULT_TARGET_ACCURACY,
-        metavar="FRACTION",
-        help="validation accuracy whose time-to-reach is reported "
-        "(default: %(default)s)",
-    )
 
 
 def compare_command(args):
     """Runs `run_comparison` with the parsed arguments."""
+    check_compare_arguments(args)
     epochs = args.epochs
     # Without either limit a run would never stop.
     if epochs is None and args.budget_minutes is None:
         epochs = DEFAULT_EPOCHS
-    experiment.run_comparison(
+    run_comparison(
         args.data_dir,
         backbones=args.backbones,
         output_dir=args.output_dir,

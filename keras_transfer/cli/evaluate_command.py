@@ -4,14 +4,15 @@ DATA_DIR holds one subfolder per class, like the training folder; its
 classes are matched to the model's by name. Prints the accuracy, the
 per-class precision, recall, F1 and support, and the confusion matrix, and
 writes them to `metrics.json` and `confusion_matrix.png` in `--output-dir`.
+The options, and their checks before TensorFlow loads, are in
+`evaluate_arguments`.
 """
 
-import argparse
 import os
 
-from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import writable_dir
-from keras_transfer.cli.program import PROG
+from keras_transfer.cli.evaluate_arguments import CONFUSION_FILE
+from keras_transfer.cli.evaluate_arguments import METRICS_FILE
+from keras_transfer.cli.evaluate_arguments import check_evaluate_arguments
 from keras_transfer.data import load_image_folder
 from keras_transfer.evaluation import evaluate
 from keras_transfer.evaluation import load_classifier
@@ -20,45 +21,6 @@ from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.metrics import confusion_matrix_lines
 from keras_transfer.utils.metrics import format_table
-
-METRICS_FILE = "metrics.json"
-CONFUSION_FILE = "confusion_matrix.png"
-
-
-def register(subparsers):
-    """Adds the `evaluate` subcommand.
-
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="score a trained model on a folder of labelled images",
-        description="Score MODEL, a .keras file saved by "
-        f"'{PROG} train', on DATA_DIR, a\n"
-        "folder with one subfolder of images per class (the same classes as the\n"
-        "model's, matched by name). Prints the accuracy, per-class precision,\n"
-        f"recall, F1 and support and the confusion matrix; writes {METRICS_FILE}\n"
-        f"and {CONFUSION_FILE} to --output-dir.\n\n"
-        "exit status: 0 done, 2 not a keras-transfer model, a folder whose\n"
-        "classes differ from the model's, or a bad option.",
-        epilog="example:\n"
-        f"  {PROG} evaluate flowers.keras flowers_test --output-dir eval",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", metavar="MODEL", help="the .keras model file")
-    parser.add_argument(
-        "data_dir", metavar="DATA_DIR", help="folder with one subfolder of images per class"
-    )
-    parser.add_argument(
-        "--output-dir",
-        default=".",
-        metavar="DIR",
-        help=f"where to write {METRICS_FILE} and {CONFUSION_FILE} "
-        "(default: the current folder)",
-    )
-    add_batch_size_argument(parser)
-    parser.set_defaults(handler=evaluate_command)
 
 
 def evaluate_command(args):
@@ -69,7 +31,7 @@ def evaluate_command(args):
             folder cannot be used or has other classes, or the output folder
             cannot be written.
     """
-    output_dir = writable_dir(args.output_dir, "--output-dir")
+    output_dir = check_evaluate_arguments(args)
     model, info = load_classifier(args.model)
     dataset, _, class_names = load_image_folder(
         args.data_dir,

@@ -3,56 +3,16 @@
 The artifact takes raw RGB pixels in [0, 255] at the model's input size (the
 preprocessing is a layer of the model, so it is exported too) and returns
 the class probabilities. Before it is kept it is run by its own runtime and
-compared with the Keras model (`keras_transfer.export.export_model`).
+compared with the Keras model (`keras_transfer.export.export_model`). The
+options are in `export_arguments`, parsed before TensorFlow loads.
 """
 
-import argparse
 import os
 
-from keras_transfer.cli.program import PROG
 from keras_transfer.evaluation import load_classifier
 from keras_transfer.export import FORMATS
 from keras_transfer.export import check_format
 from keras_transfer.export import export_model
-
-
-def register(subparsers):
-    """Adds the `export` subcommand.
-
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = subparsers.add_parser(
-        "export",
-        help="export a trained model as a SavedModel, LiteRT or ONNX file",
-        description="Export MODEL, a .keras file saved by 'keras-transfer train', for\n"
-        "inference without Keras. The export takes raw RGB pixels in [0, 255]\n"
-        "(the preprocessing is inside) and returns the class probabilities.\n"
-        "It is checked before it is kept: its runtime runs it on a few images\n"
-        "and its outputs must match the Keras model's within 1e-4.\n\n"
-        "formats: saved_model (a folder, TensorFlow Serving), litert (a .tflite\n"
-        "file, mobile and embedded; pip install keras-transfer[litert] for the\n"
-        "standalone runtime), onnx (an .onnx file, ONNX Runtime; needs\n"
-        "pip install keras-transfer[onnx]).",
-        epilog="example:\n"
-        f"  {PROG} export flowers.keras --format litert --output flowers.tflite",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", metavar="MODEL", help="the .keras model file")
-    parser.add_argument(
-        "--format",
-        choices=tuple(FORMATS),
-        default="saved_model",
-        help="(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--output",
-        metavar="PATH",
-        help="where to write: a folder for saved_model, a .tflite or .onnx file "
-        "(default: beside MODEL, MODEL without .keras plus _saved_model, "
-        ".tflite or .onnx)",
-    )
-    parser.set_defaults(handler=export_command)
 
 
 def export_command(args):

@@ -4,67 +4,22 @@ Files and folders (searched recursively) are predicted in batches through
 the training pipeline (`keras_transfer.evaluation.predict_images`). Files
 that cannot be read are named on stderr, one line each, and the others are
 still predicted. `--output` writes every input, readable or not, to a CSV
-or JSON Lines file.
+or JSON Lines file. The options, and their checks before TensorFlow loads,
+are in `predict_arguments`.
 """
 
-import argparse
 import csv
 import io
 import json
 import sys
 
-from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import positive_int
-from keras_transfer.cli.arguments import writable_path
+from keras_transfer.cli.predict_arguments import check_predict_arguments
 from keras_transfer.cli.program import PROG
-from keras_transfer.errors import ConfigurationError
-from keras_transfer.evaluation import DEFAULT_TOP_K
 from keras_transfer.evaluation import load_classifier
 from keras_transfer.evaluation import predict_images
 from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_text
 from keras_transfer.utils.metrics import format_table
-
-_OUTPUT_FORMATS = (".csv", ".jsonl")
-
-
-def register(subparsers):
-    """Adds the `predict` subcommand.
-
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = subparsers.add_parser(
-        "predict",
-        help="predict the classes of images with a trained model",
-        description="Predict the top classes of images with MODEL, a .keras file\n"
-        f"saved by '{PROG} train'. PATH: image files or folders (searched\n"
-        "recursively). Images are resized to the model's input size as in\n"
-        "training. Unreadable files are listed and skipped.\n\n"
-        "exit status: 0 done, 2 not a keras-transfer model, no readable image,\n"
-        "or a bad option.",
-        epilog="example:\n"
-        f"  {PROG} predict flowers.keras new_photos/ --top-k 2 --output predictions.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", metavar="MODEL", help="the .keras model file")
-    parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="image files or folders of images"
-    )
-    parser.add_argument(
-        "--top-k",
-        type=positive_int,
-        default=DEFAULT_TOP_K,
-        metavar="K",
-        help="classes to report per image (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--output",
-        metavar="FILE",
-        help="also write the predictions to FILE.csv or FILE.jsonl",
-    )
-    add_batch_size_argument(parser)
-    parser.set_defaults(handler=predict_command)
 
 
 def predict_command(args):
@@ -74,7 +29,7 @@ def predict_command(args):
         KerasTransferError: the model is not a keras-transfer classifier, the
             output cannot be written, or no path holds a readable image.
     """
-    output = _check_output(args.output)
+    output = check_predict_arguments(args)
     model, info = load_classifier(args.model)
     result = predict_images(model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
     for path, reason in result.unreadable:
@@ -90,16 +45,6 @@ def predict_command(args):
     if output:
         atomic_write_text(output, _output_text(output, result))
         print(f"Wrote {plural(len(result.images), 'prediction')} to {output}.")
-
-
-def _check_output(path):
-    if path is None:
-        return None
-    if not path.lower().endswith(_OUTPUT_FORMATS):
-        raise ConfigurationError(
-            f"--output must end in .csv or .jsonl. Received: {path!r}"
-        )
-    return writable_path(path, "--output")
 
 
 def prediction_table(result):

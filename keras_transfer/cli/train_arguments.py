@@ -16,6 +16,7 @@ import os
 
 from keras_transfer import defaults
 from keras_transfer.cli.arguments import add_batch_size_argument
+from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import image_size
 from keras_transfer.cli.arguments import keras_file_path
@@ -326,13 +327,8 @@ def check_train_arguments(args):
         ConfigurationError: a value is wrong or a path cannot be written; the
             message names the option.
     """
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise ConfigurationError(
-            f"Image folder not found: {os.path.abspath(args.data_dir)} (DATA_DIR "
-            f"{'does not exist' if not os.path.exists(args.data_dir) else 'is a file'}). "
-            "Pass the folder that holds one subfolder per class: "
-            "DIR/<class>/<image>, or no DATA_DIR for flower_photos."
-        )
+    if args.data_dir is not None:
+        check_image_folder(args.data_dir, default="flower_photos")
     output = keras_file_path(args.output, "--output")
     history = writable_path(
         args.history or os.path.join(os.path.dirname(output), "history.json"),

@@ -21,7 +21,7 @@ from keras_transfer.evaluation.classifier_file import check_classifier
 from keras_transfer.utils.checks import check_int
 
 # How many classes `predict_images` and `keras-transfer predict` report per image.
-DEFAULT_TOP_K = 3
+DEFAULT_TOP_K = defaults.TOP_K
 
 
 @dataclasses.dataclass(frozen=True)
