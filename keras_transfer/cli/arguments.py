@@ -153,27 +153,6 @@ def check_image_folder(path, default=None):
     )
 
 
-def check_model_file(path):
-    """Checks that MODEL `path` is a file, before TensorFlow loads to read it.
-
-    The same message as `keras_transfer.evaluation.load_classifier`, which
-    checks what is in the file.
-
-    Example:
-
-    ```python
-    check_model_file("flowers.keras")  # or raises ConfigurationError
-    ```
-
-    Raises:
-        ConfigurationError: no file at `path`.
-    """
-    if not os.path.isfile(path):
-        raise ConfigurationError(
-            f"Model file not found: {path}. Pass a .keras file saved by "
-            f"'{PROG} train'."
-        )
-
 
 def keras_file_path(path, option):
     """Checks that `path` is a writable `.keras` file path; returns it absolute.

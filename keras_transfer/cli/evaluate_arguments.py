@@ -11,9 +11,9 @@ import argparse
 
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import check_image_folder
-from keras_transfer.cli.arguments import check_model_file
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
+from keras_transfer.utils.files import check_model_file
 
 # The files `evaluate` writes to `--output-dir`.
 METRICS_FILE = "metrics.json"

@@ -11,11 +11,11 @@ import argparse
 
 from keras_transfer import defaults
 from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import check_model_file
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.files import check_model_file
 
 # The suffixes `--output` may end in; the suffix picks the file's format.
 OUTPUT_FORMATS = (".csv", ".jsonl")

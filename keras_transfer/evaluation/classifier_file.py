@@ -20,6 +20,7 @@ import keras
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import find_classifier_head
 from keras_transfer.portable import load_model
+from keras_transfer.utils.files import check_model_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +124,7 @@ def load_classifier(path):
             keras-transfer classifier.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ConfigurationError(
-            f"Model file not found: {path}. Pass a .keras file saved by "
-            "'keras-transfer train'."
-        )
+    check_model_file(path)
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         # Keras would say "File not found" of a file that is there.
         raise ConfigurationError(

@@ -1,8 +1,10 @@
-"""Files that a crash or a kill never leaves half-written."""
+"""Files: written so that a crash or a kill never leaves them half-written, and checked before they are read."""
 
 import json
 import math
 import os
+
+from keras_transfer.errors import ConfigurationError
 
 
 def atomic_write_text(path, text):
@@ -117,3 +119,25 @@ def atomic_save_figure(figure, path, dpi=110):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def check_model_file(path):
+    """Checks that `path` is a file, without loading Keras to read it.
+
+    The command line calls it before TensorFlow loads, and
+    `keras_transfer.evaluation.load_classifier` before it reads the file.
+
+    Example:
+
+    ```python
+    check_model_file("flowers.keras")  # or raises ConfigurationError
+    ```
+
+    Raises:
+        ConfigurationError: no file at `path`.
+    """
+    if not os.path.isfile(path):
+        raise ConfigurationError(
+            f"Model file not found: {path}. Pass a .keras file saved by "
+            "'keras-transfer train'."
+        )
