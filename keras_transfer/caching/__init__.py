@@ -33,10 +33,19 @@ When caching would change the results or cannot work, `fit` trains as usual
 and says why in one warning: a random layer (data augmentation; custom
 layers are called twice on a sample batch to find out) before frozen
 layers, uneven `tf.data` batches before the last, random operations in a `tf.data` pipeline, input types other than
-arrays or a finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`.
+arrays or a finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`,
+a `tf.distribute` strategy other than `MirroredStrategy`.
 Python generators, `PyDataset` and `tf.data.Dataset.from_generator` are not
 inspected for randomness: pass `cache_frozen_features=False` when those
 augment their images.
+
+Under `tf.distribute.MirroredStrategy` (a model built in its scope) the pass
+runs once, outside the replicas (inference, with weights every replica
+shares), and Keras distributes the feature batches as it would the images:
+each replica trains on its part of every batch and the gradients are
+all-reduced, so a cached fit matches the uncached one (tested on two logical
+CPUs). Other strategies (several workers, TPUs, parameter servers) are not
+tested, and train uncached.
 
 With the model's `augmented_views=K`, random layers before frozen layers no
 longer stop the cache: they count as constant within a view. The pass runs

@@ -30,6 +30,10 @@ from keras_transfer.utils.internals import flatten_layers
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.unfreeze.plan import plan_from_callbacks
 
+# The tf.distribute strategies under which a fit is cached (the pass runs
+# outside the replicas; Keras distributes the feature batches).
+SUPPORTED_STRATEGIES = (tf.distribute.MirroredStrategy,)
+
 # Keys of the feature dictionaries that stand in for images during a cached fit.
 FEATURE_KEY = "keras_transfer_feature_"
 
@@ -70,10 +74,17 @@ def make_plan(model, kw):
         return Fallback()
     if len(model.inputs) != 1:
         return Fallback("it supports models with one input.")
-    with model.distribute_strategy.scope():
+    strategy = model.distribute_strategy
+    with strategy.scope():
         distributed = tf.distribute.has_strategy()
-    if distributed:
-        return Fallback("it does not support tf.distribute strategies.")
+    if distributed and type(strategy) not in SUPPORTED_STRATEGIES:
+        # Tested: MirroredStrategy over two logical CPUs, which trains as on
+        # one device. Several workers would each cache their own shard (and
+        # must agree on it), TPUs compile the step: not tested, so not cached.
+        return Fallback(
+            f"it supports tf.distribute.MirroredStrategy only; the model's "
+            f"strategy is {type(strategy).__name__}."
+        )
     x = kw["x"]
     shuffle = None
     if isinstance(x, tf.data.Dataset):
