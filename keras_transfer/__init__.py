@@ -48,7 +48,7 @@ _EXPORTS = {
     "find_learning_rate": "keras_transfer.learning_rate",
     "TransferClassifier": "keras_transfer.models",
     "build_classifier": "keras_transfer.models",
-    "load_model": "keras_transfer.portable",
+    "load_model": "keras_transfer.models",
     "TransferHyperModel": "keras_transfer.tuner",
     "search_in_subprocesses": "keras_transfer.tuner",
     "UnfreezePlan": "keras_transfer.unfreeze",

@@ -32,7 +32,8 @@ What loads what:
 - `keras.models.load_model(path)`, with or without keras_transfer: the plain
   functional model. Its `fit` does not cache; for that,
   `keras_transfer.TransferClassifier.from_model(model)`.
-- `keras_transfer.portable.load_model(path)`: the model as it was saved (a
+- `keras_transfer.load_model(path)` (this module's `load_model`, through
+  `keras_transfer.models`): the model as it was saved (a
   `TransferClassifier` with `BackbonePreprocessing` and a `ClassifierHead`
   that carries the class names), compiled as Keras would compile it.
   Files of earlier releases (keras_transfer classes in the file) load too.
@@ -234,9 +235,13 @@ def load_model(path, compile=True, safe_mode=True):
     Example:
 
     ```python
-    model = keras_transfer.portable.load_model("model.keras")
+    model = keras_transfer.load_model("model.keras")
     keras_transfer.layers.class_names_of(model)  # ['cats', 'dogs']
     ```
+
+    Use it as `keras_transfer.load_model` (or `keras_transfer.models.load_model`):
+    that path imports `keras_transfer.models`, which registers
+    `TransferClassifier`, the class a saved file's metadata names.
 
     Args:
         path: the `.keras` file.

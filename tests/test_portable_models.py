@@ -284,3 +284,25 @@ def test_unreadable_metadata_is_one_line(tmp_path):
     with pytest.raises(ConfigurationError, match="Upgrade keras_transfer") as error:
         load_classifier(tmp_path / "m.keras")
     assert "\n" not in str(error.value)
+
+
+def test_keras_transfer_load_model_in_a_fresh_process_gives_the_transfer_classifier(tmp_path):
+    # The lazy package must register TransferClassifier on this path too: a
+    # fresh Python whose first keras_transfer name is `load_model`.
+    model = keras_transfer.build_classifier(
+        "mobilenet_v2_035", 2, input_shape=(SIZE, SIZE, 3), weights=None,
+        class_names=["a", "b"],
+    )
+    model.save(tmp_path / "m.keras")
+    script = (
+        "import sys, keras_transfer\n"
+        "m = keras_transfer.load_model(sys.argv[1])\n"
+        "print(type(m).__name__, keras_transfer.layers.class_names_of(m))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "m.keras")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "TransferClassifier ['a', 'b']"

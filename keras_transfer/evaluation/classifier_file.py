@@ -6,7 +6,7 @@ its head may carry the class names (`class_names_of`). Any other model (a
 plain Keras model, one with a single output unit, a file that does not load)
 is refused here with one line that says what the file is and what to pass.
 
-Files are loaded with `keras_transfer.portable.load_model`: a file written by
+Files are loaded with `keras_transfer.models.load_model`: a file written by
 `keras-transfer train` holds Keras' own layers (plain Keras loads it) and the
 class names beside them, and comes back as the keras-transfer model it was.
 """
@@ -19,7 +19,7 @@ import keras
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import find_classifier_head
-from keras_transfer.portable import load_model
+from keras_transfer.models import load_model
 from keras_transfer.utils.files import check_model_file
 
 
@@ -102,7 +102,7 @@ def load_classifier(path):
     """Loads a `.keras` classifier file for inference; returns `(model, info)`.
 
     The model is loaded uncompiled (inference needs no optimizer) with
-    Keras' default `safe_mode=True` by `keras_transfer.portable.load_model`
+    Keras' default `safe_mode=True` by `keras_transfer.models.load_model`
     (its preprocessing, head and class names as they were saved), then
     checked with `check_classifier`.
 
