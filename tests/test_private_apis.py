@@ -187,7 +187,6 @@ CHECKS = {
     "KerasTensor._keras_history": lambda o: o.model.outputs[0]._keras_history[0].name == "top",
     "Model._loss_tracker": lambda o: hasattr(o.model._loss_tracker, "count"),
     "Model._compiled_trainable_state": lambda o: hasattr(o.model, "_compiled_trainable_state"),
-    "Model._distribute_strategy": lambda o: o.model._distribute_strategy is None,
     "Model._initial_epoch": _fit_starts_at_the_initial_epoch_it_is_told,
     "Model.make_train_function/train_function/test_function/predict_function": lambda o: _has_all(
         o.model, "make_train_function train_function test_function predict_function"),
