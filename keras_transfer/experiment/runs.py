@@ -14,6 +14,7 @@ and the confusion matrix (`utils.metrics`, as `keras-transfer evaluate`).
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import shutil
@@ -115,6 +116,8 @@ def train_run(spec, method, settings, schedule=None, position=(1, 1)):
         settings.log.say(_header(spec, method, schedule, position))
 
     keras.backend.clear_session()
+    # The earlier runs' models are freed here, not on this run's clock.
+    gc.collect()
     keras.utils.set_random_seed(settings.seed)
     train_ds = settings.data.train_dataset()
     val_ds = settings.data.validation_dataset()
