@@ -2,7 +2,8 @@
 
 Keras picks its backend once per process (`KERAS_BACKEND`), so JAX runs in
 one fresh interpreter: a chosen subset of the unfreeze tests, then one fixed
-fit whose numbers are compared with the same fit here, on TensorFlow. JAX is the `[jax]` extra (`pip install -e .[dev,jax]`, as
+fit whose numbers are compared with the same fit here, on TensorFlow; and
+`keras-transfer train` on JAX, whose file TensorFlow's Keras then loads. JAX is the `[jax]` extra (`pip install -e .[dev,jax]`, as
 `.ci/run` does); without it these tests fail, naming that command.
 """
 
@@ -16,6 +17,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import write_image_folder
 from test_progressive_unfreeze import BATCH
 from test_progressive_unfreeze import _data
 from test_progressive_unfreeze import tiny_model
@@ -123,3 +125,30 @@ def test_tensorflow_and_jax_train_alike(jax_run):
     np.testing.assert_allclose(jax_fit["loss"], tf_run["loss"], rtol=1e-4)
     for path, value in tf_run["weights"].items():
         np.testing.assert_allclose(jax_fit["weights"][path], value, atol=1e-5, err_msg=path)
+
+
+def test_cli_train_on_jax_unfreezes_and_saves_a_model_tensorflow_loads(tmp_path):
+    # `keras-transfer train` end to end on JAX (uncached there), then the file
+    # read back by plain Keras on TensorFlow, in this process.
+    if importlib.util.find_spec("jax") is None:
+        pytest.fail("JAX is not installed: `pip install -e .[dev,jax]` (as .ci/run does).")
+    images = write_image_folder(tmp_path / "images")
+    output = tmp_path / "out.keras"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_transfer", "train", str(images),
+         "--backbone", "mobilenet_v2_035", "--weights", "none", "--image-size", "32",
+         "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-blocks", "2",
+         "--keep", "last", "--output", str(output)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "without the frozen-feature cache" in result.stderr + result.stdout
+    epochs = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert [e["unfreeze_phase"] for e in epochs] == [0.0, 1.0]
+    assert epochs[1]["trainable_params"] > epochs[0]["trainable_params"]
+    assert all(np.isfinite(e["loss"]) for e in epochs)
+    model = keras.models.load_model(output)
+    probabilities = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
