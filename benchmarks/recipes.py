@@ -123,6 +123,12 @@ RECIPES = [
     Recipe("ft5-3+5", head_epochs=3),
     _views("views4-all", 4, 3, 5, ALL),
     Recipe("fresh-all-3+8", 3, 8, ALL, "fresh"),
+    # Long runs, scored at every epoch: they contain the shorter ones
+    # (`shorter_runs`), e.g. ft8-5+8 holds ft8 as ft8-5+8@5+5.
+    Recipe("ft5-5+8", 5, 8, 5),
+    Recipe("ft8-5+8", 5, 8, 8),
+    Recipe("ft12-5+8", 5, 8, 12),
+    Recipe("ft8-3+8", 3, 8, 8),
 ]
 
 
@@ -206,20 +212,30 @@ def load_splits(args, root):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keeps the weights and time of the epoch with the best val_accuracy; the epoch times."""
+    """Keeps every epoch's weights and time, and which epoch had the best val_accuracy.
+
+    Every epoch's weights (a copy costs milliseconds; the held-out photos are
+    scored after `fit`, off the clock) give each run's held-out curve: how a
+    shorter fine-tuning would have scored (the learning rates are constant,
+    so the first epochs of a longer run are the shorter run) and what each
+    way of choosing the kept epoch would have kept.
+    """
 
     def __init__(self, start):
         super().__init__()
         self.start, self.best, self.weights, self.epochs = start, -1.0, None, []
+        self.snapshots = []
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seconds = time.perf_counter() - self.start
         self.epochs.append({"epoch": epoch, "seconds": seconds,
                             **{k: float(v) for k, v in logs.items()}})
+        self.snapshots.append(self.model.get_weights())
         if logs.get("val_accuracy", -1) > self.best:
-            self.best, self.weights = float(logs["val_accuracy"]), self.model.get_weights()
+            self.best, self.weights = float(logs["val_accuracy"]), self.snapshots[-1]
             self.best_epoch, self.best_seconds = epoch, seconds
+            self.best_index = len(self.snapshots) - 1
 
 
 def loss_for(recipe, num_classes):
@@ -315,15 +331,30 @@ def run(recipe, data, spec, weights, shape, seed):
     cpu = time.process_time() - cpu
     info = keras_transfer.caching.feature_cache_info(model)
     held = data[2]
-    last = model.evaluate(held, verbose=0, return_dict=True)["accuracy"]
-    model.set_weights(best.weights)
-    at_best = model.evaluate(held, verbose=0, return_dict=True)["accuracy"]
+    curve = []
+    for weights_at_epoch, epoch in zip(best.snapshots, best.epochs):
+        model.set_weights(weights_at_epoch)
+        epoch["held_out_accuracy"] = float(
+            model.evaluate(held, verbose=0, return_dict=True)["accuracy"]
+        )
+        curve.append(epoch["held_out_accuracy"])
+    last, at_best = curve[-1], curve[best.best_index]
+    # Weights averaged over the last k epochs (BatchNormalization stays in
+    # inference mode, so its statistics need no recomputing): a cheaper
+    # answer to a noisy validation curve than picking one epoch by it.
+    averaged = {}
+    tune = recipe.fine_tune_epochs if not recipe.classic else 0
+    for k in sorted({3, tune}):
+        if 2 <= k <= tune:
+            model.set_weights([_mean(ws) for ws in zip(*best.snapshots[-k:])])
+            averaged[str(k)] = float(model.evaluate(held, verbose=0, return_dict=True)["accuracy"])
     result = {
         "recipe": recipe.name, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
         "best_val_accuracy": best.best, "best_epoch": best.best_epoch,
         "seconds_to_best_epoch": best.best_seconds,
         "final_val_accuracy": best.epochs[-1].get("val_accuracy"),
         "held_out_accuracy": float(at_best), "held_out_accuracy_last": float(last),
+        "held_out_accuracy_averaged": averaged,
         "cache_seconds": info.seconds if info else None,
         "cache_boundaries": [list(b) for b in info.boundaries] if info else None,
         "load_before": load_before, "load_after": os.getloadavg()[0],
@@ -331,6 +362,13 @@ def run(recipe, data, spec, weights, shape, seed):
     }
     keras.backend.clear_session()
     return result
+
+
+def _mean(arrays):
+    # Integer variables (a random layer's seed state) are not averaged.
+    if not np.issubdtype(arrays[-1].dtype, np.floating):
+        return arrays[-1]
+    return np.mean(arrays, axis=0).astype(arrays[-1].dtype)
 
 
 def summarize(runs):
@@ -393,6 +431,66 @@ def frontier(table, baseline="train-default"):
     return lines, pick
 
 
+# Which epoch a run keeps, given its epochs' logs: the command line's `--keep
+# best` is ModelCheckpoint's rule, "best acc" (the first epoch of the best
+# val_accuracy); "best acc late" takes the last of equals.
+KEEP_RULES = {  # name (at most 13 characters, the table's column) -> rule
+    "last": lambda epochs: len(epochs) - 1,
+    "best acc": lambda epochs: int(np.argmax([e["val_accuracy"] for e in epochs])),
+    "best acc late": lambda epochs: len(epochs) - 1 - int(
+        np.argmax([e["val_accuracy"] for e in epochs[::-1]])
+    ),
+    "best loss": lambda epochs: int(np.argmin([e["val_loss"] for e in epochs])),
+}
+
+
+def shorter_runs(runs):
+    """Each run with held-out curves, and the shorter runs it contains.
+
+    With constant learning rates a run of H + F epochs passes through the run
+    of H + k epochs for every k < F: it is named `recipe@H+k`, timed at the
+    end of its epoch k, its kept epoch chosen among its own epochs only.
+    """
+    for r in runs:
+        epochs = r.get("epochs") or []
+        if not epochs or "held_out_accuracy" not in epochs[0] or r["config"]["classic"]:
+            continue
+        head, tune = r["config"]["head_epochs"], r["config"]["fine_tune_epochs"]
+        for k in range(1 if tune else 0, tune + 1):
+            name = r["recipe"] if k == tune else f"{r['recipe']}@{head}+{k}"
+            yield name, r["seed"], epochs[: head + k]
+
+
+def keep_rules_table(runs, rule_names=tuple(KEEP_RULES)):
+    """Per (shorter) recipe: mean held-out accuracy of the epoch each rule keeps."""
+    rows = {}
+    for name, seed, epochs in shorter_runs(runs):
+        row = rows.setdefault(name, {"recipe": name, "seeds": [], "seconds": []})
+        row["seeds"].append(seed)
+        row["seconds"].append(epochs[-1]["seconds"])
+        for rule in rule_names:
+            row.setdefault(rule, []).append(epochs[KEEP_RULES[rule](epochs)]["held_out_accuracy"])
+    table = []
+    for row in rows.values():
+        table.append({"recipe": row["recipe"], "seeds": len(row["seeds"]),
+                      "seconds": float(np.mean(row["seconds"])),
+                      **{rule: float(np.mean(row[rule])) for rule in rule_names}})
+    return table
+
+
+def print_keep_rules(runs):
+    table = keep_rules_table(runs)
+    if not table:
+        return
+    rules = list(KEEP_RULES)
+    print(f"\nheld-out accuracy of the kept epoch, by rule (runs with curves; "
+          f"recipe@H+k: its first H+k epochs)\n{'recipe':<24} {'seeds':>5} {'fit s':>7} "
+          + " ".join(f"{rule:>13}" for rule in rules))
+    for row in sorted(table, key=lambda row: row["seconds"]):
+        print(f"{row['recipe']:<24} {row['seeds']:>5} {row['seconds']:>7.1f} "
+              + " ".join(f"{row[rule]:>13.3f}" for rule in rules))
+
+
 def report(runs):
     table = summarize(runs)
     print(f"\n{'recipe':<20} {'seeds':>5} {'fit s':>7} {'cpu s':>7} {'best val':>8} "
@@ -405,6 +503,7 @@ def report(runs):
               f"{row['held_out_last']:>8.3f} {row['load']:>5.1f}")
     lines, _ = frontier(table)
     print("\n".join(lines))
+    print_keep_rules(runs)
     return table
 
 
@@ -439,7 +538,8 @@ def main(argv=None):
                 cached = "" if r["cache_seconds"] is None else f", cache {r['cache_seconds']:.1f} s"
                 print(f"    {r['seconds']:.1f} s ({r['cpu_seconds']:.0f} CPU s){cached}, best val {r['best_val_accuracy']:.3f} "
                       f"(epoch {r['best_epoch'] + 1}), held-out {r['held_out_accuracy']:.3f} "
-                      f"(last epoch {r['held_out_accuracy_last']:.3f})", flush=True)
+                      f"(last epoch {r['held_out_accuracy_last']:.3f}; averaged over the last "
+                      f"k epochs {r['held_out_accuracy_averaged']})", flush=True)
                 save(output, args, data[4], runs)
     table = report(runs)
     save(output, args, data[4], runs, table)
