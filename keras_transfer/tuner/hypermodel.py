@@ -75,6 +75,13 @@ class TransferHyperModel(keras_tuner.HyperModel):
     logs, plus `unfrozen_blocks`, the number of blocks trainable in that
     epoch. With a `keras.callbacks.TensorBoard` among the search's callbacks
     it also adds a `PhaseTimer` that follows the trial's log directory.
+    On JAX (and other backends than TensorFlow), where KerasTuner leaves
+    the `TensorBoard` directory as given, `fit` moves it to
+    `log_dir/<trial_id>/execution<n>` as KerasTuner does on TensorFlow, and
+    the `PhaseTimer` writes the trial's HParams record there.
+
+    Backends: searches run on TensorFlow and on JAX (`KERAS_BACKEND=jax`,
+    `tests/test_tuner_backends.py`).
 
     Epoch budgets: `unfreeze_epoch` counts from the start of training, also
     under `Hyperband`, which resumes a trial from its checkpoint with
@@ -205,6 +212,9 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.metrics = list(metrics) if metrics is not None else None
         self.reuse_backbones = bool(reuse_backbones)
         self.feature_store = _feature_store(share_frozen_features)
+        # Trial id -> fits (executions) run so far, for their TensorBoard
+        # directories on backends where KerasTuner does not set them.
+        self._fits_per_trial = {}
 
     def declare(self, hp):
         """Declares the searched values in `hp` and returns the trial's values.
@@ -318,11 +328,38 @@ class TransferHyperModel(keras_tuner.HyperModel):
         tensorboards = [
             c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)
         ]
+        trial = _tuner_trial(callbacks)
+        hparams = None
+        if tensorboards and trial is not None and keras.backend.backend() != "tensorflow":
+            # KerasTuner gives each trial its own TensorBoard directory and
+            # HParams record on TensorFlow only (it would import TensorFlow
+            # for them): on JAX every trial would write into one run. Do
+            # here what it does there, on its per-trial copies.
+            execution = self._fits_per_trial.get(trial.trial_id, 0)
+            self._fits_per_trial[trial.trial_id] = execution + 1
+            for tensorboard in tensorboards:
+                tensorboard.log_dir = os.path.join(
+                    str(tensorboard.log_dir), str(trial.trial_id), f"execution{execution}"
+                )
+            hparams = trial.hyperparameters
         if tensorboards and not any(isinstance(c, PhaseTimer) for c in callbacks):
             # The tuner has pointed its (per-trial copy of the) TensorBoard
             # at the trial's directory; the PhaseTimer follows it.
-            callbacks.append(PhaseTimer(tensorboards[0]))
+            callbacks.append(PhaseTimer(tensorboards[0], hparams=hparams))
         return model.fit(*args, callbacks=callbacks, **kwargs)
+
+
+def _tuner_trial(callbacks):
+    """The KerasTuner trial being fitted, from the tuner's own callback, or None.
+
+    KerasTuner adds a callback holding the `Trial` to every trial's `fit`
+    (`TunerCallback`, a private class: found by the public `Trial` it holds).
+    """
+    for callback in callbacks:
+        trial = getattr(callback, "trial", None)
+        if isinstance(trial, keras_tuner.engine.trial.Trial):
+            return trial
+    return None
 
 
 def _registered_specs(backbones):
