@@ -359,6 +359,13 @@ class TransferClassifier(keras.Model):
             return caching.call_on_features(self, args[0], kwargs.get("training"))
         return super().__call__(*args, **kwargs)
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # Keras' JAX trainer calls `call` directly (`stateless_call`), not
+        # `__call__`: the cached fit's feature batches arrive here.
+        if caching.is_feature_batch(inputs):
+            return caching.call_on_features(self, inputs, training)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
     def fit(
         self,
         x=None,

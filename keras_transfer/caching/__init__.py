@@ -31,13 +31,32 @@ Keras 3 otherwise turns them on (keras-team/keras#20285).
 
 When caching would change the results or cannot work, `fit` trains as usual
 and says why in one warning: a random layer (data augmentation; custom
-layers are called twice on a sample batch to find out) before frozen
-layers, uneven `tf.data` batches before the last, random operations in a `tf.data` pipeline, input types other than
-arrays or a finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`,
-a `tf.distribute` strategy other than `MirroredStrategy`.
+layers are called on a sample batch and their trace read to find out)
+before frozen layers, uneven `tf.data` batches before the last, random
+operations in a `tf.data` pipeline, input types other than arrays or a
+finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`, a
+`tf.distribute` strategy other than `MirroredStrategy`, a
+`keras.distribution` other than `DataParallel` in one process (any
+`keras.distribution` on TensorFlow), a backend other than TensorFlow and
+JAX (PyTorch).
 Python generators, `PyDataset` and `tf.data.Dataset.from_generator` are not
 inspected for randomness: pass `cache_frozen_features=False` when those
 augment their images.
+
+What is cached on which backend:
+
+- TensorFlow: all of the above. The pass is one `tf.function` trace of the
+  frozen steps (`caching.extract`); user layers are probed by behaviour
+  and by the random ops of their traced graph.
+- JAX: the same (the phases of `ProgressiveUnfreeze`, `augmented_views`,
+  spilling to disk, `FeatureStore`, `BackupAndRestore`). The pass is one
+  `jax.jit` of the frozen steps with the variables' values as arguments
+  (`caching.jax_backend`); user layers are probed by behaviour and by the
+  random primitives of their jaxpr. The features still reach Keras as a
+  `tf.data` pipeline (TensorFlow is installed with every backend), in the
+  order in which Keras' JAX trainer shuffles arrays
+  (`tests/test_jax_caching.py` compares cached with uncached fits).
+- PyTorch: not cached (one warning).
 
 Under `tf.distribute.MirroredStrategy` (a model built in its scope) the pass
 runs once, outside the replicas (inference, with weights every replica
@@ -45,7 +64,12 @@ shares), and Keras distributes the feature batches as it would the images:
 each replica trains on its part of every batch and the gradients are
 all-reduced, so a cached fit matches the uncached one (tested on two logical
 CPUs). Other strategies (several workers, TPUs, parameter servers) are not
-tested, and train uncached.
+tested, and train uncached. On JAX under `keras.distribution.DataParallel`
+likewise: the pass shards each batch over the devices, and Keras shards
+the feature batches as it would the images, each device training on its
+part of every batch (tested on two host devices against one device and
+the uncached fit). `ModelParallel`, and `DataParallel` over several
+processes, train uncached.
 
 With the model's `augmented_views=K`, random layers before frozen layers no
 longer stop the cache: they count as constant within a view. The pass runs

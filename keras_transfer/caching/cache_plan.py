@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from keras_transfer.backbones import find_backbone
+from keras_transfer.caching import jax_backend
 from keras_transfer.caching.graph import RANDOM
 from keras_transfer.caching.graph import TRAINING_MODE
 from keras_transfer.caching.graph import Graph
@@ -66,25 +67,18 @@ class CachePlan:
     views: int = 1  # augmented views of the training data (epoch e reads e % views)
 
 def make_plan(model, kw):
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
         return Fallback(
-            f"it needs the TensorFlow backend (this is {keras.backend.backend()!r})."
+            f"it needs the TensorFlow or JAX backend (this is {backend!r})."
         )
     if not getattr(model, "compiled", False) or kw["epochs"] <= kw["initial_epoch"]:
         return Fallback()
     if len(model.inputs) != 1:
         return Fallback("it supports models with one input.")
-    strategy = model.distribute_strategy
-    with strategy.scope():
-        distributed = tf.distribute.has_strategy()
-    if distributed and type(strategy) not in SUPPORTED_STRATEGIES:
-        # Tested: MirroredStrategy over two logical CPUs, which trains as on
-        # one device. Several workers would each cache their own shard (and
-        # must agree on it), TPUs compile the step: not tested, so not cached.
-        return Fallback(
-            f"it supports tf.distribute.MirroredStrategy only; the model's "
-            f"strategy is {type(strategy).__name__}."
-        )
+    reason = distribution_fallback(model)
+    if reason is not None:
+        return Fallback(reason)
     x = kw["x"]
     shuffle = None
     if isinstance(x, tf.data.Dataset):
@@ -201,6 +195,25 @@ def make_plan(model, kw):
             needed |= set(step.inputs)
     prefix.reverse()
     return CachePlan(graph, regimes, keys, pooled, prefix, shuffle, note, views)
+
+def distribution_fallback(model):
+    """Why the model's distribution (tf.distribute, keras.distribution) rules the cache out, or None."""
+    if keras.backend.backend() == "jax":
+        return jax_backend.distribution_fallback()
+    if keras.distribution.distribution() is not None:
+        return "keras.distribution is supported on the JAX backend only."
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        distributed = tf.distribute.has_strategy()
+    if distributed and type(strategy) not in SUPPORTED_STRATEGIES:
+        # Tested: MirroredStrategy over two logical CPUs, which trains as on
+        # one device. Several workers would each cache their own shard (and
+        # must agree on it), TPUs compile the step: not tested, so not cached.
+        return (
+            f"it supports tf.distribute.MirroredStrategy only; the model's "
+            f"strategy is {type(strategy).__name__}."
+        )
+    return None
 
 def augmented_views(model):
     """The model's `augmented_views` as a number of views (1: no augmented views)."""

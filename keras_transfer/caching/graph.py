@@ -9,7 +9,9 @@ Which layers are random is known for Keras' own layers (`Dropout`, the
 `Random*` layers and `GaussianNoise` hold a `SeedGenerator`). Any other
 layer runs code Keras cannot vouch for (`tf.random` in a custom `call`, a
 `Lambda`, NumPy in a `py_function`), so `probe_steps` decides by behaviour:
-it calls the layer on a sample batch in training mode and watches it.
+it calls the layer on a sample batch in training mode and watches it, and
+reads its trace for random operations (a `tf.function`'s graph on
+TensorFlow, a jaxpr's random primitives on JAX).
 """
 
 import re
@@ -18,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.caching import jax_backend
 from keras_transfer.caching.inputs import random_ops
 from keras_transfer.utils.internals import call_context_args
 from keras_transfer.utils.internals import flatten_layers
@@ -309,23 +312,34 @@ def _probe(step, values):
     """What makes `step` not constant (or None), and its outputs in inference."""
     tensors = [values[k] for k in step.inputs]
 
-    def traced(training):
-        # Traced as in fit's training step, where a layer may behave otherwise
-        # than eagerly; one trace, then called again and again.
-        def call(*args):
-            return step.call(dict(zip(step.inputs, args)), training)
+    def call(args, training):
+        return step.call(dict(zip(step.inputs, args)), training)
 
-        return tf.function(call)
-
-    train = traced(True)
-    graph_def = train.get_concrete_function(*tensors).graph.as_graph_def()
-    outputs = [_numpy(train(*tensors)) for _ in range(PROBE_CALLS)]
-    inference = traced(False)(*tensors)
-    if random_ops(graph_def) or any(not _same(outputs[0], o) for o in outputs[1:]):
+    if keras.backend.backend() == "jax":
+        variables = getattr(step.op, "variables", [])
+        outputs, inference, found = jax_backend.probe_calls(
+            call, variables, tensors, PROBE_CALLS
+        )
+    else:
+        outputs, inference, found = _tf_probe_calls(call, tensors)
+    outputs = [_numpy(o) for o in outputs]
+    if found or any(not _same(outputs[0], o) for o in outputs[1:]):
         return RANDOM, inference
     if not _same(outputs[0], _numpy(inference)):
         return TRAINING_MODE, inference
     return None, inference
+
+def _tf_probe_calls(call, tensors):
+    """`PROBE_CALLS` outputs in training, the outputs in inference, the random ops traced."""
+    def traced(training):
+        # Traced as in fit's training step, where a layer may behave otherwise
+        # than eagerly; one trace, then called again and again.
+        return tf.function(lambda *args: call(args, training))
+
+    train = traced(True)
+    graph_def = train.get_concrete_function(*tensors).graph.as_graph_def()
+    outputs = [train(*tensors) for _ in range(PROBE_CALLS)]
+    return outputs, traced(False)(*tensors), random_ops(graph_def)
 
 def _describe(error):
     # Keras re-raises a layer's error with its arguments and terminal

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.caching.extract import make_extractor
 from keras_transfer.caching.graph import trains_now
 from keras_transfer.caching.info import FeatureCacheInfo
 from keras_transfer.caching.info import INFO_ATTRIBUTE
@@ -46,8 +47,7 @@ class Session:
         # and was frozen again has outdated cached outputs.
         self._earliest = 0
         self._directory = None
-        self._extract = None  # the traced prefix (see _extractor)
-        self._extract_fns = {}  # (dtype, image shape) -> {mode: traced prefix}
+        self._extract = None  # the pass's function (see caching.extract)
         self._sources = ()  # the training and validation FeatureSource
         self._views = []  # the training features of each augmented view
         self._rename = {}  # feature name in the fit -> name in the views
@@ -256,72 +256,6 @@ class Session:
         if len(self._views) > 1:
             self._sources[0].use(self._views[epoch % len(self._views)], self._rename)
 
-    def _extractor(self):
-        """The traced prefix, as a function of a batch of images and whether to augment.
-
-        One trace per input dtype and image shape, with the batch dimension
-        left open (the last, smaller batch reuses it) and whether to augment
-        a tensor argument: the per-view random steps run in a `tf.cond`
-        (training mode when augmenting), so the augmented views and the
-        validation images share one trace of the frozen part. A trace of a
-        backbone, and TensorFlow's first optimisation of it, cost seconds on
-        CPU: the second trace was 20-30% of a K=3 pass.
-        """
-        plan = self.plan
-        dtype = self.model.inputs[0].dtype
-        input_id = plan.graph.input_ids[0]
-
-        def extract(images, augment):
-            values = {input_id: keras.ops.cast(images, dtype)}
-            for step in plan.prefix:
-                if step.per_view and augment is not False:
-                    _run_per_view(step, values, augment)
-                else:
-                    # Only the augmentation trains: BatchNormalization and
-                    # the rest of the frozen part stay in inference mode.
-                    step.run(values, training=False)
-            features = {}
-            for key, name in plan.keys.items():
-                value = values[key]
-                if key in plan.pooled:
-                    value = plan.pooled[key](value)
-                features[name] = value
-            return features
-
-        def trace(key, augment):
-            spec = tf.TensorSpec((None,) + key[1], key[0])
-            signature = [spec] + ([tf.TensorSpec((), tf.bool)] if augment is None else [])
-            # As Keras' own train step: no AutoGraph (the layers run as
-            # they do in fit), which also keeps the trace short.
-            return tf.function(
-                lambda images, *flag: extract(images, flag[0] if flag else augment),
-                input_signature=signature,
-                autograph=False,
-                jit_compile=self.model.jit_compile is True,
-            )
-
-        def run(images, augment):
-            key = (images.dtype, tuple(images.shape[1:]))
-            fns = self._extract_fns.setdefault(key, {})
-            if fns.get("either", True) is not None:
-                fresh = "either" not in fns
-                if fresh:
-                    fns["either"] = trace(key, None)
-                try:
-                    return fns["either"](images, tf.constant(augment))
-                except (TypeError, ValueError):
-                    if not fresh:
-                        raise  # It traced before: the error is the data's.
-                    # A random layer whose outputs differ between training and
-                    # inference in dtype or structure (tf.cond needs them
-                    # alike): one trace per mode, as the pass did before.
-                    fns["either"] = None
-            if augment not in fns:
-                fns[augment] = trace(key, augment)
-            return fns[augment](images)
-
-        return run
-
     def _store_views(self, batches, limit, training=True, steps=None):
         """The features of `batches`, one `FeatureBatches` per view, in one pass over them.
 
@@ -333,7 +267,7 @@ class Session:
         augment = count > 1
         label = "train" if training else "validation"
         if self._extract is None:
-            self._extract = self._extractor()
+            self._extract = make_extractor(self.model, self.plan)
         stores = [
             FeatureBatches(self._spill_directory, label, limit // count)
             for _ in range(count)
@@ -342,10 +276,9 @@ class Session:
         progress = keras.utils.Progbar(steps, unit_name="batch") if self._verbose == 1 and training else None
         for step, (images, y, sample_weight) in enumerate(batches, 1):
             # A one-input model also takes its input in a dict or list.
-            images = tf.convert_to_tensor(keras.tree.flatten(images)[0])
+            images = keras.tree.flatten(images)[0]
             for store in stores:
-                features = {k: v.numpy() for k, v in self._extract(images, augment).items()}
-                store.add(features, y, sample_weight)
+                store.add(self._extract(images, augment), y, sample_weight)
             if progress is not None:
                 progress.update(step)
         for store in stores:
@@ -425,24 +358,6 @@ class RegimeSwitch(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
             # Validation reads the cache of the current phase too.
             self.model.test_function = None
-
-
-def _run_per_view(step, values, augment):
-    """Runs a per-view random step in training mode where `augment` (True or a bool tensor)."""
-    if augment is True:
-        step.run(values, training=True)
-        return
-    inputs = {key: values[key] for key in step.inputs}
-
-    def branch(training):
-        def call():
-            outputs = dict(inputs)
-            step.run(outputs, training)
-            return [outputs[key] for key in step.outputs]
-
-        return call
-
-    values.update(zip(step.outputs, tf.cond(augment, branch(True), branch(False))))
 
 
 def _storage(views, val):

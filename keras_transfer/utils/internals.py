@@ -418,7 +418,14 @@ def array_index_batches(count, batch_size, shuffle):
     """
     if ArrayDataAdapter is not None:
         adapter = ArrayDataAdapter(np.arange(count), batch_size=batch_size, shuffle=shuffle)
-        return adapter.get_tf_dataset()
+        if keras.backend.backend() == "tensorflow":
+            return adapter.get_tf_dataset()
+        # Other backends' fit reads arrays through the NumPy iterator, which
+        # draws its order from NumPy's global generator at each epoch.
+        return tf.data.Dataset.from_generator(
+            adapter.get_numpy_iterator,
+            output_signature=tf.TensorSpec((None,), tf.int64),
+        )
     warn_missing(
         "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter",
         "the frozen-feature cache",
