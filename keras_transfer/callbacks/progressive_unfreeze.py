@@ -17,9 +17,10 @@ rebuilding the train function then fails in the optimizer with
 BatchNormalization layers stay frozen (inference mode, frozen statistics)
 unless `train_bn=True`, also when they sit inline in the user's model.
 
-Backends: TensorFlow (with `tf.distribute` strategies) and JAX (one device;
+Backends: TensorFlow (with `tf.distribute` strategies), JAX (one device;
 its train step gets the optimizer the new trainable variables at each phase,
-`UnfreezeOptimizer.set_active_variables`). PyTorch is not tested.
+`UnfreezeOptimizer.set_active_variables`) and PyTorch (one device; eager,
+or `jit_compile=True`, which compiles the step again at each phase).
 """
 
 import keras

@@ -20,7 +20,8 @@ front for every variable a schedule will ever train:
 On JAX the train step passes the optimizer the values of the variables
 trainable now, not every one it was built for: `stateless_apply` maps them to
 the variables named by `set_active_variables`, which `ProgressiveUnfreeze`
-calls at each phase.
+calls at each phase. PyTorch's train step calls `apply` with the
+variables trainable now, as TensorFlow's does.
 
 Because the variable list never changes, the optimizer's variables have the
 same structure in every phase, so `model.save_weights`, `ModelCheckpoint` and
