@@ -285,6 +285,11 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             # JAX's train step hands the optimizer the new trainable list.
             self._optimizer.set_active_variables(self.model.trainable_variables)
             self.model.make_train_function(force=True)
+            if keras.backend.backend() == "jax":
+                # Under a keras.distribution, Keras' JAX trainer fixes the test
+                # step's state shardings when it builds it: rebuild it too, or
+                # the validation after an unfreeze fails on the new state.
+                self.model.test_function = None
             self._current_phase = index
             self._trainable_params = count_params(self.model.trainable_variables)
         info = self._phase_info(index, changed)
