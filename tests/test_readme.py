@@ -39,9 +39,9 @@ show the expression's value. Shell blocks run line by line
 - anything else (`mkdir`, `ln`, `export`): run by bash in the sandbox, after
   which no symlink there may dangle.
 
-`<!-- readme-test: parse-only -->` above a block keeps its commands from
-running even in the slow tier (the distributed search needs several
-machines). The child reports each block's result and time; one test per
+`<!-- readme-test: parse-only -->` above a block keeps its commands or its
+Python from running even in the slow tier (the distributed search needs
+several machines; the `DataParallel` example, the JAX backend). The child reports each block's result and time; one test per
 block asserts it.
 """
 
@@ -215,7 +215,10 @@ class Runner:
         if "continues" not in directives:
             self.namespace = {"__name__": "__readme__", "inspect": inspect}
         # Leading newlines make traceback line numbers README line numbers.
-        exec(compile("\n" * line + code, str(README), "exec"), self.namespace)
+        compiled = compile("\n" * line + code, str(README), "exec")
+        if "parse-only" in directives:
+            return
+        exec(compiled, self.namespace)
         for expression, shown in shown_values(code):
             value = eval(expression, self.namespace)
             assert value == shown, f"README shows {expression} as {shown!r}; it is {value!r}"
