@@ -20,7 +20,7 @@ from keras_transfer.caching import feature_cache_info
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import WeightsError
 from keras_transfer.unfreeze import UnfreezePlan
-from keras_transfer.unfreeze.optimizer import plan_groups
+from keras_transfer.unfreeze.groups import plan_groups
 from keras_transfer.utils.internals import created_trainable_variables
 
 keras_hub = pytest.importorskip("keras_hub")

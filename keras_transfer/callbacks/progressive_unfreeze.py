@@ -29,8 +29,8 @@ from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.internals import print_msg
 from keras_transfer.unfreeze import phase as unfreeze_phase
-from keras_transfer.unfreeze.optimizer import install_unfreeze_optimizer
-from keras_transfer.unfreeze.optimizer import plan_groups
+from keras_transfer.unfreeze.groups import install_unfreeze_optimizer
+from keras_transfer.unfreeze.groups import plan_groups
 from keras_transfer.unfreeze.plan import UnfreezePlan
 from keras_transfer.unfreeze.schedule import GradualSchedule  # noqa: F401  (public path)
 from keras_transfer.unfreeze.schedule import check_schedule

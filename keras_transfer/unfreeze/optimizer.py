@@ -41,14 +41,10 @@ optimizer over the weights that train:
   `gradient_accumulation_steps` and `ema_overwrite_frequency`.
 """
 
-import contextlib
-
 import keras
 from keras import ops
 
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.utils.internals import record_built_variables
-from keras_transfer.utils.tensors import copy_optimizer
 from keras_transfer.utils.tensors import to_float
 
 
@@ -332,106 +328,6 @@ class UnfreezeOptimizer(keras.optimizers.MultiOptimizer):
         }
 
 
-def plan_groups(plan, lr_ratio, lr_decay):
-    """One optimizer group per (phase, learning-rate multiplier) of `plan`.
-
-    Returns:
-        A list of dicts with `name` (`"phase<i>/<units>"`), `phase`,
-        `multiplier` (of the head's rate), `units` (bottom to top) and
-        `vars`, most frozen phase first. Groups without variables are left out.
-    """
-    groups = []
-    previous_depth = 0
-    for phase_index, (_, depth) in enumerate(plan.phases):
-        by_multiplier = {}
-        for distance in range(previous_depth, depth):
-            multiplier = lr_ratio / (lr_decay**distance)
-            entry = by_multiplier.setdefault(
-                round(multiplier, 12), {"multiplier": multiplier, "units": [], "vars": []}
-            )
-            entry["units"].append(plan.units[plan.num_units - 1 - distance])
-            entry["vars"].extend(plan.unit_variables(distance))
-        for entry in by_multiplier.values():
-            if not entry["vars"]:
-                continue
-            units = list(reversed(entry["units"]))  # bottom to top
-            label = units[0] if len(units) == 1 else f"{units[0]}-{units[-1]}"
-            entry.update(name=f"phase{phase_index}/{label}", units=units, phase=phase_index)
-            groups.append(entry)
-        previous_depth = depth
-    return groups
-
-
-def install_unfreeze_optimizer(model, groups):
-    """Puts an `UnfreezeOptimizer` for `groups` in place of the compiled one.
-
-    The compiled optimizer stays the head's, with its state. When the model
-    already has an `UnfreezeOptimizer` for the same groups (a later `fit`, a
-    resume with `initial_epoch`), it is kept with every group's state.
-    Under a `LossScaleOptimizer` the inner optimizer is swapped.
-
-    Returns:
-        The `UnfreezeOptimizer`; each group dict gets its `schedule`
-        (`BackboneLearningRate`).
-    """
-    compiled = model.optimizer
-    loss_scale = None
-    if isinstance(compiled, keras.optimizers.LossScaleOptimizer):
-        loss_scale, compiled = compiled, compiled.inner_optimizer
-    head = compiled
-    signature = [(g["name"], tuple(id(v) for v in g["vars"])) for g in groups]
-    if isinstance(head, UnfreezeOptimizer):
-        if getattr(head, "_keras_transfer_signature", None) == signature:
-            for group in groups:
-                group["schedule"] = head.group_optimizer(group["name"])._learning_rate
-            return head
-        head = head.head_optimizer
-    with _variable_scope(model):
-        if not head.built:
-            head.build(model.trainable_variables)
-        group_specs = []
-        for group in groups:
-            group["schedule"] = BackboneLearningRate(
-                group["multiplier"],
-                warmup_steps=0,
-                head_learning_rate=_rate_reader(head),
-                base_learning_rate=to_float(head.learning_rate),
-            )
-            name = f"{head.name}_{group['name'].replace('/', '_')}"
-            group_specs.append(
-                (group["name"], copy_optimizer(head, group["schedule"], name), group["vars"])
-            )
-        optimizer = UnfreezeOptimizer(head, group_specs)
-        all_variables, seen = [], set()
-        for variable in list(head._trainable_variables) + [
-            v for g in groups for v in g["vars"]
-        ]:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                all_variables.append(variable)
-        optimizer.build(all_variables)
-    optimizer._keras_transfer_signature = signature
-    if loss_scale is not None:
-        loss_scale.inner_optimizer = optimizer
-        if keras.backend.backend() == "jax":
-            # Its JAX step unscales only the gradients of what it was built
-            # for, and drops the others.
-            if loss_scale.built:
-                record_built_variables(loss_scale, all_variables)
-            else:
-                loss_scale.build(all_variables)
-    else:
-        model.optimizer = optimizer
-    return optimizer
-
-
-def _variable_scope(model):
-    # TensorFlow creates optimizer variables under the model's strategy (one
-    # copy per replica); JAX and PyTorch place them at creation.
-    strategy = getattr(model, "distribute_strategy", None)
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-
 def _check_per_group_options(optimizer):
     # Each group counts its own steps from its unfreeze: options that act
     # every N steps would act out of step with the head's.
@@ -452,10 +348,3 @@ def _check_per_group_options(optimizer):
             "other steps than the head. Use ema_overwrite_frequency=None: `fit` "
             "writes the moving averages into the weights at its end."
         )
-
-
-def _rate_reader(optimizer):
-    def read():
-        return optimizer.learning_rate
-
-    return read
