@@ -4,8 +4,10 @@ Each recipe is data (`Recipe`): head epochs, fine-tuning epochs, how many
 blocks fine-tuning trains, augmentation (none; `views`: K augmented views
 cached once, `TransferClassifier(augmented_views=K)`; `fresh`: new random
 draws every epoch, uncached), the head's learning rate and the backbone's
-ratio to it, label smoothing, the head's width. `train-default` is what
-`keras-transfer train` runs today; `classic` is the Keras guide's two-fit
+ratio to it, label smoothing, the head's width, and which model the run
+keeps (the best-validation epoch, or the weights averaged over the
+fine-tuning epochs). `train-default` is what `keras-transfer train` runs
+today, `train-v1` what it ran before; `classic` is the Keras guide's two-fit
 script (`flowers.build_classic`), for reference.
 
 The photos: `--held-out-per-class` photos of each class (50: 250 photos) are
@@ -19,16 +21,24 @@ decoded once, before any timing.
 For each run it records the `fit` wall time (cache passes included; two
 fits for `classic`) and the process's CPU seconds over it (a rough view of
 the cost on a shared machine), the best validation accuracy, and the
-held-out accuracy of the best-validation epoch's weights and of the last
-epoch's. With 250 held-out photos one photo is 0.4 points: run several
-seeds before reading differences of a point or less. It prints a
-table (means over seeds), then the frontier: the best held-out accuracy
-reachable within 1x, 2x, 4x and 8x `train-default`'s time, and the recipe
-the issue's rule picks as the default: the fastest one within 0.005 of the
-best held-out accuracy, at no more than a third of the best recipe's time.
+held-out accuracy of the kept model, of the best-validation epoch's weights,
+of the last epoch's, of every epoch's (the curve, unless `--no-curves`:
+a long run holds the shorter ones, `recipe@H+k`) and of the weights averaged
+over the last 3 and over all fine-tuning epochs (a run keeping the best
+epoch also shows as `recipe+avg`, keeping the average). With 250 held-out
+photos one photo is 0.4 points: run several seeds before reading
+differences of a point or less. It prints a table (means over seeds), then
+the frontier: the best held-out accuracy reachable within 1x, 2x, 4x and 8x
+`train-default`'s time, and the recipe the issue's rule picks as the
+default: the fastest one within 0.005 of the best held-out accuracy, at no
+more than a third of the best recipe's time; then, for runs with curves,
+the held-out accuracy each way of choosing the kept epoch gives.
 
 ```
 nice python benchmarks/recipes.py                          # every recipe, seed 1
+# The default against the slowest recipe and the classic script, new seeds:
+python benchmarks/recipes.py --recipes train-default,train-v1,fresh-all-3+8,classic \
+    --seeds 4,5,6 --no-curves --output benchmarks/results/recipes-final.json
 python benchmarks/recipes.py --recipes train-default,views4-ft8 --seeds 1,2,3
 python benchmarks/recipes.py --limit 20 --image-size 96 --output /tmp/r.json  # smoke
 python benchmarks/recipes.py --list                        # the recipes, as data
@@ -83,6 +93,10 @@ class Recipe:
         label_smoothing: of the cross-entropy, 0 for none.
         hidden_units: width of the head's hidden layer, 0 for none.
         classic: the Keras guide's two-fit script instead (only the epochs count).
+        keep: the model a run ends with, scored on the held-out photos: "best"
+            (the epoch of the best val_accuracy, `train --keep best`) or
+            "average" (the weights averaged over the fine-tuning epochs,
+            `train --keep average`).
     """
 
     name: str
@@ -96,6 +110,7 @@ class Recipe:
     label_smoothing: float = 0.0
     hidden_units: int = 0
     classic: bool = False
+    keep: str = "best"
 
 
 def _views(name, views, head, tune, depth, **kwargs):
@@ -103,8 +118,12 @@ def _views(name, views, head, tune, depth, **kwargs):
 
 
 RECIPES = [
-    # What `keras-transfer train` runs today (train_arguments.py defaults).
-    Recipe("train-default"),
+    # What `keras-transfer train` runs today (train_arguments.py defaults):
+    # the head for 3 epochs, then the last 8 blocks for 8, keeping the
+    # weights averaged over those 8.
+    Recipe("train-default", 3, 8, 8, keep="average"),
+    # What it ran before (0.1): 5 + 5 epochs, the last 5 blocks, the best epoch.
+    Recipe("train-v1"),
     _views("views4-ft8", 4, 3, 5, 8),
     Recipe("head-only", head_epochs=10, fine_tune_epochs=0, depth=0),
     _views("views4-head", 4, 8, 0, 0),
@@ -157,6 +176,11 @@ def parse_args(argv=None):
         default=str(pathlib.Path(__file__).resolve().parent / "results" / "recipes.json"),
     )
     parser.add_argument("--append", action="store_true", help="keep and skip runs already in --output")
+    parser.add_argument(
+        "--no-curves", dest="curves", action="store_false",
+        help="score only the kept, best and last epochs on the held-out photos, "
+        "not every epoch (faster; no shorter runs in the report)",
+    )
     parser.add_argument("--list", action="store_true", help="print the recipes and exit")
     parser.add_argument(
         "--report", action="store_true", help="print the tables of --output and exit"
@@ -323,7 +347,7 @@ def fit_recipe(recipe, data, spec, weights, shape, seed):
     return model, best, time.perf_counter() - start
 
 
-def run(recipe, data, spec, weights, shape, seed):
+def run(recipe, data, spec, weights, shape, seed, curves=True):
     load_before, cpu = os.getloadavg()[0], time.process_time()
     model, best, seconds = fit_recipe(recipe, data, spec, weights, shape, seed)
     # CPU seconds of this process: a rough, load-independent view of the cost
@@ -331,30 +355,38 @@ def run(recipe, data, spec, weights, shape, seed):
     cpu = time.process_time() - cpu
     info = keras_transfer.caching.feature_cache_info(model)
     held = data[2]
-    curve = []
-    for weights_at_epoch, epoch in zip(best.snapshots, best.epochs):
-        model.set_weights(weights_at_epoch)
-        epoch["held_out_accuracy"] = float(
+    scored = range(len(best.epochs)) if curves else sorted({best.best_index, len(best.epochs) - 1})
+    for index in scored:
+        model.set_weights(best.snapshots[index])
+        best.epochs[index]["held_out_accuracy"] = float(
             model.evaluate(held, verbose=0, return_dict=True)["accuracy"]
         )
-        curve.append(epoch["held_out_accuracy"])
-    last, at_best = curve[-1], curve[best.best_index]
+    last = best.epochs[-1]["held_out_accuracy"]
+    at_best = best.epochs[best.best_index]["held_out_accuracy"]
     # Weights averaged over the last k epochs (BatchNormalization stays in
     # inference mode, so its statistics need no recomputing): a cheaper
     # answer to a noisy validation curve than picking one epoch by it.
-    averaged = {}
+    averaged, averaged_val = {}, {}
     tune = recipe.fine_tune_epochs if not recipe.classic else 0
     for k in sorted({3, tune}):
         if 2 <= k <= tune:
             model.set_weights([_mean(ws) for ws in zip(*best.snapshots[-k:])])
             averaged[str(k)] = float(model.evaluate(held, verbose=0, return_dict=True)["accuracy"])
+            averaged_val[str(k)] = float(
+                model.evaluate(data[1], verbose=0, return_dict=True)["accuracy"]
+            )
     result = {
         "recipe": recipe.name, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
         "best_val_accuracy": best.best, "best_epoch": best.best_epoch,
         "seconds_to_best_epoch": best.best_seconds,
         "final_val_accuracy": best.epochs[-1].get("val_accuracy"),
-        "held_out_accuracy": float(at_best), "held_out_accuracy_last": float(last),
+        # The kept model's (`recipe.keep`); the best epoch's, the last's.
+        "held_out_accuracy": averaged[str(tune)] if recipe.keep == "average" else at_best,
+        "held_out_accuracy_best": at_best, "held_out_accuracy_last": last,
         "held_out_accuracy_averaged": averaged,
+        # The same averages' validation accuracy: what a rule choosing
+        # between them and the best epoch would see.
+        "val_accuracy_averaged": averaged_val,
         "cache_seconds": info.seconds if info else None,
         "cache_boundaries": [list(b) for b in info.boundaries] if info else None,
         "load_before": load_before, "load_after": os.getloadavg()[0],
@@ -371,10 +403,26 @@ def _mean(arrays):
     return np.mean(arrays, axis=0).astype(arrays[-1].dtype)
 
 
-def summarize(runs):
-    """Per recipe: means over its seeds, in the order first run."""
-    rows = {}
+def averaged_runs(runs):
+    """Each run that averaged its fine-tuning epochs, as the run of `<recipe>+avg`.
+
+    Its held-out accuracy is that of the weights averaged over every
+    fine-tuning epoch (what `keras-transfer train --keep average` saves); its
+    time is the run's (the average costs milliseconds).
+    """
     for r in runs:
+        tune = str(r["config"]["fine_tune_epochs"])
+        held = (r.get("held_out_accuracy_averaged") or {}).get(tune)
+        if held is not None and r["config"].get("keep", "best") != "average":
+            yield {**r, "recipe": r["recipe"] + "+avg", "held_out_accuracy": held,
+                   "held_out_accuracy_last": r["held_out_accuracy_last"],
+                   "held_out_accuracy_averaged": {}}
+
+
+def summarize(runs):
+    """Per recipe: means over its seeds, in the order first run; `+avg` rows after."""
+    rows = {}
+    for r in list(runs) + list(averaged_runs(runs)):
         rows.setdefault(r["recipe"], []).append(r)
     table = []
     for name, rs in rows.items():
@@ -387,6 +435,9 @@ def summarize(runs):
             "held_out": float(np.mean(held)),
             "held_out_range": (min(held), max(held)),
             "held_out_last": float(np.mean([r["held_out_accuracy_last"] for r in rs])),
+            "held_out_averaged_3": _mean_or_none(
+                [(r.get("held_out_accuracy_averaged") or {}).get("3") for r in rs]
+            ),
             "load": float(np.mean([r["load_before"] for r in rs])),
         })
     return table
@@ -453,7 +504,9 @@ def shorter_runs(runs):
     """
     for r in runs:
         epochs = r.get("epochs") or []
-        if not epochs or "held_out_accuracy" not in epochs[0] or r["config"]["classic"]:
+        if not epochs or r["config"]["classic"] or not all(
+            "held_out_accuracy" in e for e in epochs
+        ):
             continue
         head, tune = r["config"]["head_epochs"], r["config"]["fine_tune_epochs"]
         for k in range(1 if tune else 0, tune + 1):
@@ -494,13 +547,14 @@ def print_keep_rules(runs):
 def report(runs):
     table = summarize(runs)
     print(f"\n{'recipe':<20} {'seeds':>5} {'fit s':>7} {'cpu s':>7} {'best val':>8} "
-          f"{'held-out':>8} {'(range)':>13} {'last ep.':>8} {'load':>5}")
+          f"{'held-out':>8} {'(range)':>13} {'last ep.':>8} {'avg 3':>6} {'load':>5}")
     for row in sorted(table, key=lambda row: row["seconds"]):
         low, high = row["held_out_range"]
         cpu = "n/a" if row["cpu_seconds"] is None else f"{row['cpu_seconds']:.1f}"
+        averaged = "n/a" if row["held_out_averaged_3"] is None else f"{row['held_out_averaged_3']:.3f}"
         print(f"{row['recipe']:<20} {row['seeds']:>5} {row['seconds']:>7.1f} {cpu:>7} {row['val']:>8.3f} "
               f"{row['held_out']:>8.3f} {f'{low:.3f}-{high:.3f}':>13} "
-              f"{row['held_out_last']:>8.3f} {row['load']:>5.1f}")
+              f"{row['held_out_last']:>8.3f} {averaged:>6} {row['load']:>5.1f}")
     lines, _ = frontier(table)
     print("\n".join(lines))
     print_keep_rules(runs)
@@ -533,7 +587,7 @@ def main(argv=None):
                 if (recipe.name, seed) in done:
                     continue
                 print(f"--- {recipe.name} seed {seed} (load {os.getloadavg()[0]:.1f})", flush=True)
-                runs.append(run(recipe, data, spec, weights, shape, seed))
+                runs.append(run(recipe, data, spec, weights, shape, seed, args.curves))
                 r = runs[-1]
                 cached = "" if r["cache_seconds"] is None else f", cache {r['cache_seconds']:.1f} s"
                 print(f"    {r['seconds']:.1f} s ({r['cpu_seconds']:.0f} CPU s){cached}, best val {r['best_val_accuracy']:.3f} "
