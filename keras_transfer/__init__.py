@@ -37,6 +37,7 @@ _EXPORTS = {
     "GradualSchedule": "keras_transfer.callbacks",
     "PhaseTimer": "keras_transfer.callbacks",
     "ProgressiveUnfreeze": "keras_transfer.callbacks",
+    "WeightAveraging": "keras_transfer.callbacks",
     "check_dataset_for_model": "keras_transfer.data",
     "load_image_folder": "keras_transfer.data",
     "evaluate": "keras_transfer.evaluation",

@@ -524,3 +524,73 @@ def test_keep_last_saves_the_last_epoch(tmp_path, capsys, monkeypatch):
     assert history["keep"] == "last" and history["saved_epoch"] == 2
     assert "Saved the model of the last epoch, 3/3," in out
 
+
+
+# --- --keep average: the mean of the fine-tuning epochs' weights ------------
+
+
+class _KillBeforeBackup(keras.callbacks.Callback):
+    """Ctrl-C after epoch `epoch`, between the average's write and the backup's."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_keep_average_resumes_a_killed_run_and_saves_the_mean(tmp_path, capsys, monkeypatch):
+    data_dir = write_image_folder(tmp_path / "images", per_class=6, size=(36, 36))
+    output, checkpoint = tmp_path / "out" / "model.keras", tmp_path / "out" / "best.keras"
+    build_callbacks = train_command.build_callbacks
+
+    def train(scripted, *extra):
+        def callbacks(*args):
+            *others, backup = build_callbacks(*args)
+            return [scripted, *others, *extra, backup]
+
+        monkeypatch.setattr(train_command, "build_callbacks", callbacks)
+        return _run(
+            capsys, "train", data_dir, "--backbone", "mobilenet_v2_035", "--weights", "none",
+            "--image-size", 32, "--epochs", 1, "--fine-tune-epochs", 3, "--unfreeze-blocks", 1,
+            "--batch-size", 4, "--validation-split", 0.25, "--learning-rate", 0.05,
+            "--output", output, "--checkpoint", checkpoint, "--keep", "average",
+        )  # fmt: skip
+
+    accuracies = [0.5, 0.9, 0.6, 0.7]
+    # Epochs 1-3 are averaged (from the unfreeze at epoch 1); the kill comes
+    # after epoch 2 is averaged but before it is backed up.
+    killed = _ScriptedValidation(accuracies)
+    status, _, err = train(killed, _KillBeforeBackup(2))
+    assert status == 130, err
+    assert {"average.npz", "training_metadata.json"} <= set(os.listdir(output.parent / "model.backup"))
+
+    resumed = _ScriptedValidation(accuracies)
+    status, out, err = train(resumed)
+    assert status == 0, err
+    assert "Resuming from the backup" in out and "2 of 4 epochs are done" in out
+    # Epoch 2 counts once, from the resumed run.
+    expected = [
+        np.mean(epochs, axis=0)
+        for epochs in zip(killed.weights[1], resumed.weights[0], resumed.weights[1])
+    ]
+    saved = keras.saving.load_model(output).get_weights()
+    assert len(saved) == len(expected)
+    for a, b in zip(saved, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not _same_weights(saved, resumed.weights[-1])
+
+    history = json.loads((output.parent / "history.json").read_text())
+    assert history["keep"] == "average" and "saved_epoch" not in history
+    saved_record = history["saved"]
+    assert saved_record["kept"] == "average" and saved_record["epochs"] == [1, 3]
+    assert 0 <= saved_record["val_accuracy"] <= 1
+    assert (
+        f"Saved the model averaged over epochs 2-4 of 4 (val_accuracy "
+        f"{saved_record['val_accuracy']:.4f}; the best single epoch, 2: 0.9000), to {output}"
+    ) in out
+    # --checkpoint still keeps the best epoch; the backup and its average are gone.
+    keras.saving.load_model(checkpoint)
+    assert sorted(os.listdir(output.parent)) == ["best.keras", "history.json", "model.keras"]

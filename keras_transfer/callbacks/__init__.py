@@ -4,6 +4,8 @@ For users' own `fit` calls:
 - `ProgressiveUnfreeze` (`progressive_unfreeze.py`): what trains when, inside one fit.
 - `PhaseTimer` (`phase_timer.py`; records and TensorBoard summaries in
   `phase_records.py`, `phase_summaries.py`): what each phase cost.
+- `WeightAveraging` (`weight_averaging.py`): the mean of the weights over
+  the last epochs, the model `fit` ends with.
 
 Run callbacks of the command line, the tuner and `compare`, usable on their own:
 `JsonHistory`, `BestCheckpoint`, `RunBackup`, `NonFiniteLossGuard`,
@@ -21,6 +23,7 @@ from keras_transfer.callbacks.run_backup import RunBackup
 from keras_transfer.callbacks.run_recorder import RunRecorder
 from keras_transfer.callbacks.unfrozen_blocks_logger import UnfrozenBlocksLogger
 from keras_transfer.callbacks.wall_clock_budget import WallClockBudget
+from keras_transfer.callbacks.weight_averaging import WeightAveraging
 
 __all__ = [
     "BestCheckpoint",
@@ -34,4 +37,5 @@ __all__ = [
     "RunRecorder",
     "UnfrozenBlocksLogger",
     "WallClockBudget",
+    "WeightAveraging",
 ]

@@ -61,6 +61,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     # The best epoch's model, which `keras-transfer train` keeps here during a
     # run (`--keep best`) so that a resumed run still knows it.
     BEST_MODEL = "best.keras"
+    # The running mean of `--keep average` (`WeightAveraging`), kept here too.
+    AVERAGE = "average.npz"
     _PREFIX = "epoch_"
     _SUFFIX = ".weights.h5"  # Keras requires it of weights files.
 
@@ -86,7 +88,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         return any(
             name == own
             or (name.startswith(f".{own}.") and name.endswith((".tmp", ".tmp.keras")))
-            for own in (cls.METADATA, cls.BEST_MODEL)
+            for own in (cls.METADATA, cls.BEST_MODEL, cls.AVERAGE)
         )
 
     def resume_epoch(self):
@@ -186,7 +188,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             {"epoch": self._current_epoch, "weights": name, "run": self.run},
         )
         # Older epochs' weights and what a killed writer left; the best
-        # model (written before this callback, each epoch) stays.
+        # model and the average (written before this callback, each epoch) stay.
+        keep = (name, self.METADATA, self.BEST_MODEL, self.AVERAGE)
         for other in os.listdir(folder):
-            if other not in (name, self.METADATA, self.BEST_MODEL) and self.owns(other):
+            if other not in keep and self.owns(other):
                 os.remove(os.path.join(folder, other))

@@ -6,9 +6,12 @@ blocks of the backbone (`ProgressiveUnfreeze`). The callbacks, in the order
 their epoch ends run: the unfreezing, `NonFiniteLossGuard` (exit 3 on a NaN
 loss), `JsonHistory` (history.json), TensorBoard and `PhaseTimer`
 (`--log-dir`), `BestCheckpoint` (the best epoch's model: `--checkpoint`, or
-a file in the backup folder for `--keep best`), and last `RunBackup`, which
-a re-run of the same command resumes from. `--output` gets the best epoch's
-model (`--keep best`, the default) or the last epoch's (`--keep last`).
+a file in the backup folder for `--keep best`), `WeightAveraging` (`--keep
+average`: the running mean of the weights from the last unfreeze on, in the
+backup folder), and last `RunBackup`, which a re-run of the same command
+resumes from. `--output` gets the best epoch's model (`--keep best`), the
+last epoch's (`--keep last`) or the averaged one, evaluated on the
+validation set (`--keep average`).
 
 The options and the checks that need no TensorFlow are in `train_arguments`,
 which the command line imports first; this module checks what needs the
@@ -35,11 +38,13 @@ from keras_transfer.callbacks.non_finite_loss_guard import NonFiniteLossGuard
 from keras_transfer.callbacks.phase_timer import PhaseTimer
 from keras_transfer.callbacks.progressive_unfreeze import ProgressiveUnfreeze
 from keras_transfer.callbacks.run_backup import RunBackup
+from keras_transfer.callbacks.weight_averaging import WeightAveraging
 from keras_transfer.cli import run_files
 from keras_transfer.cli.program import EXIT_INTERRUPTED
 from keras_transfer.cli.program import EXIT_NON_FINITE_LOSS
 from keras_transfer.cli.program import PROG
 from keras_transfer.cli.train_arguments import AUTO
+from keras_transfer.cli.train_arguments import KEEP_AVERAGE
 from keras_transfer.cli.train_arguments import KEEP_BEST
 from keras_transfer.cli.train_arguments import check_train_arguments
 from keras_transfer.cli.train_arguments import run_identity
@@ -50,9 +55,11 @@ from keras_transfer.learning_rate import describe as describe_finding
 from keras_transfer.learning_rate import find_learning_rate
 from keras_transfer.models import build_classifier
 from keras_transfer.models import save_model
+from keras_transfer.unfreeze import GradualSchedule
 from keras_transfer.unfreeze import fine_tune_schedule
 from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import fsync_file
+from keras_transfer.utils.files import json_number
 from keras_transfer.utils.files import remove_stale_temporaries
 
 # What `--keep best` and `--checkpoint` maximise.
@@ -137,16 +144,7 @@ def train_command(args):
         return _stop_on_interrupt(run)
     # The model and history go to disk before the backup goes away: a kill
     # between the two leaves a run that resumes, never one that is lost.
-    kept = _save_best_model(run)
-    if kept is None:
-        save_model(model, run.output)
-        update_history(run.history, {"saved_epoch": run.epochs - 1})
-        which = f"of the last epoch, {run.epochs}/{run.epochs}"
-        if run.keep == KEEP_BEST:
-            which += f" (no {MONITOR} to choose the best epoch by)"
-    else:
-        epoch, value = kept
-        which = f"of epoch {epoch + 1}/{run.epochs}, the best {MONITOR} ({value:.4f})"
+    which = _save_output(model, run, val_ds)
     run.backup.delete()
     print(f"Saved the model {which}, to {run.output} and its history to {run.history}.")
 
@@ -174,6 +172,24 @@ def _data_dir(args):
     return path
 
 
+def _save_output(model, run, val_ds):
+    """Saves the model `--keep` asks for to `--output`; says which it is."""
+    if run.keep == KEEP_AVERAGE and run.averaging.count:
+        return _save_average(model, run, val_ds)
+    kept = _save_best_model(run)
+    if kept is not None:
+        epoch, value = kept
+        return f"of epoch {epoch + 1}/{run.epochs}, the best {MONITOR} ({value:.4f})"
+    save_model(model, run.output)
+    update_history(run.history, {"saved_epoch": run.epochs - 1})
+    which = f"of the last epoch, {run.epochs}/{run.epochs}"
+    if run.keep == KEEP_BEST:
+        which += f" (no {MONITOR} to choose the best epoch by)"
+    elif run.keep == KEEP_AVERAGE:
+        which += " (no epoch was averaged)"
+    return which
+
+
 def _save_best_model(run):
     """Copies the best epoch's model to `--output`; its `(epoch, value)`, or None.
 
@@ -188,6 +204,47 @@ def _save_best_model(run):
     _copy_atomically(run.best_model, run.output)
     update_history(run.history, {"saved_epoch": found[0]})
     return found
+
+
+def _save_average(model, run, val_ds):
+    """Saves the averaged model (`--keep average`) to `--output`; says which it is."""
+    averaging = run.averaging
+    value = None
+    if val_ds is not None:
+        # The logs hold each epoch's val_accuracy, not the mean's.
+        results = model.evaluate(val_ds, verbose=0, return_dict=True)
+        value = json_number(results.get("accuracy"))
+    save_model(model, run.output)
+    first, last = averaging.first_epoch, averaging.last_epoch
+    update_history(
+        run.history,
+        {"saved": {"kept": KEEP_AVERAGE, "epochs": [first, last], MONITOR: value}},
+    )
+    span = f"epoch {last + 1}" if first == last else f"epochs {first + 1}-{last + 1}"
+    which = f"averaged over {span} of {run.epochs}"
+    if value is not None:
+        which += f" ({MONITOR} {value:.4f}"
+        best = run_files.best_epoch(run.history, MONITOR)
+        if best is not None:
+            which += f"; the best single epoch, {best[0] + 1}: {best[1]:.4f}"
+        which += ")"
+    return which
+
+
+def _average_start_epoch(args):
+    """`--keep average` averages from the last unfreeze on: one phase, the same layers."""
+    if not args.fine_tune_epochs:
+        return 0  # All epochs are one phase.
+    schedule = _schedule(args)
+    if isinstance(schedule, GradualSchedule):
+        schedule = schedule.resolve(args.unfreeze_blocks)
+    return min(max(schedule), args.epochs + args.fine_tune_epochs - 1)
+
+
+def _schedule(args):
+    return fine_tune_schedule(
+        args.epochs, args.unfreeze_blocks, args.fine_tune_epochs, args.gradual
+    )
 
 
 def _copy_atomically(source, path):
@@ -290,32 +347,35 @@ def build_callbacks(args, run, metadata):
     callbacks = []
     if args.fine_tune_epochs:
         # First: it adds the phase to the logs the others write.
-        schedule = fine_tune_schedule(
-            args.epochs, args.unfreeze_blocks, args.fine_tune_epochs, args.gradual
-        )
         callbacks.append(
-            ProgressiveUnfreeze(schedule=schedule, lr_ratio=args.backbone_lr_ratio)
+            ProgressiveUnfreeze(schedule=_schedule(args), lr_ratio=args.backbone_lr_ratio)
         )
     callbacks += [run.nan_guard, JsonHistory(run.history, metadata)]
     if run.log_dir:
         tensorboard = FlushingTensorBoard(run.log_dir)
         callbacks += [tensorboard, PhaseTimer(tensorboard)]
+    if run.keep == KEEP_AVERAGE or (run.best_model and run.best_model != run.checkpoint):
+        # The best model and the average go to the backup folder, otherwise
+        # created at the end of the first epoch, after they write.
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: os.makedirs(run.backup_dir, exist_ok=True)
+            )
+        )
     if run.best_model:
         best = run_files.best_so_far(run, MONITOR)
         # Without the best model of the epochs already done (a backup made
         # before it was kept), the best is that of this run's epochs.
         run.best_since = run.resume_epoch if best is None else 0
-        if run.best_model != run.checkpoint:
-            # Its folder, the backup's, is otherwise created at the end of
-            # the first epoch, after this callback writes.
-            callbacks.append(
-                keras.callbacks.LambdaCallback(
-                    on_epoch_end=lambda epoch, logs: os.makedirs(
-                        run.backup_dir, exist_ok=True
-                    )
-                )
-            )
         callbacks.append(BestCheckpoint(run.best_model, monitor=MONITOR, best=best))
+    if run.keep == KEEP_AVERAGE:
+        # Before the backup, which it may run one epoch ahead of: its file
+        # keeps the epoch before too (see WeightAveraging).
+        run.averaging = WeightAveraging(
+            start_epoch=_average_start_epoch(args),
+            path=os.path.join(run.backup_dir, RunBackup.AVERAGE),
+        )
+        callbacks.append(run.averaging)
     # Last: an epoch counts as done for a resumed run only once everything
     # above has recorded it, so a kill in between repeats the epoch (and
     # rewrites its records) rather than leaving it out.

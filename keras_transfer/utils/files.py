@@ -8,11 +8,28 @@ from keras_transfer.errors import ConfigurationError
 
 
 def atomic_write_text(path, text):
-    """Writes `text` to `path` atomically and durably.
+    """Writes `text` to `path` atomically and durably (see `atomic_write_file`)."""
+    atomic_write_file(path, lambda f: f.write(text))
 
-    The text goes to a temporary file in the same folder, is flushed to disk
-    (fsync), and replaces `path` in one `os.replace`: a reader sees the old
-    file or the new one, never a part, even after a power cut.
+
+def atomic_write_file(path, write, binary=False):
+    """Writes a file atomically and durably: `write(f)` fills it.
+
+    `write` gets a file open on a temporary name in the same folder; the
+    file is then flushed to disk (fsync) and replaces `path` in one
+    `os.replace`: a reader sees the old file or the new one, never a part,
+    even after a power cut.
+
+    Example:
+
+    ```python
+    atomic_write_file("state.npz", lambda f: np.savez(f, mean=mean), binary=True)
+    ```
+
+    Args:
+        path: the file to write.
+        write: a function of one argument, the open file.
+        binary: open the file in binary mode (default: text).
     """
     folder, name = os.path.split(os.path.abspath(path))
     remove_stale_temporaries(folder, name, ".tmp")
@@ -21,8 +38,8 @@ def atomic_write_text(path, text):
     # file the user creates (0o666 less the umask), not 0o600.
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
