@@ -505,7 +505,7 @@ def _same_weights(a, b):
 
 def test_train_saves_the_model_of_the_best_validation_epoch(tmp_path, capsys, monkeypatch):
     per_epoch, saved, history, out = _train_with_scripted_validation(
-        tmp_path, capsys, monkeypatch, [0.5, 0.9, 0.6]
+        tmp_path, capsys, monkeypatch, [0.5, 0.9, 0.6], "--keep", "best"
     )
     assert not _same_weights(per_epoch[1], per_epoch[2])  # the epochs differ
     assert _same_weights(saved, per_epoch[1])

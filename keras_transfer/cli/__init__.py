@@ -11,16 +11,19 @@ backbone frozen, then `--fine-tune-epochs` epochs also train the last
 `--unfreeze-blocks` blocks of the backbone at `--backbone-lr-ratio` times the
 learning rate (`keras_transfer.ProgressiveUnfreeze`). It writes the model
 (`--output`, a `.keras` file that loads with Keras' default `safe_mode=True`)
-and, after every epoch, a `history.json` beside it. The model saved is that of
-the epoch with the best `val_accuracy` (`--keep best`, the default; without a
-validation set, the last), or that of the last epoch (`--keep last`); the
-history's `saved_epoch` says which. Without DATA_DIR, `train` (like
-`compare`) uses TensorFlow's flower_photos from the Keras cache:
+and, after every epoch, a `history.json` beside it. The model saved is the
+mean of the weights at the end of each epoch from the last unfreeze on
+(`--keep average`, the default, `keras_transfer.WeightAveraging`; the
+history's `saved` names the epochs and the average's `val_accuracy`), that
+of the epoch with the best `val_accuracy` (`--keep best`; without a
+validation set, the last) or that of the last epoch (`--keep last`); for
+those two the history's `saved_epoch` says which. Without DATA_DIR, `train`
+(like `compare`) uses TensorFlow's flower_photos from the Keras cache:
 
 ```json
 {"backbone": "mobilenet_v2_050", "class_names": ["daisy", "roses"],
- "image_size": [160, 160], "weights": "imagenet", ..., "keep": "best",
- "saved_epoch": 7,
+ "image_size": [160, 160], "weights": "imagenet", ..., "keep": "average",
+ "saved": {"kept": "average", "epochs": [3, 10], "val_accuracy": 0.93},
  "epochs": [{"epoch": 0, "loss": 0.61, "accuracy": 0.7, "val_loss": 0.42,
              "val_accuracy": 0.83, "seconds": 12.9, "unfreeze_phase": 0.0,
              "trainable_params": 6405.0, ...}, ...]}
@@ -50,7 +53,8 @@ Exit status:
   written, a backup of another run), reported in one line,
   `keras-transfer: error: ...`, before anything trains.
 - 3: the loss became NaN or infinite. Training stops at once; the model of
-  the best finished epoch (`--keep last`: the last) is saved to `--output`,
+  the best finished epoch (`--keep last`: the last; `--keep average`: the
+  last, the average being unfinished) is saved to `--output`,
   `history.json` keeps the finished epochs, the backup stays to resume from.
   One line says so.
 - 130: interrupted (Ctrl-C); the backup stays to resume from.

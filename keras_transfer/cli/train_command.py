@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from keras_transfer import backbones
+from keras_transfer import defaults
 from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.callbacks.best_checkpoint import BestCheckpoint
 from keras_transfer.callbacks.flushing_tensorboard import FlushingTensorBoard
@@ -159,6 +160,8 @@ def _check_backbone(args, run):
             f"backbone {spec.name!r} accepts. Use --image-size "
             f"{spec.min_input_size} or more (its default is {spec.default_input_size})."
         )
+    if args.unfreeze_blocks is None:
+        args.unfreeze_blocks = min(defaults.UNFREEZE_BLOCKS, len(spec.blocks))
     spec.check_depth(args.unfreeze_blocks, name="--unfreeze-blocks")
     run.spec, run.image_size = spec, size
 
