@@ -11,6 +11,7 @@ import pytest
 from conftest import PROJECT_ROOT
 from conftest import write_image_folder
 
+import keras_transfer
 from keras_transfer import cli
 from keras_transfer.callbacks.json_history import JsonHistory
 from keras_transfer.backbones import weights as weights_lib
@@ -298,6 +299,7 @@ def _must_not_be_called(*args, **kwargs):
 
 STARTUP_PROBE = """
 import sys
+import keras_transfer
 from keras_transfer import cli
 try:
     status = cli.main(sys.argv[1:])
@@ -594,3 +596,24 @@ def test_keep_average_resumes_a_killed_run_and_saves_the_mean(tmp_path, capsys, 
     # --checkpoint still keeps the best epoch; the backup and its average are gone.
     keras.saving.load_model(checkpoint)
     assert sorted(os.listdir(output.parent)) == ["best.keras", "history.json", "model.keras"]
+
+
+def test_default_unfreeze_blocks_is_every_block_of_a_shallower_backbone(tmp_path, capsys):
+    # The default (8) would be past the depth of a two-block backbone: it
+    # trains both instead of refusing the run.
+    from test_backbones import tiny_spec
+
+    spec = keras_transfer.register_backbone(tiny_spec("tinynet_cli_depth"))
+    try:
+        data_dir = write_image_folder(tmp_path / "images", per_class=4, size=(32, 32))
+        output = tmp_path / "out" / "model.keras"
+        status, out, err = _run(
+            capsys, "train", data_dir, "--backbone", spec.name, "--weights", "none",
+            "--epochs", 1, "--fine-tune-epochs", 1, "--batch-size", 4, "--output", output,
+        )  # fmt: skip
+    finally:
+        keras_transfer.unregister_backbone(spec.name)
+    assert status == 0, err
+    history = json.loads((output.parent / "history.json").read_text())
+    assert history["unfreeze_blocks"] == len(spec.blocks) == 2
+    assert [e["unfreeze_phase"] for e in history["epochs"]] == [0.0, 1.0]
