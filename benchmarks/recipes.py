@@ -468,7 +468,9 @@ def frontier(table, baseline="train-default"):
     fits = [row for row in table if row["held_out"] >= best["held_out"] - 0.005
             and row["seconds"] <= best["seconds"] / 3]
     lines.append(f"best held-out: {best['recipe']} {best['held_out']:.3f} in {best['seconds']:.0f} s")
-    if fits:
+    if best is base:
+        lines.append(f"default by the rule: {baseline} is itself the best recipe")
+    elif fits:
         pick = min(fits, key=lambda row: row["seconds"])
         lines.append(
             f"default by the rule (>= best - 0.005, <= 1/3 of its time): {pick['recipe']} "
@@ -479,7 +481,26 @@ def frontier(table, baseline="train-default"):
         )
     else:
         lines.append("default by the rule: no recipe within 0.005 of the best at <= 1/3 of its time")
+    lines.append(_done_when(base, [row for row in table if row is not base], baseline))
     return lines, pick
+
+
+def _done_when(base, others, baseline):
+    """The issue's check of `baseline` against the best of the other recipes."""
+    if not others:
+        return f"{baseline}: no other recipe to compare with"
+    rival = max(others, key=_rank)
+    checks = {
+        ">= 0.91": base["held_out"] >= 0.91,
+        f">= {rival['recipe']}'s - 0.005": base["held_out"] >= rival["held_out"] - 0.005,
+        "<= 1/3 of its time": base["seconds"] <= rival["seconds"] / 3,
+    }
+    return (
+        f"{baseline} {base['held_out']:.3f} in {base['seconds']:.0f} s against the best "
+        f"other recipe, {rival['recipe']} {rival['held_out']:.3f} in {rival['seconds']:.0f} s "
+        f"({base['seconds'] / rival['seconds']:.2f}x its time): "
+        + ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in checks.items())
+    )
 
 
 # Which epoch a run keeps, given its epochs' logs: the command line's `--keep
