@@ -169,7 +169,7 @@ def make_plan(model, kw):
     if blocked:
         note = blocked_note([
             s for s in graph.steps
-            if s.random and not s.in_backbone and set(s.outputs) <= ideal
+            if s.draws_anew and set(s.outputs) <= ideal
             and not set(s.outputs) <= most_frozen
             and all(k in most_frozen for k in s.inputs)
         ])
@@ -234,7 +234,8 @@ def blocked_note(blockers):
     if random:
         parts.append(
             f"random layer(s) {names(random)} before frozen layers (data "
-            "augmentation?) give each epoch new inputs"
+            "augmentation?) give each epoch new inputs (augmented_views=K "
+            "caches K augmented views of each image instead)"
         )
     if modal:
         parts.append(

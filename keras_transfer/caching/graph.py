@@ -3,7 +3,17 @@
 A functional model (nested functional models flattened into it) becomes a
 list of `Step`s in topological order. Given a predicate `trains(layer)`, the
 `Graph` says which tensors cannot change during training: those computed
-from the input by layers that do not train and are not random.
+from the input by layers that do not train and do not draw anew each epoch.
+
+What draws anew is decided by what a random layer does, not by where it
+sits. Augmentation does, wherever it sits (in the user's model, in a
+`Sequential` before the backbone, or inside the backbone's own layers when
+it was fed through `input_tensor=`): Keras' random preprocessing layers
+(`RandomFlip`, `RandAugment`, `MixUp`, ...) and any other random layer that
+comes before every weighted layer. Regularisation between the weighted
+layers of a frozen backbone (stochastic depth, `Dropout`) runs in inference
+mode, as `base_model(x, training=False)` asks; outside the backbone every
+random layer draws anew.
 
 Which layers are random is known for Keras' own layers (`Dropout`, the
 `Random*` layers and `GaussianNoise` hold a `SeedGenerator`). Any other
@@ -42,6 +52,14 @@ _USER_CODE_LAYERS = tuple(
 )
 _KNOWN_MODULES = ("keras.", "keras_transfer.")
 
+# Keras' preprocessing layers (public names only). Those of them that hold a
+# SeedGenerator are augmentation: RandomFlip ... RandAugment, MixUp, CutMix.
+_PREPROCESSING_LAYERS = tuple(
+    layer for layer in vars(keras.layers).values()
+    if isinstance(layer, type) and issubclass(layer, keras.layers.Layer)
+    and ".preprocessing." in layer.__module__
+)
+
 
 class Step:
     """One operation call of the model's graph, nested models flattened.
@@ -57,6 +75,10 @@ class Step:
         self.casts = casts
         self.in_backbone = in_backbone
         self.random = op is not None and is_random_layer(op)
+        self.augmentation = op is not None and is_augmentation_layer(op)
+        # Whether no weighted layer computes any of the step's inputs (set
+        # by the Graph): a random layer there can only be augmentation.
+        self.before_weights = False
         # Why a probed step is not constant: RANDOM, TRAINING_MODE or the
         # exception its probe raised; None when known from its class.
         self.finding = None
@@ -64,6 +86,23 @@ class Step:
         # mode once per augmented view: constant within a view.
         self.per_view = False
         self.weighted = op is not None and bool(getattr(op, "weights", None))
+
+    @property
+    def draws_anew(self):
+        """Whether the step's randomness stands: it gives each epoch new values.
+
+        True for augmentation wherever it sits and for any random step
+        outside the backbone; False for the regularisation between a frozen
+        backbone's weighted layers (run in inference mode, as
+        `training=False` intends), and for deterministic steps.
+        """
+        if not self.random:
+            return False
+        if not self.in_backbone or self.augmentation:
+            return True
+        # A weighted composite (a whole backbone as one step) is judged by
+        # the Keras augmentation inside it, not by its position.
+        return self.before_weights and not self.weighted
 
     def call(self, values, training):
         """The flat outputs of the step's operation on the tensors of `values`."""
@@ -97,6 +136,11 @@ class Graph:
         self.output_ids = tuple(id(t) for t in model.outputs)
         for t in list(model.inputs) + list(model.outputs):
             self.tensors[id(t)] = t
+        after_weights = set()
+        for step in self.steps:
+            step.before_weights = not after_weights & set(step.inputs)
+            if step.weighted or not step.before_weights:
+                after_weights.update(step.outputs)
         self.consumers = {}
         for step in self.steps:
             for key in step.inputs:
@@ -154,10 +198,7 @@ class Graph:
             if step.op is not None:
                 if trains(step.op):
                     continue
-                if (
-                    honour_randomness and step.random and not step.in_backbone
-                    and not step.per_view
-                ):
+                if honour_randomness and step.draws_anew and not step.per_view:
                     continue
             constant.update(step.outputs)
         return constant
@@ -184,13 +225,22 @@ def _expandable(op, node, calls):
 def is_random_layer(op):
     if not isinstance(op, keras.layers.Layer):
         return False
-    for layer in flatten_layers(op, include_self=True):
-        if isinstance(layer, keras.layers.Dropout):
-            return True
-        for value in vars(layer).values():
-            if isinstance(value, keras.random.SeedGenerator):
-                return True
-    return False
+    return any(
+        isinstance(layer, keras.layers.Dropout) or _holds_seed_generator(layer)
+        for layer in flatten_layers(op, include_self=True)
+    )
+
+def is_augmentation_layer(op):
+    """Whether `op` is, or holds, one of Keras' random preprocessing layers."""
+    if not isinstance(op, keras.layers.Layer):
+        return False
+    return any(
+        isinstance(layer, _PREPROCESSING_LAYERS) and _holds_seed_generator(layer)
+        for layer in flatten_layers(op, include_self=True)
+    )
+
+def _holds_seed_generator(layer):
+    return any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
 
 def mark_per_view(graph, predicates):
     """Marks the random steps before frozen layers as constant per augmented view.
@@ -214,7 +264,7 @@ def mark_per_view(graph, predicates):
             elif feeds_frozen & set(step.outputs):
                 feeds_frozen |= set(step.inputs)
             if (
-                step.random and not step.in_backbone
+                step.draws_anew
                 and step.finding in (None, RANDOM, TRAINING_MODE)
                 and set(step.outputs) <= ideal and feeds_frozen & set(step.outputs)
             ):
@@ -247,9 +297,12 @@ def steps_to_probe(graph, predicates):
     cacheable = set()
     for trains in predicates:
         cacheable |= graph.constant_ids(trains, honour_randomness=False)
+    # Inside the backbone only the steps before its weights can be
+    # augmentation (fed through input_tensor=); the rest run in inference.
     return [
         s for s in graph.steps
-        if s.op is not None and not s.random and not s.in_backbone
+        if s.op is not None and not s.random
+        and (not s.in_backbone or (s.before_weights and not s.weighted))
         and set(s.outputs) <= cacheable and runs_user_code(s.op)
     ]
 
