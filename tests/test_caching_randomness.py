@@ -208,3 +208,19 @@ def test_custom_layer_that_fails_on_the_probe_trains_uncached_and_says_why(image
         history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert caching.feature_cache_info(model) is None
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_missing_graph_internal_trains_uncached_and_names_it(images, monkeypatch):
+    # A Keras release that renames the functional graph's node map: the cache
+    # cannot know what stays constant, so fit trains as Keras does.
+    from keras_transfer.utils import internals
+
+    monkeypatch.setattr(internals, "_NODES_BY_DEPTH", "_renamed_nodes_by_depth")
+    model = tiny_classifier()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        history = model.fit(*images, epochs=1, batch_size=8, verbose=0)
+    messages = cache_warnings(record)
+    assert len(messages) == 1 and "_renamed_nodes_by_depth is missing" in messages[0], messages
+    assert caching.feature_cache_info(model) is None
+    assert np.isfinite(history.history["loss"][0])

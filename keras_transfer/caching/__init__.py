@@ -24,15 +24,19 @@ plain `fit` recomputes it at every epoch. `TransferClassifier.fit` (the model
 
 Results match uncached training: the cached part is computed exactly as the
 uncached step computes it (frozen BatchNormalization layers are in inference
-mode either way). One deliberate difference: random layers inside a frozen
-backbone (EfficientNet's stochastic depth) run in inference mode, as the
-`training=False` that `build_classifier` calls the backbone with intends;
-Keras 3 otherwise turns them on (keras-team/keras#20285).
+mode either way). One deliberate difference: random layers between the
+weighted layers of a frozen backbone (EfficientNet's stochastic depth,
+Dropout) run in inference mode, as the `training=False` that
+`build_classifier` calls the backbone with intends; Keras 3 otherwise turns
+them on (keras-team/keras#20285). Augmentation is not regularisation: Keras'
+random preprocessing layers and any random layer before every weighted layer
+draw anew each epoch wherever they sit, inside the backbone too (a backbone
+fed through `input_tensor=`), see `caching.graph`.
 
 When caching would change the results or cannot work, `fit` trains as usual
-and says why in one warning: a random layer (data augmentation; custom
-layers are called on a sample batch and their trace read to find out)
-before frozen layers, uneven `tf.data` batches before the last, random
+and says why in one warning: augmentation (custom layers are called on a
+sample batch and their trace read to find out) before frozen layers without
+`augmented_views`, uneven `tf.data` batches before the last, random
 operations in a `tf.data` pipeline, input types other than arrays or a
 finite `tf.data.Dataset`, `steps_per_epoch` or `validation_steps`, a
 `tf.distribute` strategy other than `MirroredStrategy`, a

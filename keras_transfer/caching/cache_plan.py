@@ -27,6 +27,7 @@ from keras_transfer.caching.inputs import is_array
 from keras_transfer.caching.inputs import sample_batch
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.checks import check_int
+from keras_transfer.utils.internals import MissingInternalError
 from keras_transfer.utils.internals import flatten_layers
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.unfreeze.plan import plan_from_callbacks
@@ -142,12 +143,15 @@ def make_plan(model, kw):
             plan.trains_at(depth)
             for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
         ]
-    graph = Graph(model, backbone_ids)
-    # User layers that could be cached are tried before any regime is made:
-    # their randomness decides what stays constant.
-    to_probe = steps_to_probe(graph, predicates)
-    if to_probe:
-        probe_steps(graph, to_probe, sample_batch(x, model.inputs[0]))
+    try:
+        graph = Graph(model, backbone_ids)
+        # User layers that could be cached are tried before any regime is
+        # made: their randomness decides what stays constant.
+        to_probe = steps_to_probe(graph, predicates)
+        if to_probe:
+            probe_steps(graph, to_probe, sample_batch(x, model.inputs[0]))
+    except MissingInternalError as e:
+        return Fallback(str(e))
     views = augmented_views(model)
     if views > 1 and not mark_per_view(graph, predicates):
         views = 1  # Nothing random before the frozen layers: one view is all.

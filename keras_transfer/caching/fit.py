@@ -14,6 +14,7 @@ from keras_transfer.caching.inputs import FallbackError
 from keras_transfer.caching.session import RegimeSwitch
 from keras_transfer.caching.session import Session
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.internals import MissingInternalError
 
 
 def is_feature_batch(inputs):
@@ -60,9 +61,10 @@ def fit(model, fit_fn, fit_kwargs):
     try:
         try:
             kwargs = session.prepare(fit_kwargs)
-        except FallbackError as e:
+        except (FallbackError, MissingInternalError) as e:
+            reason = e.reason if isinstance(e, FallbackError) else str(e)
             warnings.warn(
-                f"Training {model.name!r} without the frozen-feature cache: {e.reason}",
+                f"Training {model.name!r} without the frozen-feature cache: {reason}",
                 stacklevel=3,
             )
             return fit_fn(**fit_kwargs)

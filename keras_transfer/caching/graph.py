@@ -34,6 +34,7 @@ from keras_transfer.caching import jax_backend
 from keras_transfer.caching.inputs import random_ops
 from keras_transfer.utils.internals import call_context_args
 from keras_transfer.utils.internals import flatten_layers
+from keras_transfer.utils.internals import functional_nodes_by_depth
 
 # Calls of a probed layer in training mode. A layer that draws one coin per
 # batch looks constant over n calls with probability 2**(1 - n); the traced
@@ -153,7 +154,7 @@ class Graph:
                 self.order.setdefault(key, len(self.order))
 
     def _flatten(self, functional, in_backbone):
-        nodes_by_depth = functional._nodes_by_depth
+        nodes_by_depth = functional_nodes_by_depth(functional)
         calls = {}
         for nodes in nodes_by_depth.values():
             for node in nodes:

@@ -162,6 +162,37 @@ def flatten_layers(layer, include_self=True, recursive=True, used_by="keras-tran
     return list(walk(include_self=include_self, recursive=recursive))
 
 
+# A functional model's graph and its nodes' fields, as the cache reads them.
+_NODES_BY_DEPTH = "_nodes_by_depth"
+_NODE_FIELDS = ("operation", "is_input", "input_tensors", "outputs", "arguments")
+
+
+def functional_nodes_by_depth(functional, used_by="the frozen-feature cache"):
+    """`{depth: [Node]}` of a functional model (`Functional._nodes_by_depth`).
+
+    Keras publishes the layers of a functional model (`model.operations`)
+    but not the calls between them, which the cache needs to know what each
+    layer computes from.
+
+    Raises:
+        MissingInternalError: the model or one of its nodes lacks the
+            fields; the cache then trains uncached with one warning.
+
+    Example:
+
+    ```python
+    depths = functional_nodes_by_depth(model)
+    [n.operation.name for n in depths[0]]
+    ```
+    """
+    require_attributes(functional, (_NODES_BY_DEPTH,), used_by)
+    depths = getattr(functional, _NODES_BY_DEPTH)
+    for nodes in depths.values():
+        for node in nodes:
+            require_attributes(node, _NODE_FIELDS, used_by)
+    return depths
+
+
 def created_trainable_variables(obj):
     """The variables a layer (or built optimizer) holds as trainable, even while frozen.
 
