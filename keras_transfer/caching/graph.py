@@ -68,8 +68,11 @@ class Step:
     An alias step (`op` None) passes tensors into or out of a nested model.
     """
 
-    def __init__(self, op, node, inputs, outputs, casts=None, in_backbone=False):
+    def __init__(self, op, node, inputs, outputs, casts=None, in_backbone=False, name=None):
         self.op = op
+        # What the step's outputs are called: its layer, or the nested model
+        # whose outputs an alias step passes out.
+        self.name = name if op is None else op.name
         self.node = node
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
@@ -181,7 +184,7 @@ class Graph:
                     self.steps.append(
                         Step(None, None, [id(t) for t in op.outputs],
                               [id(t) for t in node.outputs],
-                              casts=[None] * len(node.outputs))
+                              casts=[None] * len(node.outputs), name=op.name)
                     )
                 else:
                     self.steps.append(
@@ -205,9 +208,11 @@ class Graph:
         return constant
 
     def name_of(self, key):
-        history = getattr(self.tensors[key], "_keras_history", None)
-        op = history[0] if history else None
-        return getattr(op, "name", str(key))
+        """The name of the layer that computes tensor `key` (the input's own name for it)."""
+        for step in self.steps:
+            if step.name is not None and key in step.outputs:
+                return step.name
+        return getattr(self.tensors.get(key), "name", str(key))
 
 def _expandable(op, node, calls):
     """Whether a nested functional model can be flattened into its caller."""
