@@ -3,7 +3,8 @@
 The import direction between sub-packages is checked by import-linter
 (`lint-imports`, contract in setup.cfg, run by .ci/run); these tests keep
 what it cannot see: no module reaches into another module's private names,
-and every module stays small enough to read in one sitting.
+every module stays small enough to read in one sitting, and every function
+body (its docstring aside: keep the manuals) fits on a screen or two.
 """
 
 import ast
@@ -13,6 +14,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_transfer"
 MAX_LINES = 500
+MAX_BODY_LINES = 80
 
 
 def _modules():
@@ -64,6 +66,39 @@ def test_no_module_reads_another_modules_private_names(path):
 def test_modules_are_short_enough_to_read_in_one_sitting(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.name} has {lines} lines; split it by concept"
+
+
+def _long_functions(path):
+    """`(name, line, body lines)` of the functions whose body, docstring aside, is too long."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if ast.get_docstring(node, clean=False) is not None:
+            body = body[1:]
+        if body:
+            lines = node.end_lineno - body[0].lineno + 1
+            if lines > MAX_BODY_LINES:
+                found.append((node.name, node.lineno, lines))
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_function_bodies_are_at_most_80_lines(path):
+    assert _long_functions(path) == [], "split these into named steps"
+
+
+def test_the_length_check_counts_the_body_not_the_docstring(tmp_path):
+    module = tmp_path / "probe.py"
+    docstring = '    """' + "\n" * 100 + '    """\n'
+    module.write_text(
+        "def documented():\n" + docstring + "    return 1\n"
+        "def long():\n" + "    x = 1\n" * (MAX_BODY_LINES + 1)
+    )
+    # documented: line 1; its docstring: lines 2-102; return: 103; long: 104.
+    assert _long_functions(module) == [("long", 104, MAX_BODY_LINES + 1)]
 
 
 def test_the_checks_catch_a_private_import(tmp_path):

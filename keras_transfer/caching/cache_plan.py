@@ -68,6 +68,49 @@ class CachePlan:
     views: int = 1  # augmented views of the training data (epoch e reads e % views)
 
 def make_plan(model, kw):
+    """The `CachePlan` of a `fit` with arguments `kw`, or a `Fallback` saying why not."""
+    shuffle = check_fit_inputs(model, kw)
+    if isinstance(shuffle, Fallback):
+        return shuffle
+    try:
+        plan = plan_from_callbacks(kw["callbacks"], model)
+    except ValueError as e:
+        return Fallback(str(e))
+    if plan is None:
+        backbone_ids = backbone_layer_ids(model)
+        predicates = [trains_now]
+    else:
+        backbone_ids = {id(l) for l in flatten_layers(plan.backbone)}
+        predicates = [
+            plan.trains_at(depth)
+            for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
+        ]
+    try:
+        graph = Graph(model, backbone_ids)
+        # User layers that could be cached are tried before any regime is
+        # made: their randomness decides what stays constant.
+        to_probe = steps_to_probe(graph, predicates)
+        if to_probe:
+            probe_steps(graph, to_probe, sample_batch(kw["x"], model.inputs[0]))
+    except MissingInternalError as e:
+        return Fallback(str(e))
+    views = augmented_views(model)
+    if views > 1 and not mark_per_view(graph, predicates):
+        views = 1  # Nothing random before the frozen layers: one view is all.
+    regimes = make_regimes(graph, predicates)
+    note = partial_cache_note(graph, regimes[0])
+    most_frozen = regimes[0].constant
+    if not any(s.weighted and set(s.outputs) <= most_frozen for s in graph.steps):
+        return Fallback(note)
+    keys, pooled = feature_keys(graph, regimes)
+    return CachePlan(graph, regimes, keys, pooled, prefix_steps(graph, keys), shuffle, note, views)
+
+def check_fit_inputs(model, kw):
+    """A `Fallback` when the model or `fit`'s data rule the cache out.
+
+    Otherwise, for a training dataset, whether it reshuffles itself each
+    epoch (`inspect_dataset`), and None for arrays.
+    """
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
         return Fallback(
@@ -88,16 +131,9 @@ def make_plan(model, kw):
                 "steps_per_epoch is set; caching needs epochs that go once "
                 "through a finite dataset."
             )
-        if x.cardinality() == tf.data.INFINITE_CARDINALITY:
-            return Fallback("the training dataset repeats forever.")
-        if not isinstance(x.element_spec, tuple) or len(x.element_spec) < 2:
-            return Fallback()  # No labels: Keras reports it.
         if kw["validation_split"]:
             return Fallback()  # Keras raises its own error.
-        inspected = inspect_dataset(x)
-        if isinstance(inspected, Fallback):
-            return inspected
-        shuffle = inspected
+        shuffle = _check_dataset(x, "training")
     elif is_array(x):
         if kw["y"] is None:
             return Fallback("the training data has no labels.")
@@ -109,80 +145,63 @@ def make_plan(model, kw):
             f"the training data is a {type(x).__name__}."
         )
     validation = kw["validation_data"]
-    if validation is not None:
-        if kw["validation_steps"] is not None:
-            return Fallback("validation_steps is set.")
-        if isinstance(validation, tf.data.Dataset):
-            if validation.cardinality() == tf.data.INFINITE_CARDINALITY:
-                return Fallback("the validation dataset repeats forever.")
-            if not isinstance(validation.element_spec, tuple) or len(validation.element_spec) < 2:
-                return Fallback()
-            inspected = inspect_dataset(validation)
-            if isinstance(inspected, Fallback):
-                return inspected
-        elif not (
-            isinstance(validation, (tuple, list))
-            and 2 <= len(validation) <= 3
-            and all(v is None or is_array(v) for v in validation)
-        ):
-            return Fallback(
-                "validation_data must be a tf.data.Dataset or a tuple of "
-                f"arrays; it is a {type(validation).__name__}."
-            )
+    if isinstance(shuffle, Fallback) or validation is None:
+        return shuffle
+    if kw["validation_steps"] is not None:
+        return Fallback("validation_steps is set.")
+    if isinstance(validation, tf.data.Dataset):
+        checked = _check_dataset(validation, "validation")
+        return checked if isinstance(checked, Fallback) else shuffle
+    if not (
+        isinstance(validation, (tuple, list))
+        and 2 <= len(validation) <= 3
+        and all(v is None or is_array(v) for v in validation)
+    ):
+        return Fallback(
+            "validation_data must be a tf.data.Dataset or a tuple of "
+            f"arrays; it is a {type(validation).__name__}."
+        )
+    return shuffle
 
-    try:
-        plan = plan_from_callbacks(kw["callbacks"], model)
-    except ValueError as e:
-        return Fallback(str(e))
-    if plan is None:
-        backbone_ids = backbone_layer_ids(model)
-        predicates = [trains_now]
-    else:
-        backbone_ids = {id(l) for l in flatten_layers(plan.backbone)}
-        predicates = [
-            plan.trains_at(depth)
-            for depth in plan.depths_between(kw["initial_epoch"], kw["epochs"])
-        ]
-    try:
-        graph = Graph(model, backbone_ids)
-        # User layers that could be cached are tried before any regime is
-        # made: their randomness decides what stays constant.
-        to_probe = steps_to_probe(graph, predicates)
-        if to_probe:
-            probe_steps(graph, to_probe, sample_batch(x, model.inputs[0]))
-    except MissingInternalError as e:
-        return Fallback(str(e))
-    views = augmented_views(model)
-    if views > 1 and not mark_per_view(graph, predicates):
-        views = 1  # Nothing random before the frozen layers: one view is all.
+def _check_dataset(dataset, role):
+    """`inspect_dataset(dataset)`, or a `Fallback` for an endless or unlabelled one."""
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        return Fallback(f"the {role} dataset repeats forever.")
+    if not isinstance(dataset.element_spec, tuple) or len(dataset.element_spec) < 2:
+        return Fallback()  # No labels: Keras reports it.
+    return inspect_dataset(dataset)
+
+def make_regimes(graph, predicates):
+    """One `Regime` per distinct cut of the fit's phases, most frozen first.
+
+    The trained layers only grow from phase to phase (ProgressiveUnfreeze's
+    depths never decrease), so each regime's cached tensors stay valid until
+    the phase that first trains below them.
+    """
     regimes = {}
     for trains in predicates:
         regime = make_regime(graph, trains)
         regimes.setdefault(regime.cut_ids, regime)
-    # Most frozen first. The trained layers only grow from phase to phase
-    # (ProgressiveUnfreeze's depths never decrease), so each regime's cached
-    # tensors stay valid until the phase that first trains below them.
-    regimes = sorted(regimes.values(), key=lambda r: len(r.suffix))
-    note = None
-    ideal = graph.constant_ids(regimes[0].trains, honour_randomness=False)
-    most_frozen = regimes[0].constant
-    blocked = [
-        s for s in graph.steps
-        if s.weighted and set(s.outputs) <= ideal and not set(s.outputs) <= most_frozen
-    ]
-    if blocked:
-        note = blocked_note([
-            s for s in graph.steps
-            if s.draws_anew and set(s.outputs) <= ideal
-            and not set(s.outputs) <= most_frozen
-            and all(k in most_frozen for k in s.inputs)
-        ])
-    cached_weights = [
-        s for s in graph.steps if s.weighted and set(s.outputs) <= most_frozen
-    ]
-    if not cached_weights:
-        return Fallback(note)
+    return sorted(regimes.values(), key=lambda r: len(r.suffix))
 
+def partial_cache_note(graph, most_frozen_regime):
+    """Why frozen weighted layers are left out of the cache (random steps before them), or None."""
+    ideal = graph.constant_ids(most_frozen_regime.trains, honour_randomness=False)
+    most_frozen = most_frozen_regime.constant
+    if not any(
+        s.weighted and set(s.outputs) <= ideal and not set(s.outputs) <= most_frozen
+        for s in graph.steps
+    ):
+        return None
+    return blocked_note([
+        s for s in graph.steps
+        if s.draws_anew and set(s.outputs) <= ideal
+        and not set(s.outputs) <= most_frozen
+        and all(k in most_frozen for k in s.inputs)
+    ])
+
+def feature_keys(graph, regimes):
+    """`(keys, pooled)`: each cut's feature name, and the head pooling applied before caching."""
     keys, pooled = {}, {}
     for regime in regimes:
         for key in regime.cut_ids:
@@ -191,6 +210,10 @@ def make_plan(model, kw):
                 pool = head_pooling(graph, key)
                 if pool is not None:
                     pooled[key] = pool
+    return keys, pooled
+
+def prefix_steps(graph, keys):
+    """The steps that compute every cut, in graph order."""
     needed = set(keys)
     prefix = []
     for step in reversed(graph.steps):
@@ -198,7 +221,7 @@ def make_plan(model, kw):
             prefix.append(step)
             needed |= set(step.inputs)
     prefix.reverse()
-    return CachePlan(graph, regimes, keys, pooled, prefix, shuffle, note, views)
+    return prefix
 
 def distribution_fallback(model):
     """Why the model's distribution (tf.distribute, keras.distribution) rules the cache out, or None."""

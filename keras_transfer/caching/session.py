@@ -59,9 +59,10 @@ class Session:
     # --- features
 
     def prepare(self, kw):
+        """Computes (or reuses) the features; returns `fit`'s arguments on them."""
         start = time.perf_counter()
         kw = dict(kw)
-        verbose = self._verbose = kw["verbose"]
+        self._verbose = kw["verbose"]
         store = getattr(self.model, "feature_store", None)
         # Augmented views are random draws: each fit makes its own.
         key = (
@@ -70,37 +71,19 @@ class Session:
         )
         shared = store.lookup(key) if key is not None else None
 
-        x, y, sample_weight = kw["x"], kw["y"], kw["sample_weight"]
-        validation = kw["validation_data"]
-        if is_array(x) and kw["validation_split"] and validation is None:
-            # Keras' split: the last fraction of the arrays, before shuffling.
-            x, y, sample_weight = (
-                None if v is None else np.asarray(v) for v in (x, y, sample_weight)
-            )
-            split = int(math.floor(len(x) * (1.0 - kw["validation_split"])))
-            validation = (x[split:], slice_structure(y, split, None),
-                          slice_structure(sample_weight, split, None))
-            x, y, sample_weight = x[:split], slice_structure(y, 0, split), slice_structure(sample_weight, 0, split)
-            kw["validation_split"] = 0.0
+        x, y, sample_weight, validation = _split_validation(kw)
         if isinstance(x, tf.data.Dataset):
             batch_size = None
             shuffle = bool(self.plan.shuffle)
         else:
             batch_size = kw["batch_size"] or 32
             shuffle = kw["shuffle"]
-
         inputs = (x, y, sample_weight, validation, batch_size, kw["validation_batch_size"])
         if shared is not None:
             views, val = [shared.train], shared.validation
             rename = {self.plan.keys[cut]: shared.names[sig] for cut, sig in key.cuts.items()}
         else:
             views, val = self._compute(*inputs)
-            if batch_size is None and views[0].uneven:
-                raise FallbackError(
-                    "the training dataset's batches differ in size before the "
-                    "last one, and the cache trains on batches of one size. "
-                    "Batch the dataset once (e.g. .unbatch().batch(32)) to cache it."
-                )
             rename = {name: name for name in self.plan.keys.values()}
             self._owns_features = True
             if key is not None and store.insert(key, views[0], val, self._directory):
@@ -127,40 +110,25 @@ class Session:
                 reshuffle_each_epoch=not is_array(x),
             ),
             y=None, sample_weight=None, batch_size=None, shuffle=False,
+            validation_split=0.0,
         )
         if val is not None:
             kw["validation_data"] = self._sources[1].dataset(val.batch_size)
             kw["validation_batch_size"] = None
-
         kw["callbacks"] = _with_callback(kw["callbacks"], RegimeSwitch(self))
-        seconds = time.perf_counter() - start
         info = FeatureCacheInfo(
             storage=_storage(views, val),
             samples=train.count,
             validation_samples=val.count if val is not None else 0,
             nbytes=sum(v.nbytes for v in views) + (val.nbytes if val is not None else 0),
-            seconds=seconds,
+            seconds=time.perf_counter() - start,
             boundaries=tuple(self._boundary_names(r) for r in self.plan.regimes),
             reused=shared is not None,
             views=len(views),
         )
         object.__setattr__(self.model, INFO_ATTRIBUTE, info)
-        if verbose != 0:
-            where = "in memory" if info.storage == "memory" else "on disk"
-            done = (
-                f"Reused the frozen features of an earlier fit ({store.describe()})"
-                if info.reused
-                else "Cached frozen features"
-                + (f" ({len(views)} augmented views)" if len(views) > 1 else "")
-            )
-            print_msg(
-                f"{done}: {info.samples:,} training and "
-                f"{info.validation_samples:,} validation samples in {seconds:.1f} s "
-                f"({info.nbytes / 2**20:,.1f} MiB {where}); the training steps "
-                f"start from {', '.join(info.boundaries[0])}"
-                + (f" (then {', '.join(info.boundaries[-1])})" if len(info.boundaries) > 1 else "")
-                + "."
-            )
+        if self._verbose != 0:
+            print_msg(_describe_cache(info, store))
         return kw
 
     def _compute(self, x, y, sample_weight, validation, batch_size, validation_batch_size):
@@ -173,6 +141,12 @@ class Session:
             steps = -(-len(x) // batch_size)
         views = self._store_views(batches, limit, steps=steps)
         train = views[0]
+        if batch_size is None and train.uneven:
+            raise FallbackError(
+                "the training dataset's batches differ in size before the "
+                "last one, and the cache trains on batches of one size. "
+                "Batch the dataset once (e.g. .unbatch().batch(32)) to cache it."
+            )
         val = None
         if validation is not None:
             if isinstance(validation, tf.data.Dataset):
@@ -359,6 +333,41 @@ class RegimeSwitch(keras.callbacks.Callback):
             # Validation reads the cache of the current phase too.
             self.model.test_function = None
 
+
+def _split_validation(kw):
+    """`(x, y, sample_weight, validation)`, with `validation_split` of arrays done as Keras does.
+
+    Keras' split: the last fraction of the arrays, before shuffling.
+    """
+    x, y, sample_weight = kw["x"], kw["y"], kw["sample_weight"]
+    validation = kw["validation_data"]
+    if not (is_array(x) and kw["validation_split"] and validation is None):
+        return x, y, sample_weight, validation
+    x, y, sample_weight = (
+        None if v is None else np.asarray(v) for v in (x, y, sample_weight)
+    )
+    split = int(math.floor(len(x) * (1.0 - kw["validation_split"])))
+    validation = (x[split:], slice_structure(y, split, None),
+                  slice_structure(sample_weight, split, None))
+    return (x[:split], slice_structure(y, 0, split),
+            slice_structure(sample_weight, 0, split), validation)
+
+def _describe_cache(info, store):
+    """The line a verbose cached fit prints once its features are ready."""
+    where = "in memory" if info.storage == "memory" else "on disk"
+    done = (
+        f"Reused the frozen features of an earlier fit ({store.describe()})"
+        if info.reused
+        else "Cached frozen features"
+        + (f" ({info.views} augmented views)" if info.views > 1 else "")
+    )
+    then = f" (then {', '.join(info.boundaries[-1])})" if len(info.boundaries) > 1 else ""
+    return (
+        f"{done}: {info.samples:,} training and "
+        f"{info.validation_samples:,} validation samples in {info.seconds:.1f} s "
+        f"({info.nbytes / 2**20:,.1f} MiB {where}); the training steps "
+        f"start from {', '.join(info.boundaries[0])}{then}."
+    )
 
 def _storage(views, val):
     stores = list(views) + ([val] if val is not None else [])
