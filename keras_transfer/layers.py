@@ -109,10 +109,9 @@ class BackbonePreprocessing(keras.layers.Layer):
         `Identity` layer of this layer's dtype policy that casts the result
         to it, as `call` does.
 
-        Example:
-
-        >>> [type(layer).__name__ for layer in BackbonePreprocessing("caffe").builtin_layers()]
-        ['Rescaling', 'Dense']
+        Examples:
+            >>> [type(layer).__name__ for layer in BackbonePreprocessing("caffe").builtin_layers()]
+            ['Rescaling', 'Dense']
 
         Returns:
             A list of new layers, to run in order.
@@ -259,10 +258,9 @@ class ClassifierHead(keras.layers.Layer):
         copies: they hold the head's weights). Chained in a
         `keras.Sequential`, they compute what the head computes.
 
-        Example:
-
-        >>> [layer.name for layer in ClassifierHead(2, hidden_units=8).builtin_layers()]
-        ['pool', 'dropout', 'hidden', 'hidden_dropout', 'predictions']
+        Examples:
+            >>> [layer.name for layer in ClassifierHead(2, hidden_units=8).builtin_layers()]
+            ['pool', 'dropout', 'hidden', 'hidden_dropout', 'predictions']
 
         Args:
             input_rank: 4 for `(batch, height, width, channels)` inputs

@@ -231,7 +231,7 @@ class TransferClassifier(keras.Model):
     ```
 
     Args:
-        inputs, outputs, name: as for a functional `keras.Model`.
+        *args: `inputs, outputs`, as for a functional `keras.Model`.
         cache_frozen_features: bool, whether `fit` caches the output of
             frozen layers. Defaults to True.
         cache_memory_limit: int, bytes of cached features kept in memory;
@@ -249,6 +249,8 @@ class TransferClassifier(keras.Model):
             ones make `fit` train uncached), or an int K >= 1: cache K
             augmented views of each training image, epoch `e` training on
             view `e % K`. Also settable as the `augmented_views` attribute.
+        **kwargs: `name` and the other arguments of a functional
+            `keras.Model`.
     """
 
     def __init__(

@@ -250,7 +250,8 @@ def load_model(path, compile=True, safe_mode=True):
 
     Raises:
         ConfigurationError: the metadata cannot be read or applied.
-        Whatever `keras.models.load_model` raises for a file it cannot load.
+        Exception: whatever `keras.models.load_model` raises for a file it
+            cannot load.
     """
     metadata = read_metadata(path)
     loaded = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)

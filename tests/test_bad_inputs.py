@@ -1,6 +1,6 @@
 """Bad input: each mistake gets a message that names the problem and the fix.
 
-The tables below are the contract the README's "Bad input" section documents:
+The tables below are the contract docs/bad-input-and-interruptions.md documents:
 one row per mistake a user makes, through the Python API (the exception and
 words of its message) or the `keras-transfer` command line (the exit status,
 one line on stderr, never a traceback). `stage` says how far the command gets

@@ -1,4 +1,4 @@
-"""A cached `fit` trains exactly as an uncached one: the README's claim, case by case.
+"""A cached `fit` trains exactly as an uncached one: docs/speed-and-caching.md's claim, case by case.
 
 Each case fits the same model twice from the same seed, with
 `cache_frozen_features` True and False, and compares every per-epoch value

@@ -1,10 +1,10 @@
-"""Every code block of README.md runs as written.
+"""Every code block of README.md and of the docs pages (docs/**/*.md) runs as written.
 
-The README's fenced blocks are read in order; ```` ```text ```` blocks are
-output samples and are skipped. The others run in one child process (importing
-TensorFlow once costs more than most blocks), from the working directory
-`TMP/checkout` of a sandbox laid out so that the README's paths resolve as
-written:
+The documents are read README first, then the docs pages by path, and their
+fenced blocks in order; ```` ```text ```` blocks are output samples and are
+skipped. The others run in one child process (importing TensorFlow once costs
+more than most blocks), all in one sandbox, from its working directory
+`TMP/checkout`, laid out so that the documents' paths resolve as written:
 
     TMP/shared/assets/weights       -> the real ImageNet weights (KERAS_TRANSFER_ASSETS)
     TMP/shared/assets/data/flower_photos, and in TMP/checkout: photos/,
@@ -16,9 +16,14 @@ written:
                                        (under Install) seed it, from the assets
 
 The machine is offline, so that seeding is the offline equivalent of every
-download the README mentions. Nothing else is substituted but, in the
-default tier, the `SUBSTITUTIONS` below (what would make CI slow; each must
-occur in the README exactly once, so the list cannot go stale unnoticed).
+download the documents mention. The README runs first because later pages
+build on it: its Install commands seed `KERAS_HOME` and its API tour saves
+`flowers.keras`, which the docs pages predict with. A docs page that shows a
+README block includes it (`--8<-- "README.md:NAME"`, pymdownx.snippets)
+instead of repeating it, so that block runs once, where it is written.
+Nothing else is substituted but, in the default tier, the `SUBSTITUTIONS`
+below (what would make CI slow; each must occur exactly once in all the
+documents together, so the list cannot go stale unnoticed).
 
 Python blocks run with `exec`, each in a fresh namespace, or in the previous
 block's when an HTML comment `<!-- readme-test: continues -->` (invisible to
@@ -34,15 +39,17 @@ show the expression's value. Shell blocks run line by line
   they also run for real (`python -m keras_transfer ...`), with
   `SLOW_SUBSTITUTIONS`;
 - `pip install -e ".[extra]"`: the extras exist in setup.cfg;
-- `bash SCRIPT` (`bash -n`), `lint-imports`, `python -m pytest` (the CI and
-  the suite themselves): their script, program or folder exists;
+- `bash SCRIPT` (`bash -n`), `lint-imports`, `mkdocs`, `python -m pytest`
+  (the CI, the docs site and the suite themselves): their script, program
+  or folder exists;
 - anything else (`mkdir`, `ln`, `export`): run by bash in the sandbox, after
   which no symlink there may dangle.
 
 `<!-- readme-test: parse-only -->` above a block keeps its commands or its
 Python from running even in the slow tier (the distributed search needs
-several machines; the `DataParallel` example, the JAX backend). The child reports each block's result and time; one test per
-block asserts it.
+several machines; the `DataParallel` example, the JAX backend). The child
+reports each block's result and time; one test per block
+(`README.md:LINE`, `docs/PAGE.md:LINE`) asserts it.
 """
 
 import ast
@@ -67,12 +74,13 @@ from conftest import assets_path
 from conftest import copy_flower_subset
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-README = PROJECT_ROOT / "README.md"
+# README first (see the module docstring), then the docs pages by path.
+DOCUMENTS = (PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md")))
 SLOW = os.environ.get("KERAS_TRANSFER_SLOW_TESTS") == "1"
 PER_CLASS = 4
 
-# (README text, what the default tier runs instead); the slow tier runs the
-# README as written. The tuner block's 4 depths x 8 epochs are 32 epochs of
+# (documents' text, what the default tier runs instead); the slow tier runs
+# the documents as written. The tuner block's 4 depths x 8 epochs are 32 epochs of
 # training (one depth, 4 epochs, still crosses the unfreeze epoch); an export
 # costs 5-11 s of CPU, so the default tier checks that the call binds to
 # export_model's signature (tests/test_export.py runs exports).
@@ -113,21 +121,34 @@ def read_blocks(text):
     return blocks
 
 
-def substituted_readme(slow):
-    text = README.read_text()
+def document_name(path):
+    return path.relative_to(PROJECT_ROOT).as_posix()
+
+
+def substituted_documents(slow):
+    """`{name: text}` of every document, with the default tier's substitutions."""
+    texts = {document_name(path): path.read_text() for path in DOCUMENTS}
     for old, new in SUBSTITUTIONS:
-        assert text.count(old) == 1, f"README substitution no longer matches once: {old!r}"
-        text = text if slow else text.replace(old, new)
-    return text
+        found = [name for name, text in texts.items() if old in text]
+        count = sum(text.count(old) for text in texts.values())
+        assert count == 1, f"substitution no longer matches once ({found}): {old!r}"
+        if not slow:
+            texts[found[0]] = texts[found[0]].replace(old, new)
+    return texts
 
 
-BLOCKS = read_blocks(README.read_text())
+# `[(document, line, language, code, directives)]`, documents in run order.
+BLOCKS = [
+    (name, *block)
+    for name, text in substituted_documents(slow=True).items()
+    for block in read_blocks(text)
+]
 
 
 def test_every_block_is_labelled():
-    unlabelled = [line for line, language, _, _ in BLOCKS if not language]
+    unlabelled = [f"{name}:{line}" for name, line, language, _, _ in BLOCKS if not language]
     assert not unlabelled, (
-        f"README.md blocks at lines {unlabelled} have no language: fence code as "
+        f"blocks {unlabelled} have no language: fence code as "
         "```bash / ```python and output samples as ```text"
     )
 
@@ -180,7 +201,7 @@ def split_command(line):
 def shown_values(code):
     """`(expression, value)` for each line `EXPRESSION  # LITERAL` of a block.
 
-    The README shows results as comments (`spec.default_input_size  # 224`);
+    A document shows results as comments (`spec.default_input_size  # 224`);
     a comment that is a Python literal without `...` must be the value.
     """
     for line in code.splitlines():
@@ -204,30 +225,30 @@ def dangling_links(*folders):
 
 
 class Runner:
-    """Runs the README's blocks in the sandbox (in the child process)."""
+    """Runs the documents' blocks in the sandbox (in the child process)."""
 
     def __init__(self, checkout, slow):
         self.checkout = pathlib.Path(checkout)
         self.slow = slow
         self.namespace = {}
 
-    def python(self, line, code, directives):
+    def python(self, document, line, code, directives):
         if "continues" not in directives:
             self.namespace = {"__name__": "__readme__", "inspect": inspect}
-        # Leading newlines make traceback line numbers README line numbers.
-        compiled = compile("\n" * line + code, str(README), "exec")
+        # Leading newlines make traceback line numbers the document's line numbers.
+        compiled = compile("\n" * line + code, str(PROJECT_ROOT / document), "exec")
         if "parse-only" in directives:
             return
         exec(compiled, self.namespace)
         for expression, shown in shown_values(code):
             value = eval(expression, self.namespace)
-            assert value == shown, f"README shows {expression} as {shown!r}; it is {value!r}"
+            assert value == shown, f"{document} shows {expression} as {shown!r}; it is {value!r}"
 
-    def shell(self, line, code, directives):
+    def shell(self, document, line, code, directives):
         plain = []
         for command in shell_lines(code):
             env, argv = split_command(command)
-            if argv[0] in ("keras-transfer", "python", "pip", "bash", "lint-imports"):
+            if argv[0] in ("keras-transfer", "python", "pip", "bash", "lint-imports", "mkdocs"):
                 self.bash(plain)
                 plain = []
                 self.dispatch(env, argv, run="parse-only" not in directives)
@@ -306,34 +327,40 @@ class Runner:
         )
 
 
-def run_readme(checkout, results_path, slow):
+def run_documents(checkout, results_path, slow):
     """The child's entry point: runs every block, records each one's outcome."""
     runner, results = Runner(checkout, slow), {}
-    for line, language, code, directives in read_blocks(substituted_readme(slow)):
-        if language == "text":
-            continue
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            os.chdir(checkout)
-            getattr(runner, "python" if language == "python" else "shell")(line, code, directives)
-            outcome = {"ok": True, "error": ""}
-        except BaseException:  # SystemExit from argparse included
-            outcome = {"ok": False, "error": traceback.format_exc()}
-        outcome["seconds"] = round(time.perf_counter() - start, 1)
-        outcome["cpu_seconds"] = round(time.process_time() - cpu, 1)
-        results[str(line)] = outcome
-        print(f"README.md:{line} ({language}): {outcome['seconds']} s "
-              f"({outcome['cpu_seconds']} s CPU), "
-              f"{'ok' if outcome['ok'] else 'FAILED'}\n{outcome['error']}",
-              file=sys.stderr, flush=True)
+    for document, text in substituted_documents(slow).items():
+        for line, language, code, directives in read_blocks(text):
+            if language == "text":
+                continue
+            results[f"{document}:{line}"] = run_block(runner, document, line, language, code, directives)
     pathlib.Path(results_path).write_text(json.dumps(results, indent=1))
+
+
+def run_block(runner, document, line, language, code, directives):
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        os.chdir(runner.checkout)
+        run = runner.python if language == "python" else runner.shell
+        run(document, line, code, directives)
+        outcome = {"ok": True, "error": ""}
+    except BaseException:  # SystemExit from argparse included
+        outcome = {"ok": False, "error": traceback.format_exc()}
+    outcome["seconds"] = round(time.perf_counter() - start, 1)
+    outcome["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    print(f"{document}:{line} ({language}): {outcome['seconds']} s "
+          f"({outcome['cpu_seconds']} s CPU), "
+          f"{'ok' if outcome['ok'] else 'FAILED'}\n{outcome['error']}",
+          file=sys.stderr, flush=True)
+    return outcome
 
 
 # --- the tests --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def readme_results(tmp_path_factory):
+def block_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     checkout = make_sandbox(root)
     results_path = root / "results.json"
@@ -345,26 +372,24 @@ def readme_results(tmp_path_factory):
     }
     script = (
         "import test_readme; "
-        f"test_readme.run_readme({str(checkout)!r}, {str(results_path)!r}, {SLOW})"
+        f"test_readme.run_documents({str(checkout)!r}, {str(results_path)!r}, {SLOW})"
     )
     child = subprocess.run(
         [sys.executable, "-c", script], cwd=checkout, env=env, capture_output=True,
         text=True, timeout=7200 if SLOW else 600,
     )
     if not results_path.exists():
-        pytest.fail(f"the README runner died ({child.returncode}):\n{child.stderr[-6000:]}")
+        pytest.fail(f"the documents' runner died ({child.returncode}):\n{child.stderr[-6000:]}")
     return json.loads(results_path.read_text()), child.stdout + child.stderr
 
 
 @pytest.mark.parametrize(
-    "line",
-    [line for line, language, _, _ in BLOCKS if language != "text"],
-    ids=lambda line: f"README.md:{line}",
+    "block", [f"{name}:{line}" for name, line, language, _, _ in BLOCKS if language != "text"]
 )
-def test_block_runs(readme_results, line):
-    results, output = readme_results
-    result = results[str(line)]
+def test_block_runs(block_results, block):
+    results, output = block_results
+    result = results[block]
     assert result["ok"], (
-        f"README.md block at line {line} failed:\n{result['error']}\n"
+        f"block {block} failed:\n{result['error']}\n"
         f"--- end of the runner's output ---\n{output[-4000:]}"
     )

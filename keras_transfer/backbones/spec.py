@@ -215,10 +215,9 @@ class BackboneSpec:
     def weights_url(self, input_shape=None):
         """Where the ImageNet weights for this input download from, or None.
 
-        Example:
-
-        >>> keras_transfer.get_backbone("nasnet_mobile").weights_url().rsplit("/", 2)[1:]
-        ['nasnet', 'NASNet-mobile-no-top.h5']
+        Examples:
+            >>> keras_transfer.get_backbone("nasnet_mobile").weights_url().rsplit("/", 2)[1:]
+            ['nasnet', 'NASNet-mobile-no-top.h5']
         """
         filename = self.weights_filename(input_shape)
         if filename is None:

@@ -84,10 +84,12 @@ def find_learning_rate(
 
     Args:
         model: a compiled Keras model, usually a `TransferClassifier`.
-        x, y: the training data, as for `fit`: a finite `tf.data.Dataset` of
-            `(images, labels)` batches (y None), or arrays.
-        min_lr, max_lr: the range of learning rates, `0 < min_lr < max_lr`.
-            Defaults to 1e-6 and 1.
+        x: the training data, as for `fit`: a finite `tf.data.Dataset` of
+            `(images, labels)` batches, or an array of images.
+        y: the labels when `x` is an array; None for a dataset.
+        min_lr: the start of the range of learning rates,
+            `0 < min_lr < max_lr`. Defaults to 1e-6.
+        max_lr: the end of the range. Defaults to 1.
         steps: training steps (batches) of the test, at least 10; the data
             is repeated when it has fewer batches. Defaults to 100.
         batch_size: for arrays, as in `fit`; None means 32.

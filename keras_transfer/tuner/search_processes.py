@@ -90,10 +90,10 @@ def search_in_subprocesses(build_tuner, search_arguments, trials_per_process=5, 
     Raises:
         ConfigurationError: bad arguments, or `build_tuner` ignored
             `overwrite` (a later process found the search emptied).
-        The exception a child raised (a `KerasTransferError` or a
-        `RuntimeError` with its traceback), or `RuntimeError` naming the
-        exit status of a child that died without a word (e.g. killed for
-        memory); the trials finished before are kept on disk.
+        Exception: the exception a child raised (a `KerasTransferError` or
+            a `RuntimeError` with its traceback), or `RuntimeError` naming
+            the exit status of a child that died without a word (e.g. killed
+            for memory); the trials finished before are kept on disk.
     """
     for name, function in (("build_tuner", build_tuner), ("search_arguments", search_arguments)):
         if not callable(function):
