@@ -11,8 +11,8 @@ import tensorflow as tf
 
 import keras_transfer
 from keras_transfer import caching
-from keras_transfer.caching.storage import FeatureBatches
-from keras_transfer.caching.storage import FeatureSource
+from keras_transfer.caching.feature_batches import FeatureBatches
+from keras_transfer.caching.feature_batches import FeatureSource
 
 N, BATCH = 32, 8
 SEEN = []  # labels of each training batch, in the order the steps see them

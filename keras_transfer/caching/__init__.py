@@ -78,19 +78,19 @@ processes, train uncached.
 With the model's `augmented_views=K`, random layers before frozen layers no
 longer stop the cache: they count as constant within a view. The pass runs
 them in training mode K times per training image (K stores of features,
-sharing the memory limit; validation once, unaugmented), and `RegimeSwitch`
+sharing the memory limit; validation once, unaugmented), and `PhaseSwitch`
 points the training pipeline at view `epoch % K` at each epoch.
 """
 
 from keras_transfer import defaults
-from keras_transfer.caching.fit import call_on_features
-from keras_transfer.caching.fit import fit
-from keras_transfer.caching.fit import is_feature_batch
+from keras_transfer.caching.model_hooks import call_on_features
+from keras_transfer.caching.model_hooks import fit
+from keras_transfer.caching.model_hooks import is_feature_batch
 from keras_transfer.caching.info import FeatureCacheInfo
 from keras_transfer.caching.info import feature_cache_info
 from keras_transfer.caching.info import fit_start_time
 from keras_transfer.caching.info import running_cache_info
-from keras_transfer.caching.store import FeatureStore
+from keras_transfer.caching.feature_store import FeatureStore
 
 # Bytes of features a `TransferClassifier` keeps in memory before spilling.
 DEFAULT_MEMORY_LIMIT = defaults.CACHE_MEMORY_LIMIT

@@ -2,7 +2,7 @@
 
 From the unfreeze plan (when a `ProgressiveUnfreeze` is among the
 callbacks) or the model's current `trainable` flags, `make_plan` works out,
-for each phase of the fit, which tensors stay constant (a `Regime`), and
+for each phase of the fit, which tensors stay constant (a `PhasePlan`), and
 the prefix of the graph that computes all of them once per image. It
 returns a `Fallback` with the reason when caching cannot be correct.
 """
@@ -41,7 +41,7 @@ FEATURE_KEY = "keras_transfer_feature_"
 
 
 @dataclasses.dataclass
-class Regime:
+class PhasePlan:
     """How one phase runs: which cached tensors it starts from, what it computes."""
 
     cut_ids: tuple
@@ -49,17 +49,17 @@ class Regime:
     constant: set
     trains: object
 
-def make_regime(graph, trains):
+def make_phase_plan(graph, trains):
     constant = graph.constant_ids(trains)
     suffix = [s for s in graph.steps if not set(s.outputs) <= constant]
     cuts = {k for s in suffix for k in s.inputs if k in constant}
     cuts |= {k for k in graph.output_ids if k in constant}
-    return Regime(tuple(sorted(cuts, key=graph.order.get)), suffix, constant, trains)
+    return PhasePlan(tuple(sorted(cuts, key=graph.order.get)), suffix, constant, trains)
 
 @dataclasses.dataclass
 class CachePlan:
     graph: Graph
-    regimes: list  # most frozen first
+    phase_plans: list  # most frozen first
     keys: dict  # cut id -> feature key
     pooled: dict  # cut id -> pooling layer applied before caching
     prefix: list  # steps computing every cut
@@ -87,7 +87,7 @@ def make_plan(model, kw):
         ]
     try:
         graph = Graph(model, backbone_ids)
-        # User layers that could be cached are tried before any regime is
+        # User layers that could be cached are tried before any phase_plan is
         # made: their randomness decides what stays constant.
         to_probe = steps_to_probe(graph, predicates)
         if to_probe:
@@ -97,13 +97,13 @@ def make_plan(model, kw):
     views = augmented_views(model)
     if views > 1 and not mark_per_view(graph, predicates):
         views = 1  # Nothing random before the frozen layers: one view is all.
-    regimes = make_regimes(graph, predicates)
-    note = partial_cache_note(graph, regimes[0])
-    most_frozen = regimes[0].constant
+    phase_plans = make_phase_plans(graph, predicates)
+    note = partial_cache_note(graph, phase_plans[0])
+    most_frozen = phase_plans[0].constant
     if not any(s.weighted and set(s.outputs) <= most_frozen for s in graph.steps):
         return Fallback(note)
-    keys, pooled = feature_keys(graph, regimes)
-    return CachePlan(graph, regimes, keys, pooled, prefix_steps(graph, keys), shuffle, note, views)
+    keys, pooled = feature_keys(graph, phase_plans)
+    return CachePlan(graph, phase_plans, keys, pooled, prefix_steps(graph, keys), shuffle, note, views)
 
 def check_fit_inputs(model, kw):
     """A `Fallback` when the model or `fit`'s data rule the cache out.
@@ -171,18 +171,18 @@ def _check_dataset(dataset, role):
         return Fallback()  # No labels: Keras reports it.
     return inspect_dataset(dataset)
 
-def make_regimes(graph, predicates):
-    """One `Regime` per distinct cut of the fit's phases, most frozen first.
+def make_phase_plans(graph, predicates):
+    """One `PhasePlan` per distinct cut of the fit's phases, most frozen first.
 
     The trained layers only grow from phase to phase (ProgressiveUnfreeze's
-    depths never decrease), so each regime's cached tensors stay valid until
+    depths never decrease), so each phase_plan's cached tensors stay valid until
     the phase that first trains below them.
     """
-    regimes = {}
+    phase_plans = {}
     for trains in predicates:
-        regime = make_regime(graph, trains)
-        regimes.setdefault(regime.cut_ids, regime)
-    return sorted(regimes.values(), key=lambda r: len(r.suffix))
+        phase_plan = make_phase_plan(graph, trains)
+        phase_plans.setdefault(phase_plan.cut_ids, phase_plan)
+    return sorted(phase_plans.values(), key=lambda r: len(r.suffix))
 
 def partial_cache_note(graph, most_frozen_regime):
     """Why frozen weighted layers are left out of the cache (random steps before them), or None."""
@@ -200,11 +200,11 @@ def partial_cache_note(graph, most_frozen_regime):
         and all(k in most_frozen for k in s.inputs)
     ])
 
-def feature_keys(graph, regimes):
+def feature_keys(graph, phase_plans):
     """`(keys, pooled)`: each cut's feature name, and the head pooling applied before caching."""
     keys, pooled = {}, {}
-    for regime in regimes:
-        for key in regime.cut_ids:
+    for phase_plan in phase_plans:
+        for key in phase_plan.cut_ids:
             if key not in keys:
                 keys[key] = f"{FEATURE_KEY}{len(keys)}"
                 pool = head_pooling(graph, key)

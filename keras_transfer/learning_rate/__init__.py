@@ -5,17 +5,17 @@ finding = keras_transfer.find_learning_rate(model, train_ds, plot="lr.png")
 model.optimizer.learning_rate = finding.suggestion
 ```
 
-- `finder`: `find_learning_rate`, the range test through the model's `fit`.
-- `finding`: `LearningRateFinding` (the curve, its plot), `suggest` (the
+- `range_test`: `find_learning_rate`, the range test through the model's `fit`.
+- `loss_curve`: `LearningRateFinding` (the curve, its plot), `suggest` (the
   rules), `smooth`, `describe`.
 """
 
-from keras_transfer.learning_rate.finder import find_learning_rate
-from keras_transfer.learning_rate.finding import RULES
-from keras_transfer.learning_rate.finding import LearningRateFinding
-from keras_transfer.learning_rate.finding import describe
-from keras_transfer.learning_rate.finding import smooth
-from keras_transfer.learning_rate.finding import suggest
+from keras_transfer.learning_rate.range_test import find_learning_rate
+from keras_transfer.learning_rate.loss_curve import RULES
+from keras_transfer.learning_rate.loss_curve import LearningRateFinding
+from keras_transfer.learning_rate.loss_curve import describe
+from keras_transfer.learning_rate.loss_curve import smooth
+from keras_transfer.learning_rate.loss_curve import suggest
 
 __all__ = [
     "RULES",

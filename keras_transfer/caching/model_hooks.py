@@ -11,8 +11,8 @@ from keras_transfer.caching.info import INFO_ATTRIBUTE
 from keras_transfer.caching.info import SESSION_ATTRIBUTE
 from keras_transfer.caching.inputs import Fallback
 from keras_transfer.caching.inputs import FallbackError
-from keras_transfer.caching.session import RegimeSwitch
-from keras_transfer.caching.session import Session
+from keras_transfer.caching.cached_fit import PhaseSwitch
+from keras_transfer.caching.cached_fit import CachedFit
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.internals import MissingInternalError
 
@@ -57,7 +57,7 @@ def fit(model, fit_fn, fit_kwargs):
                 stacklevel=3,
             )
         return fit_fn(**fit_kwargs)
-    session = Session(model, plan)
+    session = CachedFit(model, plan)
     try:
         try:
             kwargs = session.prepare(fit_kwargs)
@@ -76,7 +76,7 @@ def fit(model, fit_fn, fit_kwargs):
         callbacks = fit_kwargs["callbacks"]
         if isinstance(callbacks, keras.callbacks.CallbackList):
             callbacks.callbacks[:] = [
-                c for c in callbacks.callbacks if not isinstance(c, RegimeSwitch)
+                c for c in callbacks.callbacks if not isinstance(c, PhaseSwitch)
             ]
         # The traced steps take features; the next call takes images.
         model.train_function = None

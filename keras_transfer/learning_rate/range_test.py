@@ -23,12 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.learning_rate.finding import RULES
-from keras_transfer.learning_rate.finding import LearningRateFinding
-from keras_transfer.learning_rate.finding import Smoother
-from keras_transfer.learning_rate.finding import describe
-from keras_transfer.learning_rate.finding import smooth
-from keras_transfer.learning_rate.finding import suggest
+from keras_transfer.learning_rate.loss_curve import RULES
+from keras_transfer.learning_rate.loss_curve import LearningRateFinding
+from keras_transfer.learning_rate.loss_curve import Smoother
+from keras_transfer.learning_rate.loss_curve import describe
+from keras_transfer.learning_rate.loss_curve import smooth
+from keras_transfer.learning_rate.loss_curve import suggest
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.checks import is_number
 from keras_transfer.utils.internals import print_msg

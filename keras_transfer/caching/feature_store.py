@@ -3,7 +3,7 @@
 import collections
 
 from keras_transfer import defaults
-from keras_transfer.caching.sharing import SharedFeatures
+from keras_transfer.caching.sharing_keys import SharedFeatures
 from keras_transfer.errors import ConfigurationError
 
 

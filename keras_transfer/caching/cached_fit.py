@@ -1,8 +1,8 @@
 """One cached `fit`: the inference pass that fills the cache, and the steps that train on it.
 
-`Session.prepare` turns the user's `fit` arguments into feature arguments;
-`Session.forward` runs the trained part of the model from the cached
-tensors of the current phase; `RegimeSwitch` moves to the next phase's
+`CachedFit.prepare` turns the user's `fit` arguments into feature arguments;
+`CachedFit.forward` runs the trained part of the model from the cached
+tensors of the current phase; `PhaseSwitch` moves to the next phase's
 tensors when the unfreeze plan changes what trains, and computes the
 features again when a callback changed the frozen weights as training
 began (`BackupAndRestore` restoring a backup into a freshly built model).
@@ -25,25 +25,25 @@ from keras_transfer.caching.info import INFO_ATTRIBUTE
 from keras_transfer.caching.info import feature_cache_info
 from keras_transfer.caching.inputs import FallbackError
 from keras_transfer.caching.inputs import is_array
-from keras_transfer.caching.sharing import sharing_key
-from keras_transfer.caching.sharing import weight_checksums
-from keras_transfer.caching.storage import FeatureBatches
-from keras_transfer.caching.storage import FeatureSource
-from keras_transfer.caching.storage import array_batches
-from keras_transfer.caching.storage import dataset_batches
-from keras_transfer.caching.storage import slice_structure
+from keras_transfer.caching.sharing_keys import sharing_key
+from keras_transfer.caching.sharing_keys import weight_checksums
+from keras_transfer.caching.feature_batches import FeatureBatches
+from keras_transfer.caching.feature_batches import FeatureSource
+from keras_transfer.caching.feature_batches import array_batches
+from keras_transfer.caching.feature_batches import dataset_batches
+from keras_transfer.caching.feature_batches import slice_structure
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.internals import print_msg
 
 
-class Session:
+class CachedFit:
     """The cached features of one `fit` and the step that trains on them."""
 
     def __init__(self, model, plan):
         self.model = model
         self.plan = plan
-        self.regime = plan.regimes[-1]  # The least frozen is always correct.
-        # Regimes only move towards less frozen ones: a layer that trained
+        self.phase_plan = plan.phase_plans[-1]  # The least frozen is always correct.
+        # Phase plans only move towards less frozen ones: a layer that trained
         # and was frozen again has outdated cached outputs.
         self._earliest = 0
         self._directory = None
@@ -91,7 +91,7 @@ class Session:
                 self._owns_features = False
         if _has_callbacks(kw["callbacks"]):
             # Only a callback can change frozen weights before the first epoch.
-            self._checksums = weight_checksums(self._frozen_ops(self.plan.regimes))
+            self._checksums = weight_checksums(self._frozen_ops(self.plan.phase_plans))
             self._inputs = inputs
 
         # Both storages reach Keras as one pipeline that reads rows by index,
@@ -115,14 +115,14 @@ class Session:
         if val is not None:
             kw["validation_data"] = self._sources[1].dataset(val.batch_size)
             kw["validation_batch_size"] = None
-        kw["callbacks"] = _with_callback(kw["callbacks"], RegimeSwitch(self))
+        kw["callbacks"] = _with_callback(kw["callbacks"], PhaseSwitch(self))
         info = FeatureCacheInfo(
             storage=_storage(views, val),
             samples=train.count,
             validation_samples=val.count if val is not None else 0,
             nbytes=sum(v.nbytes for v in views) + (val.nbytes if val is not None else 0),
             seconds=time.perf_counter() - start,
-            boundaries=tuple(self._boundary_names(r) for r in self.plan.regimes),
+            boundaries=tuple(self._boundary_names(r) for r in self.plan.phase_plans),
             reused=shared is not None,
             views=len(views),
         )
@@ -160,9 +160,9 @@ class Session:
             val = self._store_views(batches, max(limit - used, 0), training=False)[0]
         return views, val
 
-    def _frozen_ops(self, regimes):
-        """The layers with weights that compute the cached tensors of `regimes`."""
-        needed = {key for regime in regimes for key in regime.cut_ids}
+    def _frozen_ops(self, phase_plans):
+        """The layers with weights that compute the cached tensors of `phase_plans`."""
+        needed = {key for phase_plan in phase_plans for key in phase_plan.cut_ids}
         ops = {}
         for step in reversed(self.plan.prefix):
             if needed & set(step.outputs):
@@ -184,7 +184,7 @@ class Session:
             return False
         saved, self._checksums = self._checksums, None
         inputs, self._inputs = self._inputs, None
-        current = weight_checksums(self._frozen_ops(self.plan.regimes[self._earliest:]))
+        current = weight_checksums(self._frozen_ops(self.plan.phase_plans[self._earliest:]))
         if all(saved[key] == value for key, value in current.items()):
             return False
         start = time.perf_counter()
@@ -219,10 +219,10 @@ class Session:
         ))
         return True
 
-    def _boundary_names(self, regime):
+    def _boundary_names(self, phase_plan):
         return tuple(
             self.plan.graph.name_of(k) + (":pooled" if k in self.plan.pooled else "")
-            for k in regime.cut_ids
+            for k in phase_plan.cut_ids
         )
 
     def select_view(self, epoch):
@@ -273,14 +273,14 @@ class Session:
 
     # --- training steps
 
-    def select_regime(self):
-        """Picks the most frozen regime whose cached tensors are constant now."""
+    def select_phase_plan(self):
+        """Picks the most frozen phase_plan whose cached tensors are constant now."""
         graph = self.plan.graph
         constant = graph.constant_ids(trains_now)
-        for index, regime in enumerate(self.plan.regimes):
-            if index >= self._earliest and all(k in constant for k in regime.cut_ids):
-                changed = regime is not self.regime
-                self.regime = regime
+        for index, phase_plan in enumerate(self.plan.phase_plans):
+            if index >= self._earliest and all(k in constant for k in phase_plan.cut_ids):
+                changed = phase_plan is not self.phase_plan
+                self.phase_plan = phase_plan
                 self._earliest = index
                 return changed
         trained = sorted(
@@ -301,17 +301,17 @@ class Session:
             batch = next(iter(inputs.values())).shape[0]
             return keras.KerasTensor((batch,) + tuple(output.shape[1:]), output.dtype)
         values = {}
-        for key in self.regime.cut_ids:
+        for key in self.phase_plan.cut_ids:
             values[key] = inputs[self.plan.keys[key]]
-        for step in self.regime.suffix:
+        for step in self.phase_plan.suffix:
             step.run(values, training)
         outputs = [values[k] for k in self.plan.graph.output_ids]
         if len(outputs) == 1:
             return outputs[0]
         return keras.tree.pack_sequence_as(self.model.output, outputs)
 
-class RegimeSwitch(keras.callbacks.Callback):
-    """Switches the traced steps to the regime of each epoch's phase.
+class PhaseSwitch(keras.callbacks.Callback):
+    """Switches the traced steps to the phase_plan of each epoch's phase.
 
     Runs after every other callback, so after `ProgressiveUnfreeze` changed
     what trains, and after `BackupAndRestore` restored weights (at the first
@@ -323,7 +323,7 @@ class RegimeSwitch(keras.callbacks.Callback):
         self._session = session
 
     def on_epoch_begin(self, epoch, logs=None):
-        changed = self._session.select_regime()
+        changed = self._session.select_phase_plan()
         # The pipelines read the new features from this epoch on; the traced
         # steps do not depend on them.
         self._session.refresh_features()
