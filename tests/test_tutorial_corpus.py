@@ -28,6 +28,7 @@ A new pattern found by a user becomes one more `Tutorial` in `CASES`.
 """
 
 import dataclasses
+import functools
 import warnings
 
 import keras
@@ -45,7 +46,7 @@ from test_caching_equivalence import MNV2_035
 SIZE = 32  # The smallest input MobileNetV2 and EfficientNetB0 take.
 XCEPTION_SIZE = 71  # Xception's smallest.
 CLASSES = ("daisy", "dandelion")
-TRAIN_PER_CLASS, VAL_PER_CLASS = 6, 2
+TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 1  # Two training steps of 4 photos an epoch.
 BATCH = 4
 SEED = 7
 TOLERANCE = 1e-4
@@ -273,8 +274,9 @@ def keras_hub_classifier(augment, weights_dir):
     keras_hub = pytest.importorskip("keras_hub")
     backbone = keras_hub.models.ResNetBackbone(
         input_conv_filters=[8], input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[8, 16], stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2], block_type="basic_block",
+        stackwise_num_filters=[64, 8], stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2], block_type="bottleneck_block",
+        use_pre_activation=True,
         image_shape=(SIZE, SIZE, 3),
     )
     classifier = keras_hub.models.ImageClassifier(backbone=backbone, num_classes=2)
@@ -338,25 +340,24 @@ CASES = {
 # ------------------------------------------------------------------ the runs
 
 
-@pytest.fixture(scope="module")
+@functools.lru_cache(maxsize=None)
+def load_photos(folder, size):
+    """((x, y), (x_val, y_val)): the first real flower photos of two classes."""
+    train, val = ([], []), ([], [])
+    for label, name in enumerate(CLASSES):
+        files = sorted((folder / name).glob("*.jpg"))
+        for i, path in enumerate(files[: TRAIN_PER_CLASS + VAL_PER_CLASS]):
+            image = keras.utils.load_img(path, target_size=(size, size))
+            split = train if i < TRAIN_PER_CLASS else val
+            split[0].append(keras.utils.img_to_array(image))
+            split[1].append(label)
+    return tuple((np.stack(x), np.array(y)) for x, y in (train, val))
+
+
+@pytest.fixture
 def photos(flower_photos_dir):
-    """`photos(size)`: ((x, y), (x_val, y_val)) of real flower photos, two classes."""
-    loaded = {}
-
-    def load(size):
-        if size not in loaded:
-            train, val = ([], []), ([], [])
-            for label, name in enumerate(CLASSES):
-                files = sorted((flower_photos_dir / name).glob("*.jpg"))
-                for i, path in enumerate(files[: TRAIN_PER_CLASS + VAL_PER_CLASS]):
-                    image = keras.utils.load_img(path, target_size=(size, size))
-                    split = train if i < TRAIN_PER_CLASS else val
-                    split[0].append(keras.utils.img_to_array(image))
-                    split[1].append(label)
-            loaded[size] = tuple((np.stack(x), np.array(y)) for x, y in (train, val))
-        return loaded[size]
-
-    return load
+    """`photos(size)`: `load_photos` of the assets' flower photos at `size` px."""
+    return functools.partial(load_photos, flower_photos_dir)
 
 
 @dataclasses.dataclass
@@ -421,8 +422,8 @@ def fit_as_written(case, photos, weights_dir):
     return Run(snapshots)
 
 
-def fit_with_keras_transfer(case, photos, weights_dir, augment=True, cache=True):
-    """The same script, one word and one callback changed: one fit of two epochs."""
+def fit_with_keras_transfer(case, photos, weights_dir, augment=True, cache=True, epochs=2):
+    """The same script, one word and one callback changed: one fit, the head in epoch 0."""
     model, base_model = build(case, augment, weights_dir)
     model = TransferClassifier.from_model(model, cache_frozen_features=cache)
     if not cache:
@@ -437,7 +438,7 @@ def fit_with_keras_transfer(case, photos, weights_dir, augment=True, cache=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(
-            **fit_kwargs(case, photos), epochs=2,
+            **fit_kwargs(case, photos), epochs=epochs,
             callbacks=[case.unfreeze(base_model), snapshots],
         )
     layers = flatten_layers(base_model, include_self=False)
@@ -446,32 +447,61 @@ def fit_with_keras_transfer(case, photos, weights_dir, augment=True, cache=True)
         snapshots.taken,
         history=history.history,
         info=caching.feature_cache_info(model),
-        warnings=[
-            str(w.message) for w in caught
-            if UNCACHED in str(w.message) or PARTLY_CACHED in str(w.message)
-        ],
+        warnings=cache_warnings(caught),
         backbone_bn=frozenset(v.path for l in bn for v in l.weights),
         backbone=frozenset(v.path for v in base_model.weights),
     )
 
 
-def augmentation_names(case, weights_dir):
-    """Names a warning may give the script's augmentation: its layers and their container."""
-    model, _ = build(case, True, weights_dir)
-    random = (
-        keras.layers.RandomFlip, keras.layers.RandomRotation,
-        keras.layers.RandomTranslation, keras.layers.RandomContrast,
-    )
+class DecisionMade(Exception):
+    """Raised at `on_train_begin`: the cache has decided, no need to train."""
+
+
+class StopAtTrainBegin(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise DecisionMade()
+
+
+AUGMENTATION = (
+    keras.layers.RandomFlip, keras.layers.RandomRotation,
+    keras.layers.RandomTranslation, keras.layers.RandomContrast,
+)
+
+
+def cache_decision(case, photos, weights_dir):
+    """What the keras-transfer fit of the script as written decides, before any epoch.
+
+    `fit` decides (one warning, or features cached and `feature_cache_info`
+    set) before `on_train_begin`: stopping there spares the training.
+
+    Returns:
+        (warnings about the cache, `FeatureCacheInfo` or None, the names a
+        warning may give the augmentation: its layers and their container).
+    """
+    model, base_model = build(case, True, weights_dir)
+    model = TransferClassifier.from_model(model)
     names = set()
     for layer in model.layers:
         inner = flatten_layers(layer, include_self=True)
-        if any(isinstance(l, random) for l in inner):
+        if any(isinstance(l, AUGMENTATION) for l in inner):
             names.update(l.name for l in inner)
     assert names, "the script has no augmentation layer"
-    return names
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(DecisionMade):
+        warnings.simplefilter("always")
+        model.fit(
+            **fit_kwargs(case, photos), epochs=2,
+            callbacks=[case.unfreeze(base_model), StopAtTrainBegin()],
+        )
+    return cache_warnings(caught), caching.feature_cache_info(model), names
 
 
-def assert_same_losses(cached, uncached):
+def cache_warnings(caught):
+    messages = [str(w.message) for w in caught]
+    return [m for m in messages if UNCACHED in m or PARTLY_CACHED in m]
+
+
+def assert_same_training(cached, uncached):
+    """The cache claims it, and the losses and final weights are those of the uncached fit."""
     assert cached.info is not None, f"not cached: {cached.warnings}"
     assert cached.warnings == []
     assert uncached.info is None
@@ -480,6 +510,26 @@ def assert_same_losses(cached, uncached):
             cached.history[key], uncached.history[key], rtol=TOLERANCE, atol=TOLERANCE,
             err_msg=key,
         )
+    # Weights too: a randomly initialised backbone (Xception here) can give
+    # losses that hardly leave log(2), where the head's steps still differ.
+    final, reference = cached.snapshots[-1], uncached.snapshots[-1]
+    for path, value in reference.items():
+        np.testing.assert_allclose(
+            final[path], value, rtol=TOLERANCE, atol=TOLERANCE, err_msg=path
+        )
+
+
+def assert_trains_as_written(ours, written):
+    """The same weights move in each phase as in the script's two fits."""
+    # Head phase: the backbone is frozen in both; exactly the same weights move.
+    assert ours.changed(0) == written.changed(0)
+    assert ours.changed(0) and not ours.changed(0) & ours.backbone
+    # Fine-tuning: the weights the script unfreezes train, and only those,
+    # BatchNormalization of the backbone aside (frozen here, see the docstring).
+    bn = ours.backbone_bn
+    assert (written.changed(1) & ours.backbone) - bn, "the script unfroze nothing"
+    assert ours.changed(1) - bn == written.changed(1) - bn
+    assert not (ours.changed(0) | ours.changed(1)) & bn, "a backbone BatchNormalization moved"
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
@@ -487,30 +537,19 @@ def test_tutorial_trains_the_same_layers_and_caches_only_what_it_may(
     case, photos, weights_dir
 ):
     written = fit_as_written(case, photos, weights_dir)
-    ours = fit_with_keras_transfer(case, photos, weights_dir)
-
-    # Head phase: the backbone is frozen in both; exactly the same weights move.
-    assert ours.changed(0) == written.changed(0)
-    assert ours.changed(0) and not ours.changed(0) & ours.backbone
-    # Fine-tuning: the weights the script unfreezes train, and only those,
-    # BatchNormalization of the backbone aside (frozen here, see above).
-    bn = ours.backbone_bn
-    assert (written.changed(1) & ours.backbone) - bn, "the script unfroze nothing"
-    assert ours.changed(1) - bn == written.changed(1) - bn
-    assert not (ours.changed(0) | ours.changed(1)) & bn, "a backbone BatchNormalization moved"
-
     if case.augmented:
         # Augmentation draws anew each epoch: never one cached clean view.
-        assert len(ours.warnings) == 1, ours.warnings or "no warning: trained on cached features"
-        names = augmentation_names(case, weights_dir)
-        assert any(f"'{name}'" in ours.warnings[0] for name in names), ours.warnings[0]
-        assert ours.info is None, "cached, with a warning"
-        cached = fit_with_keras_transfer(case, photos, weights_dir, augment=False)
-        uncached = fit_with_keras_transfer(case, photos, weights_dir, augment=False, cache=False)
-    else:
-        cached = ours
-        uncached = fit_with_keras_transfer(case, photos, weights_dir, cache=False)
-    assert_same_losses(cached, uncached)
+        warned, info, names = cache_decision(case, photos, weights_dir)
+        assert len(warned) == 1, warned or f"no warning, cached: {info}"
+        assert any(f"'{name}'" in warned[0] for name in names), (warned, names)
+        assert info is None, "cached, with a warning"
+    # The rest of the script caches, and trains as uncached and as written.
+    cached = fit_with_keras_transfer(case, photos, weights_dir, augment=not case.augmented)
+    uncached = fit_with_keras_transfer(
+        case, photos, weights_dir, augment=not case.augmented, cache=False
+    )
+    assert_trains_as_written(cached, written)
+    assert_same_training(cached, uncached)
 
 
 # ------------------------------- augmentation inside the backbone is kept
@@ -537,24 +576,34 @@ def augmentation_in_the_backbone(augmented_views):
     outputs = keras.layers.Dense(2, activation="softmax")(x)
     model = TransferClassifier(inputs, outputs, augmented_views=augmented_views)
     model.compile("adam", "sparse_categorical_crossentropy")
-    return model
+    return model, base_model
 
 
 @pytest.mark.parametrize("augmented_views", [None, 2], ids=["no views", "2 views"])
-def test_augmentation_inside_the_backbone_is_not_silently_dropped(augmented_views, photos):
-    model = augmentation_in_the_backbone(augmented_views)
-    totals = EpochTotals(model.get_layer("record"))
+@pytest.mark.parametrize("unfreeze", [False, True], ids=["alone", "ProgressiveUnfreeze"])
+def test_augmentation_inside_the_backbone_is_not_silently_dropped(
+    augmented_views, unfreeze, photos
+):
+    model, base_model = augmentation_in_the_backbone(augmented_views)
+    callbacks = [EpochTotals(model.get_layer("record"))]
+    if unfreeze:
+        # Names base_model as the backbone, the augmentation among its
+        # layers; its unfreezing starts after this fit's epochs.
+        callbacks.append(keras_transfer.ProgressiveUnfreeze(
+            base_model, {3: 10}, unit="layers", verbose=0
+        ))
     (x, y), _ = photos(SIZE)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, callbacks=[totals], verbose=0)
+        model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, callbacks=callbacks, verbose=0)
     warned = [str(w.message) for w in caught if UNCACHED in str(w.message)]
     info = caching.feature_cache_info(model)
     if augmented_views is None:
-        assert len(warned) == 1 and "'flip'" in warned[0], warned or "cached without a warning"
+        assert len(warned) == 1 and "'flip'" in warned[0], warned or f"no warning, cached: {info}"
         assert info is None
     else:
-        assert warned == [] and info is not None and info.views == 2
-        # Epochs 0 and 2 train on view 0, epoch 1 on view 1: a different draw.
-        assert totals.totals[0] == totals.totals[2]
-        assert totals.totals[0] != totals.totals[1], "the views are one clean view"
+        assert warned == [] and info is not None and info.views == 2, (warned, info)
+        totals = callbacks[0].totals
+        # Epochs 0 and 2 train on view 0, epoch 1 on view 1: another draw.
+        assert totals[0] == totals[2]
+        assert totals[0] != totals[1], "the two views are one clean view"
