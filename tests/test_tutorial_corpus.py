@@ -52,6 +52,16 @@ SEED = 7
 TOLERANCE = 1e-4
 
 # The warning of a fit that trains without the cache (keras_transfer.caching.fit).
+# Issue 27: augmentation that `input_tensor=` puts among the backbone's layers
+# runs in inference mode when the backbone is ProgressiveUnfreeze's: cached as
+# one clean view, without a warning. Remove once the rule is fixed (strict:
+# these fail as soon as they pass).
+ISSUE_27 = pytest.mark.xfail(
+    strict=True,
+    reason="issue 27: augmentation inside the unfrozen backbone (input_tensor=) is "
+    "cached in inference mode, without a warning",
+)
+
 UNCACHED = "without the frozen-feature cache"
 PARTLY_CACHED = "Caching only part of the frozen layers"
 
@@ -72,6 +82,7 @@ class Tutorial:
             keras-transfer fit must then warn and train uncached).
         one_hot: whether the script's loss takes one-hot labels.
         size: the image size.
+        marks: pytest marks, for a known failure of today's code.
     """
 
     build: object
@@ -80,6 +91,7 @@ class Tutorial:
     augmented: bool = True
     one_hot: bool = False
     size: int = SIZE
+    marks: tuple = ()
 
 
 def binary_compile(model, optimizer):
@@ -325,7 +337,7 @@ CASES = {
     # model.layers[-20:] less the head's 4 layers: the backbone's last 16.
     "efficientnet tutorial, input_tensor=": Tutorial(
         efficientnet_tutorial, efficientnet_fine_tune, layers_unfreeze(lambda b: 16, 1e-3),
-        one_hot=True,
+        one_hot=True, marks=(ISSUE_27,),
     ),
     "from-scratch augmentation, pretrained backbone": Tutorial(
         from_scratch_style, from_scratch_fine_tune, layers_unfreeze(lambda b: 20, 0.1),
@@ -414,9 +426,13 @@ def fit_as_written(case, photos, weights_dir):
     model, base_model = build(case, True, weights_dir)
     snapshots = [snapshot(model)]
     keras.utils.set_random_seed(SEED)
+    # Eager: the same updates, without tracing the fully trainable graph
+    # (30 s of the Keras guide's Xception on this CPU, for two steps).
+    model.run_eagerly = True
     model.fit(**fit_kwargs(case, photos), epochs=1)
     snapshots.append(snapshot(model))
     case.fine_tune(model, base_model)
+    model.run_eagerly = True
     model.fit(**fit_kwargs(case, photos), epochs=1)
     snapshots.append(snapshot(model))
     return Run(snapshots)
@@ -427,6 +443,9 @@ def fit_with_keras_transfer(case, photos, weights_dir, augment=True, cache=True,
     model, base_model = build(case, augment, weights_dir)
     model = TransferClassifier.from_model(model, cache_frozen_features=cache)
     if not cache:
+        # The reference runs eagerly: tracing whole backbones costs more
+        # than two steps of them, and eager steps compute the same.
+        model.run_eagerly = True
         # The cache runs the frozen backbone in inference mode, its random
         # layers (EfficientNet's stochastic depth) included, where Keras 3
         # turns them on (keras-team/keras#20285): the documented difference.
@@ -532,7 +551,9 @@ def assert_trains_as_written(ours, written):
     assert not (ours.changed(0) | ours.changed(1)) & bn, "a backbone BatchNormalization moved"
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, id=name, marks=case.marks) for name, case in CASES.items()]
+)
 def test_tutorial_trains_the_same_layers_and_caches_only_what_it_may(
     case, photos, weights_dir
 ):
@@ -579,8 +600,15 @@ def augmentation_in_the_backbone(augmented_views):
     return model, base_model
 
 
-@pytest.mark.parametrize("augmented_views", [None, 2], ids=["no views", "2 views"])
-@pytest.mark.parametrize("unfreeze", [False, True], ids=["alone", "ProgressiveUnfreeze"])
+@pytest.mark.parametrize(
+    "augmented_views, unfreeze",
+    [
+        pytest.param(None, False, id="alone, no views"),
+        pytest.param(2, False, id="alone, 2 views"),
+        pytest.param(None, True, id="ProgressiveUnfreeze, no views", marks=ISSUE_27),
+        pytest.param(2, True, id="ProgressiveUnfreeze, 2 views", marks=ISSUE_27),
+    ],
+)
 def test_augmentation_inside_the_backbone_is_not_silently_dropped(
     augmented_views, unfreeze, photos
 ):
