@@ -319,13 +319,17 @@ def keras_hub_fine_tune(model, base_model):
 
 
 def layers_unfreeze(depth, lr_ratio):
-    """`ProgressiveUnfreeze` from epoch 1 of `base_model.layers[-depth(base_model):]`."""
+    """`ProgressiveUnfreeze` from epoch 1 of `base_model.layers[-depth(base_model):]`.
+
+    `lr_ratio` is the script's fine-tuning rate over its head's rate.
+    """
     return lambda base_model: keras_transfer.ProgressiveUnfreeze(
         base_model, {1: depth(base_model)}, unit="layers", lr_ratio=lr_ratio, verbose=0
     )
 
 
 def whole(base_model):
+    """`base_model.trainable = True`: every layer of the backbone."""
     return len(base_model.layers)
 
 
