@@ -323,7 +323,8 @@ class TransferClassifier(keras.Model):
         Args:
             model: a built functional or `Sequential` Keras model.
             **cache_options: `cache_frozen_features`, `cache_memory_limit`,
-                `cache_dir`, `feature_store`, as for the constructor.
+                `cache_dir`, `feature_store`, `augmented_views`, as for the
+                constructor.
 
         Raises:
             ConfigurationError: a subclassed or unbuilt model, or compile

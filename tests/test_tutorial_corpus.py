@@ -59,17 +59,7 @@ BATCH = 4
 SEED = 7
 TOLERANCE = 1e-4
 
-# The warning of a fit that trains without the cache (keras_transfer.caching.fit).
-# Issue 27: augmentation that `input_tensor=` puts among the backbone's layers
-# runs in inference mode when the backbone is ProgressiveUnfreeze's: cached as
-# one clean view, without a warning. Remove once the rule is fixed (strict:
-# these fail as soon as they pass).
-ISSUE_27 = pytest.mark.xfail(
-    strict=True,
-    reason="issue 27: augmentation inside the unfrozen backbone (input_tensor=) is "
-    "cached in inference mode, without a warning",
-)
-
+# The warnings of a fit that trains without the cache, or with part of it.
 UNCACHED = "without the frozen-feature cache"
 PARTLY_CACHED = "Caching only part of the frozen layers"
 
@@ -349,7 +339,7 @@ CASES = {
     # model.layers[-20:] less the head's 4 layers: the backbone's last 16.
     "efficientnet tutorial, input_tensor=": Tutorial(
         efficientnet_tutorial, efficientnet_fine_tune, layers_unfreeze(lambda b: 16, 1e-3),
-        one_hot=True, marks=(ISSUE_27,),
+        one_hot=True,
     ),
     "from-scratch augmentation, pretrained backbone": Tutorial(
         from_scratch_style, from_scratch_fine_tune, layers_unfreeze(lambda b: 20, 0.1),
@@ -617,8 +607,8 @@ def augmentation_in_the_backbone(augmented_views):
     [
         pytest.param(None, False, id="alone, no views"),
         pytest.param(2, False, id="alone, 2 views"),
-        pytest.param(None, True, id="ProgressiveUnfreeze, no views", marks=ISSUE_27),
-        pytest.param(2, True, id="ProgressiveUnfreeze, 2 views", marks=ISSUE_27),
+        pytest.param(None, True, id="ProgressiveUnfreeze, no views"),
+        pytest.param(2, True, id="ProgressiveUnfreeze, 2 views"),
     ],
 )
 def test_augmentation_inside_the_backbone_is_not_silently_dropped(
