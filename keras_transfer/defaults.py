@@ -28,6 +28,11 @@ HEAD_EPOCHS = 3
 FINE_TUNE_EPOCHS = 8
 UNFREEZE_BLOCKS = 8
 
+# How images meet the model's square input: "stretch" (the aspect ratio is
+# lost, as in Keras), "crop" (the centre) or "pad" (letterboxed). Stored in
+# the model file; see docs/photos.md for the benchmark behind the choice.
+RESIZE = "stretch"
+
 # Dropout rate of `ClassifierHead`.
 HEAD_DROPOUT = 0.2
 
