@@ -32,6 +32,7 @@ UNFREEZE_BLOCKS = 8
 # lost, as in Keras), "crop" (the centre) or "pad" (letterboxed). Stored in
 # the model file; see docs/photos.md for the benchmark behind the choice.
 RESIZE = "stretch"
+RESIZE_MODES = ("stretch", "crop", "pad")
 
 # Dropout rate of `ClassifierHead`.
 HEAD_DROPOUT = 0.2

@@ -39,7 +39,7 @@ from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import DataError
 
-RESIZE_MODES = ("stretch", "crop", "pad")
+RESIZE_MODES = defaults.RESIZE_MODES
 
 # Model files saved before `resize` existed were trained on stretched images.
 LEGACY_RESIZE = "stretch"
