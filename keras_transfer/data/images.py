@@ -297,7 +297,7 @@ def _unidentified(path):
 
 def _reason(path, error):
     message = " ".join(str(error).split()) or type(error).__name__
-    if "truncated" in message or isinstance(error, EOFError):
+    if "truncated" in message.lower() or isinstance(error, EOFError):
         return f"truncated or corrupt ({message})"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
