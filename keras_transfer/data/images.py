@@ -220,7 +220,7 @@ def _resized(image, size, resize):
     if resize == "crop":
         # The largest centred box of the target's aspect ratio, scaled in one pass.
         scale = max(tw / w, th / h)
-        bw, bh = tw / scale, th / scale
+        bw, bh = min(w, tw / scale), min(h, th / scale)  # min: rounding
         box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
         return image.resize(size, Image.Resampling.BILINEAR, box=box)
     scale = min(tw / w, th / h)
