@@ -53,7 +53,7 @@ def build_classifier(
     cache_frozen_features=True,
     dtype=None,
     class_names=None,
-    resize=None,
+    resize=defaults.RESIZE,
 ):
     """Builds an image classifier from a registered backbone.
 
@@ -105,12 +105,12 @@ def build_classifier(
             the classes, in label order (e.g. the `class_names` of
             `load_image_folder`). They are saved with the model in its head;
             `keras_transfer.layers.class_names_of(model)` returns them.
-        resize: None (default), or how the training images are fitted to
-            the input size (`"stretch"`, `"crop"`, `"pad"`: the `resize` of
-            `load_image_folder`). Saved with the model, so that
-            `predict_images`, `keras-transfer predict` and `evaluate` resize
-            as training did; `keras_transfer.layers.resize_of(model)` reads
-            it (`"stretch"` when None).
+        resize: how the training images are fitted to the input size
+            (`"stretch"`, `"crop"`, `"pad"`: the `resize` of
+            `load_image_folder`, whose default is this one's). Saved with
+            the model, so that `predict_images`, `keras-transfer predict`
+            and `evaluate` resize as training did;
+            `keras_transfer.layers.resize_of(model)` reads it.
 
     Returns:
         A `TransferClassifier` with input `"image"`, layers
