@@ -318,3 +318,13 @@ def _jpeg_bytes():
     buffer = io.BytesIO()
     Image.fromarray(_pixels(64, 64)).save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("resize", ("crop", "pad"))
+@pytest.mark.parametrize("stored", [(500, 333), (333, 500), (97, 61), (1, 7), (640, 640)])
+def test_crop_and_pad_of_awkward_sizes_give_the_size(tmp_path, stored, resize):
+    # 500x333 to 160: the centred box's float edges once fell just outside the image.
+    Image.new("RGB", stored, (10, 200, 30)).save(tmp_path / "a.png")
+    for size in ((160, 160), (96, 128), (7, 3)):
+        got = decode_image_file(tmp_path / "a.png", size, resize=resize)
+        assert got.shape == (*size, 3)
