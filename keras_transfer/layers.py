@@ -21,7 +21,6 @@ from keras import ops
 
 from keras_transfer import defaults
 from keras_transfer.backbones import PREPROCESSING_MODES
-from keras_transfer.data.images import LEGACY_RESIZE
 from keras_transfer.data.images import check_resize
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.checks import check_int
@@ -406,4 +405,4 @@ def resize_of(model):
     """
     head = find_classifier_head(model)
     resize = None if head is None else head.resize
-    return LEGACY_RESIZE if resize is None else resize
+    return defaults.LEGACY_RESIZE if resize is None else resize

@@ -400,6 +400,6 @@ def run_identity(args, run, class_names):
         identity["--mixed-precision"] = True
     if run.keep != KEEP_BEST:
         identity["--keep"] = run.keep
-    if args.resize != "stretch":
+    if args.resize != defaults.LEGACY_RESIZE:  # Backups before --resize stretched.
         identity["--resize"] = args.resize
     return identity

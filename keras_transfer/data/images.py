@@ -41,9 +41,6 @@ from keras_transfer.errors import DataError
 
 RESIZE_MODES = defaults.RESIZE_MODES
 
-# Model files saved before `resize` existed were trained on stretched images.
-LEGACY_RESIZE = "stretch"
-
 # What the alpha channel of a transparent image is composited on, and what
 # `pad` fills around the image (RGB).
 TRANSPARENT_BACKGROUND = (255, 255, 255)
@@ -126,8 +123,11 @@ def read_image(path, size, resize=defaults.RESIZE):
 
     ```python
     pixels, exif_problem = read_image("photo.jpg", (160, 160))
-    exif_problem  # None, or e.g. 'corrupt EXIF block (orientation not applied)'
+    exif_problem  # None, or e.g. 'corrupt EXIF block, ignored (orientation not applied)'
     ```
+
+    Args:
+        path, size, resize: as for `decode_image_file`.
 
     Returns:
         `(pixels, exif_problem)`: `exif_problem` is None, or why the EXIF
@@ -142,7 +142,7 @@ def read_image(path, size, resize=defaults.RESIZE):
         with Image.open(path) as image:
             orientation, exif_problem = _orientation(image)
             turned = orientation in (5, 6, 7, 8)
-            if image.format == "JPEG":
+            if image.format in ("JPEG", "MPO"):  # MPO: JPEGs of some cameras
                 # Stored sideways: the target's sides swap before the transpose.
                 target = (height, width) if turned else (width, height)
                 image.draft("RGB", _decoded_size(image.size, target, resize))
@@ -150,8 +150,6 @@ def read_image(path, size, resize=defaults.RESIZE):
             if orientation in _TRANSPOSE:
                 image = image.transpose(_TRANSPOSE[orientation])
             pixels = _resized(_to_rgb(image), (width, height), resize)
-    except ImageDecodeError:
-        raise
     except Image.DecompressionBombError as e:
         raise ImageDecodeError(_too_large(e)) from None
     except FileNotFoundError:
@@ -159,7 +157,7 @@ def read_image(path, size, resize=defaults.RESIZE):
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(_unidentified(path)) from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
-        raise ImageDecodeError(_reason(path, e)) from None
+        raise ImageDecodeError(_reason(e)) from None
     return np.asarray(pixels, dtype=np.uint8), exif_problem
 
 
@@ -206,8 +204,9 @@ def _to_rgb(image):
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
         background = Image.new("RGB", image.size, TRANSPARENT_BACKGROUND)
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image if image.mode == "RGB" else image.convert("RGB")
 
@@ -295,7 +294,7 @@ def _unidentified(path):
     return f"not an image Pillow can read (the file starts with {head[:8]!r})"
 
 
-def _reason(path, error):
+def _reason(error):
     message = " ".join(str(error).split()) or type(error).__name__
     if "truncated" in message.lower() or isinstance(error, EOFError):
         return f"truncated or corrupt ({message})"

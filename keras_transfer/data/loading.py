@@ -91,8 +91,8 @@ def load_image_folder(
             the size, then the centre) or `"pad"` (the whole image,
             letterboxed on black). Pass the model the same value
             (`build_classifier(..., resize=...)`) so that it is saved with
-            it and `predict` resizes as training did. Defaults to
-            `"stretch"`.
+            it and `predict` resizes as training did. Defaults to `"crop"`
+            (`defaults.RESIZE`; see docs/photos.md for why).
 
     Returns:
         `(train_ds, val_ds, class_names)`: two `tf.data.Dataset`s of

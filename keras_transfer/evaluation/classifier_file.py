@@ -17,6 +17,7 @@ import zipfile
 
 import keras
 
+from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import find_classifier_head
 from keras_transfer.layers import resize_of
@@ -49,7 +50,7 @@ class ClassifierInfo:
     image_size: tuple
     num_classes: int
     class_names: object
-    resize: str = "stretch"
+    resize: str = defaults.LEGACY_RESIZE
 
     def label(self, index):
         """The name of class `index`, or the index as text without names."""
