@@ -110,6 +110,7 @@ def test_every_kind_of_photo_trains_and_evaluates_and_every_file_is_used_or_name
         assert f"{name} ({reason}" in warning, warning
     total = sum(len(names) for names in used.values())
     assert f"Found {total} images belonging to 2 classes" in out
+    assert read_metadata(model_path)["resize"] == "crop"
 
     status, out, err = _run(capsys, "evaluate", model_path, root, "--output-dir", tmp_path)
     assert status == 0, err
