@@ -39,6 +39,7 @@ _EXPORTS = {
     "ProgressiveUnfreeze": "keras_transfer.callbacks",
     "WeightAveraging": "keras_transfer.callbacks",
     "check_dataset_for_model": "keras_transfer.data",
+    "decode_image_file": "keras_transfer.data",
     "load_image_folder": "keras_transfer.data",
     "evaluate": "keras_transfer.evaluation",
     "predict_images": "keras_transfer.evaluation",

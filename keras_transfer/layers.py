@@ -10,7 +10,9 @@ which Keras built-in layers compute exactly what it computes
 that plain Keras loads them without this package.
 
 The head also carries the class names (`class_names_of(model)` reads them),
-so that a saved model says what its outputs mean.
+so that a saved model says what its outputs mean, and how its training
+images met its input size (`resize_of(model)`: stretched, cropped or
+padded), so that prediction resizes as training did.
 """
 
 import keras
@@ -19,6 +21,7 @@ from keras import ops
 
 from keras_transfer import defaults
 from keras_transfer.backbones import PREPROCESSING_MODES
+from keras_transfer.data.images import check_resize
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.checks import is_int
@@ -175,6 +178,10 @@ class ClassifierHead(keras.layers.Layer):
         class_names: None (default), or a list of `num_classes` distinct
             strings: the name of each output, in output order (for an image
             folder, its sorted class subfolder names).
+        resize: None (default), or how the training images were fitted to
+            the input size: `"stretch"`, `"crop"` or `"pad"` (see
+            `keras_transfer.data.decode_image_file`). Saved with the model,
+            so that `predict` and `evaluate` resize the same way.
         **kwargs: base layer keyword arguments, e.g. `name`.
     """
 
@@ -185,9 +192,11 @@ class ClassifierHead(keras.layers.Layer):
         hidden_units=0,
         pooling="avg",
         class_names=None,
+        resize=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.resize = None if resize is None else check_resize(resize)
         num_classes = check_int(
             num_classes,
             "num_classes",
@@ -290,6 +299,7 @@ class ClassifierHead(keras.layers.Layer):
                 "hidden_units": self.hidden_units,
                 "pooling": self.pooling,
                 "class_names": self.class_names,
+                "resize": self.resize,
             }
         )
         return config
@@ -371,3 +381,26 @@ def class_names_of(model):
     """
     head = find_classifier_head(model)
     return None if head is None else head.class_names
+
+
+def resize_of(model):
+    """How `model`'s training images were fitted to its input: `"stretch"`, `"crop"` or `"pad"`.
+
+    Read from its `ClassifierHead`; `"stretch"` for a model that stores no
+    choice (saved before the choice existed, when images were always
+    stretched, or built without `resize`).
+
+    Example:
+
+    ```python
+    model = keras_transfer.build_classifier(
+        "mobilenet_v2_035", 2, weights=None, resize="crop")
+    resize_of(model)  # 'crop'
+    ```
+
+    Args:
+        model: a Keras model.
+    """
+    head = find_classifier_head(model)
+    resize = None if head is None else head.resize
+    return defaults.LEGACY_RESIZE if resize is None else resize

@@ -32,6 +32,7 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.layers import class_names_of  # noqa: F401  (public path)
+from keras_transfer.layers import resize_of  # noqa: F401  (public path)
 from keras_transfer import portable
 from keras_transfer.portable import load_model  # noqa: F401  (public path)
 from keras_transfer.portable import save_model  # noqa: F401  (public path)
@@ -52,6 +53,7 @@ def build_classifier(
     cache_frozen_features=True,
     dtype=None,
     class_names=None,
+    resize=defaults.RESIZE,
 ):
     """Builds an image classifier from a registered backbone.
 
@@ -103,6 +105,12 @@ def build_classifier(
             the classes, in label order (e.g. the `class_names` of
             `load_image_folder`). They are saved with the model in its head;
             `keras_transfer.layers.class_names_of(model)` returns them.
+        resize: how the training images are fitted to the input size
+            (`"stretch"`, `"crop"`, `"pad"`: the `resize` of
+            `load_image_folder`, whose default is this one's). Saved with
+            the model, so that `predict_images`, `keras-transfer predict`
+            and `evaluate` resize as training did;
+            `keras_transfer.layers.resize_of(model)` reads it.
 
     Returns:
         A `TransferClassifier` with input `"image"`, layers
@@ -127,7 +135,11 @@ def build_classifier(
     try:
         # Validate the head before the (possibly slow) backbone build.
         classifier_head = ClassifierHead(
-            num_classes, name="head", class_names=class_names, **head_kwargs
+            num_classes,
+            name="head",
+            class_names=class_names,
+            resize=resize,
+            **head_kwargs,
         )
 
         features = spec.build(input_shape=shape, weights=weights)

@@ -23,8 +23,8 @@ model made of Keras' own classes (`portable_model`):
 
 Every weight is the model's own (shared, not copied), so predictions are the
 same. The file also holds a `keras_transfer.json` entry, which Keras ignores:
-the class names (`read_metadata(path)["class_names"]`, readable with `zipfile`
-and `json` alone) and what `load_model` needs to give back the
+the class names and the resize mode (`read_metadata(path)["class_names"]`,
+`["resize"]`, readable with `zipfile` and `json` alone) and what `load_model` needs to give back the
 keras_transfer model itself.
 
 What loads what:
@@ -51,6 +51,7 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import BackbonePreprocessing
 from keras_transfer.layers import ClassifierHead
 from keras_transfer.layers import class_names_of
+from keras_transfer.layers import resize_of
 from keras_transfer.utils.files import fsync_file
 from keras_transfer.utils.files import remove_stale_temporaries
 from keras_transfer.utils.tensors import copy_optimizer
@@ -194,7 +195,8 @@ def read_metadata(path):
 
     Returns:
         A dict with `format`, `version`, `class_names` (a list, or None),
-        `model` and `layers` (what `load_model` rebuilds); None for a file
+        `resize` (how training images met the input size; absent from files
+        saved before it existed, which were stretched), `model` and `layers` (what `load_model` rebuilds); None for a file
         without it (saved by Keras, or by an earlier release).
 
     Raises:
@@ -339,6 +341,7 @@ def _metadata(model):
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "class_names": class_names_of(model),
+        "resize": resize_of(model),
         "model": {
             "registered_name": model_class,
             "config": {k: v for k, v in config.items() if k not in _FUNCTIONAL_KEYS},

@@ -63,10 +63,12 @@ def test_predict_writes_the_top_classes_of_every_readable_image(tmp_path, capsys
     assert any("broken.jpg" in w for w in warnings)
     assert all(w.startswith("keras-transfer: warning: skipped ") for w in warnings)
 
-    # The probabilities are the model's on the training pipeline's pixels.
+    # The probabilities are the model's on the training pipeline's pixels,
+    # resized as the model says (its head stores no resize: "stretch").
     with pytest.warns(UserWarning, match="broken.jpg"):
         ds, _, _ = load_image_folder(
-            photos, 32, validation_split=0, shuffle=False, cache=False, verbose=False
+            photos, 32, validation_split=0, shuffle=False, cache=False, verbose=False,
+            resize="stretch",
         )
     expected = dict(zip(ds.file_paths, model.predict(ds, verbose=0)))
     assert len(expected) == 6

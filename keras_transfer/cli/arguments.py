@@ -238,3 +238,27 @@ def add_batch_size_argument(parser, help_text="images per batch"):
         metavar="N",
         help=f"{help_text} (default: %(default)s)".lstrip(),
     )
+
+
+def add_resize_argument(parser, default=None):
+    """Adds `--resize {stretch,crop,pad}`; None as default means the model's own.
+
+    Example:
+
+    ```python
+    add_resize_argument(parser, default=defaults.RESIZE)  # train
+    add_resize_argument(parser)  # predict, evaluate: what the model was trained with
+    ```
+    """
+    if default is None:
+        what = "default: what the model was trained with, stretch for older models"
+    else:
+        what = "default: %(default)s; saved with the model for predict and evaluate"
+    parser.add_argument(
+        "--resize",
+        choices=defaults.RESIZE_MODES,
+        default=default,
+        help="how images meet the square input: stretch to it (the aspect ratio "
+        "is lost), crop the centre, or pad (letterbox) "
+        f"({what})",
+    )

@@ -10,6 +10,7 @@ checked.
 import argparse
 
 from keras_transfer.cli.arguments import add_batch_size_argument
+from keras_transfer.cli.arguments import add_resize_argument
 from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
@@ -56,6 +57,7 @@ def register(subparsers):
         "(default: the current folder)",
     )
     add_batch_size_argument(parser)
+    add_resize_argument(parser)
     parser.set_defaults(check=check_evaluate_arguments, handler=HANDLER)
 
 

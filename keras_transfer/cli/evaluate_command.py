@@ -40,6 +40,7 @@ def evaluate_command(args):
         validation_split=0,
         cache=False,
         shuffle=False,
+        resize=args.resize or info.resize,
     )
     result = evaluate(model, dataset, class_names=class_names)
     print(evaluation_text(result))

@@ -11,6 +11,7 @@ import argparse
 
 from keras_transfer import defaults
 from keras_transfer.cli.arguments import add_batch_size_argument
+from keras_transfer.cli.arguments import add_resize_argument
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
@@ -60,6 +61,7 @@ def register(subparsers):
         help="also write the predictions to FILE.csv or FILE.jsonl",
     )
     add_batch_size_argument(parser)
+    add_resize_argument(parser)
     parser.set_defaults(check=check_predict_arguments, handler=HANDLER)
 
 

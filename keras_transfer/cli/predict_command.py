@@ -31,7 +31,9 @@ def predict_command(args):
     """
     output = check_predict_arguments(args)
     model, info = load_classifier(args.model)
-    result = predict_images(model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    result = predict_images(
+        model, args.paths, top_k=args.top_k, batch_size=args.batch_size, resize=args.resize
+    )
     for path, reason in result.unreadable:
         print(f"{PROG}: warning: skipped {path}: {reason}", file=sys.stderr)
     print(prediction_table(result))

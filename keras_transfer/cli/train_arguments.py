@@ -16,6 +16,7 @@ import os
 
 from keras_transfer import defaults
 from keras_transfer.cli.arguments import add_batch_size_argument
+from keras_transfer.cli.arguments import add_resize_argument
 from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import image_size
@@ -186,6 +187,7 @@ def _add_model_arguments(parser):
         help="side of the square input images are resized to "
         "(default: the backbone's input size)",
     )
+    add_resize_argument(parser, default=defaults.RESIZE)
 
 
 def _add_recipe_arguments(parser):
@@ -398,4 +400,6 @@ def run_identity(args, run, class_names):
         identity["--mixed-precision"] = True
     if run.keep != KEEP_BEST:
         identity["--keep"] = run.keep
+    if args.resize != defaults.LEGACY_RESIZE:  # Backups before --resize stretched.
+        identity["--resize"] = args.resize
     return identity

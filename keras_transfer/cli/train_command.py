@@ -86,6 +86,7 @@ def train_command(args):
         batch_size=args.batch_size,
         validation_split=args.validation_split,
         seed=args.seed,
+        resize=args.resize,
     )
     run.backup = RunBackup(
         run.backup_dir, run_identity(args, run, class_names), args.learning_rate
@@ -112,6 +113,7 @@ def train_command(args):
             input_shape=(size, size, 3),
             weights=run.weights,
             class_names=class_names,
+            resize=args.resize,
             dtype=_dtype(args),
         )
     auto_rate = args.learning_rate == AUTO
@@ -319,6 +321,7 @@ def _metadata(args, run, class_names):
         "backbone": run.spec.name,
         "class_names": class_names,
         "image_size": [size, size],
+        "resize": args.resize,
         "weights": args.weights,
         "data_dir": run.data_dir,
         "head_epochs": args.epochs,

@@ -10,20 +10,27 @@ Each subfolder is a class (sorted alphanumerically, as in
 `keras.utils.image_dataset_from_directory`); its images may sit in nested
 folders. The folder is checked before anything trains: a missing folder,
 images not sorted into class subfolders, a single class or an empty class
-raise a `DataError` that says what to change. Files TensorFlow cannot decode
-(see `decoding.py`) are left out and named in one warning.
+raise a `DataError` that says what to change. Files the pipeline's decoder
+cannot read (see `decoding.py`) are left out and named, with the reason, in
+one warning; files whose corrupt EXIF block was ignored are named in another.
 """
 
 import dataclasses
 import os
 import warnings
 
-from keras_transfer.data.decoding import decode_errors
+from keras_transfer.data.decoding import check_files
 from keras_transfer.errors import DataError
 from keras_transfer.utils.checks import plural
 
-# The formats keras.utils.image_dataset_from_directory reads (its ALLOWLIST_FORMATS).
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# The names under which image files are found in a folder: those of
+# keras.utils.image_dataset_from_directory (its ALLOWLIST_FORMATS) and what
+# browsers (WebP), scanners and microscopes (TIFF) and phones (HEIC/HEIF)
+# save. The decoder reads a file by its content, whatever its name says.
+IMAGE_EXTENSIONS = (
+    ".bmp", ".gif", ".heic", ".heif", ".jfif", ".jpe", ".jpeg", ".jpg", ".png",
+    ".tif", ".tiff", ".webp",
+)  # fmt: skip
 
 # Folders that archivers and notebooks leave behind; never classes.
 _IGNORED_DIRS = ("__MACOSX",)
@@ -51,6 +58,8 @@ class ImageFolderInfo:
         skipped: `(path, reason)` for each image file that cannot be decoded.
         ignored: images lying directly in `directory`, outside every class
             subfolder (they are not used).
+        notes: `(path, problem)` for each usable image loaded despite a
+            problem (a corrupt EXIF block: not turned upright).
     """
 
     directory: str
@@ -58,6 +67,7 @@ class ImageFolderInfo:
     files: dict
     skipped: tuple = ()
     ignored: tuple = ()
+    notes: tuple = ()
 
     @property
     def class_counts(self):
@@ -76,8 +86,8 @@ def scan_image_folder(directory):
 
     Each subfolder of `directory` is a class; its images may sit in nested
     folders. Files with other extensions (`.txt`, `.DS_Store`), hidden files
-    and folders, and `__MACOSX` are ignored. Images TensorFlow cannot decode
-    are left out and named in one warning.
+    and folders, and `__MACOSX` are ignored. Images the pipeline cannot
+    decode are left out and named in one warning, each with its reason.
 
     Example:
 
@@ -135,7 +145,9 @@ def list_image_folder(directory):
             f"({', '.join(IMAGE_EXTENSIONS)}) to them or remove them."
         )
 
-    errors = decode_errors([p for paths in candidates.values() for p in paths])
+    checks = check_files([p for paths in candidates.values() for p in paths])
+    errors = {path: check.error for path, check in checks.items() if check.error}
+    notes = tuple((path, check.note) for path, check in checks.items() if check.note)
     files = {
         name: tuple(p for p in paths if p not in errors)
         for name, paths in candidates.items()
@@ -149,7 +161,9 @@ def list_image_folder(directory):
             f"images ({', '.join(IMAGE_EXTENSIONS)})."
         )
     skipped = tuple((path, errors[path]) for path in sorted(errors))
-    return ImageFolderInfo(root, tuple(class_names), files, skipped, tuple(loose))
+    return ImageFolderInfo(
+        root, tuple(class_names), files, skipped, tuple(loose), tuple(sorted(notes))
+    )
 
 
 def _check_root(root):
@@ -215,7 +229,7 @@ def _list_images(folder):
 
 
 def warn_left_out(info, stacklevel):
-    """Warns about the undecodable and the loose images of `info`, one warning each.
+    """Warns about the undecodable, the loose and the noted images of `info`, one warning each.
 
     Example:
 
@@ -236,9 +250,19 @@ def warn_left_out(info, stacklevel):
         )
         warnings.warn(
             f"Skipping {plural(len(info.skipped), 'image file')} in {root} that "
-            "TensorFlow cannot decode (corrupt, truncated, or not an image): "
-            f"{named}{_and_more(info.skipped, '; ')}. Delete or re-save them to "
-            "silence this warning.",
+            "cannot be decoded: "
+            f"{named}{_and_more(info.skipped, '; ')}. Fix, re-save or delete them "
+            "to silence this warning.",
+            stacklevel=stacklevel,
+        )
+    if info.notes:
+        named = "; ".join(
+            f"{os.path.relpath(path, root)} ({note})" for path, note in info.notes[:_MAX_NAMED]
+        )
+        warnings.warn(
+            f"Loading {plural(len(info.notes), 'image')} in {root} as stored, not "
+            f"turned upright: {named}{_and_more(info.notes, '; ')}. Re-save them "
+            "upright to silence this warning.",
             stacklevel=stacklevel,
         )
     if info.ignored:

@@ -1,13 +1,15 @@
 """`load_image_folder`: an image folder as `tf.data` training and validation sets.
 
-It follows `keras.utils.image_dataset_from_directory`: the same image
-formats, classes sorted alphanumerically, labels as integers, batches of
-`float32` RGB pixels in [0, 255] (the classifier does its own
-preprocessing). It differs where small transfer-learning data sets need it:
-the folder is checked and unreadable images skipped first (`folder.py`), the
-validation split is stratified (`split.py`), and decoded, resized images
-are cached in memory as `uint8` (a quarter of the memory of `float32`), so
-only the first epoch decodes JPEGs.
+It follows `keras.utils.image_dataset_from_directory`: classes sorted
+alphanumerically, labels as integers, batches of `float32` RGB pixels in
+[0, 255] (the classifier does its own preprocessing). It differs where
+small transfer-learning data sets and real photos need it: the folder is
+checked and unreadable images named and skipped first (`folder.py`), the
+validation split is stratified (`split.py`), every file is decoded by
+`images.decode_image_file` (upright, more formats, antialiased, `resize`
+keeps the aspect ratio if asked), and decoded, resized images are cached
+in memory as `uint8` (a quarter of the memory of `float32`), so only the
+first epoch decodes.
 """
 
 import os
@@ -17,6 +19,8 @@ import numpy as np
 from keras_transfer import defaults
 from keras_transfer.data.folder import list_image_folder
 from keras_transfer.data.folder import warn_left_out
+from keras_transfer.data.images import check_resize
+from keras_transfer.data.images import decode_image_file
 from keras_transfer.data.split import permutation
 from keras_transfer.data.split import stratified_split
 from keras_transfer.errors import ConfigurationError
@@ -35,14 +39,17 @@ def load_image_folder(
     cache=True,
     shuffle=True,
     verbose=True,
+    resize=defaults.RESIZE,
 ):
     """Loads a folder-per-class image tree as `tf.data` training and validation sets.
 
     The folder is checked first (see `scan_image_folder`); unreadable images
-    are skipped with a warning. Images are decoded in parallel, converted to
-    RGB (grayscale, RGBA, palette, animated GIF: first frame), resized to
-    `image_size` with bilinear interpolation (the aspect ratio is not kept,
-    as in Keras), cached in memory, batched and prefetched.
+    are skipped with a warning that names each. Images are decoded in
+    parallel by `keras_transfer.data.images.decode_image_file` (the decoder
+    `predict` and `evaluate` use too): turned upright by their EXIF
+    orientation, converted to RGB (grayscale, CMYK, 16-bit, transparent,
+    palette, animated: first frame), resized to `image_size` with
+    antialiasing as `resize` says, cached in memory, batched and prefetched.
 
     The split is stratified and deterministic: in each class, a `seed`ed
     shuffle puts `round(validation_split * n)` images in validation, at least
@@ -79,6 +86,13 @@ def load_image_folder(
             random either way. Defaults to True.
         verbose: print how many images and classes were found and how they
             were split, like Keras does. Defaults to True.
+        resize: how images meet `image_size`: `"stretch"` (to the size, the
+            aspect ratio lost, as in Keras), `"crop"` (the shorter side to
+            the size, then the centre) or `"pad"` (the whole image,
+            letterboxed on black). Pass the model the same value
+            (`build_classifier(..., resize=...)`) so that it is saved with
+            it and `predict` resizes as training did. Defaults to `"crop"`
+            (`defaults.RESIZE`; see docs/photos.md for why).
 
     Returns:
         `(train_ds, val_ds, class_names)`: two `tf.data.Dataset`s of
@@ -98,6 +112,7 @@ def load_image_folder(
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     validation_split = _check_split(validation_split)
     seed = _check_seed(seed)
+    resize = check_resize(resize)
 
     info = list_image_folder(directory)
     warn_left_out(info, stacklevel=3)
@@ -120,14 +135,16 @@ def load_image_folder(
 
     if shuffle:
         train = [train[i] for i in permutation(len(train), seed, "train")]
-    train_ds = image_dataset(train, (height, width), batch_size, cache, shuffle, seed)
+    train_ds = image_dataset(
+        train, (height, width), batch_size, cache, shuffle, seed, resize
+    )
     train_ds.class_names = class_names
     train_ds.file_paths = [path for path, _ in train]
     val_ds = None
     if val:
         # Mixed classes in every batch, fixed order across epochs.
         val = [val[i] for i in permutation(len(val), seed, "validation")]
-        val_ds = image_dataset(val, (height, width), batch_size, cache, False, seed)
+        val_ds = image_dataset(val, (height, width), batch_size, cache, False, seed, resize)
         val_ds.class_names = class_names
         val_ds.file_paths = [path for path, _ in val]
     return train_ds, val_ds, class_names
@@ -157,12 +174,21 @@ def _check_seed(seed):
     return seed
 
 
-def image_dataset(items, image_size, batch_size, cache=False, shuffle=False, seed=None):
+def image_dataset(
+    items,
+    image_size,
+    batch_size,
+    cache=False,
+    shuffle=False,
+    seed=None,
+    resize=defaults.RESIZE,
+):
     """The `tf.data` pipeline of `load_image_folder`: decode, resize, cache, batch.
 
     Prediction and evaluation feed images through this same pipeline, so a
-    model sees the pixels it was trained on: the same decoder, RGB
-    conversion, bilinear resize and rounding to whole numbers.
+    model sees the pixels it was trained on: every file goes through
+    `images.decode_image_file` (EXIF orientation, scaled JPEG decoding,
+    RGB conversion, antialiased resize to `uint8`).
 
     Example:
 
@@ -179,6 +205,8 @@ def image_dataset(items, image_size, batch_size, cache=False, shuffle=False, see
         cache: keep the decoded, resized images in memory as `uint8`.
         shuffle: reshuffle the items at every epoch.
         seed: seed of the shuffling.
+        resize: `"stretch"`, `"crop"` or `"pad"`: how the aspect ratio is
+            handled (see `images.decode_image_file`).
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` batches, `images` `float32`
@@ -186,17 +214,18 @@ def image_dataset(items, image_size, batch_size, cache=False, shuffle=False, see
     """
     import tensorflow as tf
 
+    resize = check_resize(resize)
     paths = tf.constant([os.fsencode(path) for path, _ in items])
     labels = tf.constant([label for _, label in items], dtype=tf.int32)
     height, width = image_size
 
+    def decode(path):
+        return decode_image_file(path, (height, width), resize)
+
     def load(path, label):
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.image.resize(image, (height, width), method="bilinear")
-        # Whole numbers as uint8: what is cached takes a quarter of the memory,
-        # and cached and uncached pipelines yield the same pixels.
-        image = tf.saturate_cast(tf.round(image), tf.uint8)
+        # Pillow releases the GIL while it decodes and resizes, so the
+        # parallel map runs this on several cores.
+        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
         image.set_shape((height, width, 3))
         return image, label
 

@@ -17,8 +17,10 @@ import zipfile
 
 import keras
 
+from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.layers import find_classifier_head
+from keras_transfer.layers import resize_of
 from keras_transfer.models import load_model
 from keras_transfer.utils.files import check_model_file
 
@@ -41,11 +43,14 @@ class ClassifierInfo:
         num_classes: the number of outputs.
         class_names: the name of each output, or None for a model saved
             without them.
+        resize: how the training images met the input size, `"stretch"`,
+            `"crop"` or `"pad"` (`"stretch"` for a model that does not say).
     """
 
     image_size: tuple
     num_classes: int
     class_names: object
+    resize: str = defaults.LEGACY_RESIZE
 
     def label(self, index):
         """The name of class `index`, or the index as text without names."""
@@ -95,6 +100,7 @@ def check_classifier(model, source="the model"):
         image_size=(int(shape[1]), int(shape[2])),
         num_classes=int(head.num_classes),
         class_names=head.class_names,
+        resize=resize_of(model),
     )
 
 

@@ -1,7 +1,8 @@
 """`predict_images`: the top classes of image files, through the training pipeline.
 
-Images are decoded, converted to RGB and resized to the model's input size
-by the `tf.data` pipeline `load_image_folder` trains with
+Images are decoded, turned upright, converted to RGB and resized to the
+model's input size, as the model says it was trained (`resize`), by the
+`tf.data` pipeline `load_image_folder` trains with
 (`data.loading.image_dataset`), so a model sees the pixels it was trained
 on. Files that cannot be decoded (checked by `data.decoding`, the check
 training uses) are returned with the reason instead of stopping the rest.
@@ -9,16 +10,18 @@ training uses) are returned with the reason instead of stopping the rest.
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 
 from keras_transfer import defaults
 from keras_transfer.data import loading
-from keras_transfer.data.decoding import decode_errors
+from keras_transfer.data.decoding import check_files
 from keras_transfer.data.folder import IMAGE_EXTENSIONS
 from keras_transfer.errors import DataError
 from keras_transfer.evaluation.classifier_file import check_classifier
 from keras_transfer.utils.checks import check_int
+from keras_transfer.utils.checks import plural
 
 # How many classes `predict_images` and `keras-transfer predict` report per image.
 DEFAULT_TOP_K = defaults.TOP_K
@@ -112,7 +115,9 @@ def _images_in(folder):
     return found
 
 
-def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_SIZE):
+def predict_images(
+    model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_SIZE, resize=None
+):
     """Predicts the `top_k` classes of each image file, with their probabilities.
 
     Example:
@@ -132,6 +137,8 @@ def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_
         top_k: int >= 1, classes per image; at most the number of classes.
             Defaults to 3.
         batch_size: images per batch. Defaults to 32.
+        resize: `"stretch"`, `"crop"` or `"pad"`, or None (default) for
+            what the model was trained with (`keras_transfer.layers.resize_of`).
 
     Returns:
         A `Predictions`.
@@ -145,7 +152,15 @@ def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_
     top_k = min(check_int(top_k, "top_k", minimum=1), info.num_classes)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     files, unreadable = find_images(paths)
-    errors = decode_errors(files)
+    checks = check_files(files)
+    errors = {path: check.error for path, check in checks.items() if check.error}
+    noted = [f"{path} ({check.note})" for path, check in checks.items() if check.note]
+    if noted:
+        warnings.warn(
+            f"Predicting {plural(len(noted), 'image')} as stored, not turned "
+            f"upright: {'; '.join(noted)}. Re-save them upright to silence this warning.",
+            stacklevel=2,
+        )
     readable = [path for path in files if path not in errors]
     unreadable += [(path, errors[path]) for path in files if path in errors]
     if not readable:
@@ -156,7 +171,10 @@ def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_
             + f". Pass image files or folders of images ({', '.join(IMAGE_EXTENSIONS)})."
         )
     dataset = loading.image_dataset(
-        [(path, 0) for path in readable], info.image_size, batch_size
+        [(path, 0) for path in readable],
+        info.image_size,
+        batch_size,
+        resize=info.resize if resize is None else resize,
     )
     probabilities = np.asarray(model.predict(dataset, verbose=0), dtype="float64")
     images = []
