@@ -1,6 +1,6 @@
-"""Argument checks of the command line: argparse types and path checks.
+"""What the commands of the command line share: their parsers' shape, argparse types, path checks.
 
-The argparse types (`positive_int`, `fraction`, ...) reject a value while
+`add_command` adds a subcommand and names the function that runs it. The argparse types (`positive_int`, `fraction`, ...) reject a value while
 the command line is parsed, so that `main` reports it as a usage mistake.
 The path checks run before any data is read: a run never trains for an hour
 to find that it cannot write its model.
@@ -12,8 +12,10 @@ import os
 import tempfile
 
 from keras_transfer import defaults
-from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
+
+# `--learning-rate auto`: a learning-rate range test picks the head's rate.
+AUTO = "auto"
 
 # The smallest image side any registered backbone accepts (BackboneSpec's
 # default `min_input_size`, keras.applications' floor): `--image-size` below it
@@ -94,6 +96,25 @@ def unit_fraction(text):
     return value
 
 
+def learning_rate_argument(text):
+    """argparse type: a learning rate > 0, or `"auto"` (`AUTO`).
+
+    Example:
+
+    ```python
+    parser.add_argument("--learning-rate", type=learning_rate_argument)
+    ```
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 or 'auto', got {text!r}"
+        ) from None
+
+
 def _float(text):
     """`float(text)`, or NaN, which fails every range check, for non-numbers."""
     try:
@@ -151,7 +172,6 @@ def check_image_folder(path, default=None):
         f"{'does not exist' if not os.path.exists(path) else 'is a file'}). "
         f"Pass the folder that holds one subfolder per class: DIR/<class>/<image>{instead}."
     )
-
 
 
 def keras_file_path(path, option):
@@ -238,3 +258,56 @@ def add_batch_size_argument(parser, help_text="images per batch"):
         metavar="N",
         help=f"{help_text} (default: %(default)s)".lstrip(),
     )
+
+
+def add_data_dir_argument(parser):
+    """Adds the optional DATA_DIR of `train` and `compare` (default: flower_photos)."""
+    parser.add_argument(
+        "data_dir",
+        nargs="?",
+        metavar="DATA_DIR",
+        help="folder with one subfolder of images per class (default: TensorFlow's "
+        "flower_photos from the Keras cache, downloaded if online)",
+    )
+
+
+def add_command(subparsers, name, handler, summary, description, example=None, **options):
+    """Adds the subcommand `name`, run by `handler`; returns its parser.
+
+    `handler(args)` gets the parsed arguments and returns the exit status
+    (None for 0). It checks what argparse cannot (paths, bounds), then
+    imports the heavy modules it needs (TensorFlow, Keras, the models) in its
+    own body, so that `--help` and a bad argument answer before they load.
+    It reports a user's mistake by raising `KerasTransferError`, which
+    `keras_transfer.cli.main` prints in one line.
+
+    Example:
+
+    ```python
+    def hello(args):
+        print("hello " * args.times)
+
+    parser = add_command(subparsers, "hello", hello, "say hello", "Say hello.")
+    parser.add_argument("--times", type=positive_int, default=1)
+    ```
+
+    Args:
+        subparsers: what `ArgumentParser.add_subparsers()` returned.
+        name: the command's name.
+        handler: the function that runs the command.
+        summary: its line in `keras-transfer --help`.
+        description: the text of `keras-transfer NAME --help`, laid out by
+            hand (line breaks kept).
+        example: a command line shown at the end of the help, or None.
+        **options: more `add_parser` arguments, e.g. a `formatter_class`.
+    """
+    options.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"example:\n  {example}" if example else None,
+        **options,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
