@@ -3,7 +3,6 @@ import math
 import os
 import subprocess
 import sys
-import types
 
 import keras
 import numpy as np
@@ -16,6 +15,7 @@ from keras_transfer import cli
 from keras_transfer.callbacks.json_history import JsonHistory
 from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.cli import training
+from keras_transfer.cli.arguments import Command
 from keras_transfer.utils.checks import plural
 
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -224,16 +224,16 @@ def test_usage_errors_are_one_line(capsys):
     _assert_one_line_error(status, err, "invalid choice: 'fly'")
 
 
-def test_command_modules_register_their_commands(capsys, monkeypatch):
-    module = types.ModuleType("fake_commands")
-
-    def register(subparsers):
-        parser = subparsers.add_parser("hello")
+def test_a_command_plugs_in_with_its_options_and_handler(capsys, monkeypatch):
+    def add_arguments(parser):
         parser.add_argument("--times", type=cli.positive_int, default=1)
-        parser.set_defaults(handler=lambda args: print("hi " * args.times) or 3)
 
-    module.register = register
-    monkeypatch.setitem(cli.COMMANDS, "hello", module)
+    def hello(args):
+        print("hi " * args.times)
+        return 3
+
+    command = Command("hello", "say hi", "Say hi.", add_arguments, hello)
+    monkeypatch.setitem(cli.COMMANDS, "hello", command)
     status, out, _ = _run(capsys, "hello", "--times", 2)
     assert status == 3 and out.strip() == "hi hi"
     status, _, err = _run(capsys, "hello", "--times", 0)
@@ -242,18 +242,11 @@ def test_command_modules_register_their_commands(capsys, monkeypatch):
 
 def test_a_closed_pipe_ends_the_command_quietly(capsys, monkeypatch):
     # `keras-transfer predict ... | head`: the reader stopped reading.
-    module = types.ModuleType("piped_commands")
+    def flood(args):
+        raise BrokenPipeError(32, "Broken pipe")
 
-    def register(subparsers):
-        parser = subparsers.add_parser("flood")
-
-        def flood(args):
-            raise BrokenPipeError(32, "Broken pipe")
-
-        parser.set_defaults(handler=flood)
-
-    module.register = register
-    monkeypatch.setitem(cli.COMMANDS, "flood", module)
+    command = Command("flood", "flood", "Flood.", lambda parser: None, flood)
+    monkeypatch.setitem(cli.COMMANDS, "flood", command)
     status, _, err = _run(capsys, "flood")
     assert status == 0 and err == ""
 
@@ -382,31 +375,49 @@ def _command_stderr(tmp_path, *argv, env=None):
     return result
 
 
+# What TensorFlow 2.21 writes while it loads, before it reads
+# TF_CPP_MIN_LOG_LEVEL: no environment variable hides these, and the command
+# line does not redirect file descriptor 2 to hide them.
+UNHIDEABLE_START_UP_LINES = (
+    "WARNING: All log messages before absl::InitializeLog() is called",
+    " port.cc:",  # oneDNN custom operations are on
+    " cudart_stub.cc:",  # Could not find cuda drivers
+)
+
+
+def _hideable_lines(stderr):
+    return [
+        line
+        for line in stderr.splitlines()
+        if not any(mark in line for mark in UNHIDEABLE_START_UP_LINES)
+    ]
+
+
 def test_tensorflow_start_up_logs_are_hidden_unless_verbose(tmp_path):
     # What importing TensorFlow prints here; nothing to hide if it is quiet.
     baseline = _command_stderr(tmp_path, "-c", "import tensorflow")
     quiet = _command_stderr(tmp_path, "-m", "keras_transfer", "backbones", "mobilenet_v2_035")
     assert quiet.returncode == 0, quiet.stderr
     assert "mobilenet_v2_035" in quiet.stdout
-    assert quiet.stderr == ""
-    if baseline.stderr.strip():
+    assert _hideable_lines(quiet.stderr) == []
+    if _hideable_lines(baseline.stderr):
         verbose = _command_stderr(
             tmp_path, "-m", "keras_transfer", "backbones", "mobilenet_v2_035", "--verbose"
         )
         assert verbose.returncode == 0, verbose.stderr
-        assert verbose.stderr.strip()
+        assert _hideable_lines(verbose.stderr)
 
 
 def test_a_command_that_loads_tensorflow_prints_only_its_own_error(tmp_path):
-    # compare's handler imports TensorFlow once the arguments are checked:
-    # quietly, like every command's.
+    # compare's handler imports TensorFlow once the arguments are checked,
+    # with its start-up logs hidden, like every command's.
     photos = write_image_folder(tmp_path / "photos", per_class=1)
     result = _command_stderr(
         tmp_path, "-m", "keras_transfer", "compare", str(photos), "--backbones", "nope",
         "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    [line] = result.stderr.strip().splitlines()
+    [line] = _hideable_lines(result.stderr)
     assert line.startswith("keras-transfer: error: Unknown backbone: 'nope'")
 
 

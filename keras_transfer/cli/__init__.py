@@ -66,16 +66,17 @@ Start-up: the argument parser, its checks and this package's import need
 neither TensorFlow nor Keras, so a mistake in the arguments is reported at
 once, and `--help` lists the commands without loading them. Each command is
 one module (`backbones`, `train`, `predict`, `evaluate`, `export`,
-`compare`) that declares its parser in `register(subparsers)` and names its
-handler, a function that checks what argparse cannot (paths, bounds), then
-imports the heavy modules in its own body. `COMMANDS` lists those modules.
+`compare`) whose `COMMAND` (an `arguments.Command`) holds its help, the
+function that declares its options and its handler, a function that checks
+what argparse cannot (paths, bounds), then imports the heavy modules in its
+own body. `COMMANDS` lists them.
 Before a handler runs, `main` sets `TF_CPP_MIN_LOG_LEVEL` (unless it is set
 already), so that TensorFlow's C++ start-up logs stay out of the terminal;
 `--verbose` leaves it alone. TensorFlow 2.21 writes a few lines before it
 reads the variable (absl's "All log messages before absl::InitializeLog()",
 oneDNN's and the CUDA stub's), which it cannot hide.
 
-`arguments` holds what the commands share (`add_command`, the argparse
+`arguments` holds what the commands share (`Command`, the argparse
 types and path checks), `program` the program name and exit statuses,
 `training` and `run_files` the work and the files of `train`.
 """
@@ -121,16 +122,11 @@ __all__ = [
     "unit_fraction",
 ]
 
-# The subcommands, in the order `--help` lists them, and the module that
-# declares each: its `register(subparsers)` adds the parser and its handler
-# (see `keras_transfer.cli.arguments.add_command`).
+# The subcommands, in the order `--help` lists them: each module's `Command`
+# (`keras_transfer.cli.arguments.Command`), by name.
 COMMANDS = {
-    "backbones": backbones,
-    "train": train,
-    "predict": predict,
-    "evaluate": evaluate,
-    "export": export,
-    "compare": compare,
+    module.COMMAND.name: module.COMMAND
+    for module in (backbones, train, predict, evaluate, export, compare)
 }
 
 # TensorFlow's C++ log level for the commands, once it reads it: fatal errors
@@ -207,8 +203,8 @@ def build_parser():
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-    for module in COMMANDS.values():
-        module.register(subparsers)
+    for command in COMMANDS.values():
+        command.register(subparsers)
     for subparser in subparsers.choices.values():
         # SUPPRESS: a subcommand's default would overwrite a --verbose given
         # before the command (`keras-transfer --verbose train ...`).

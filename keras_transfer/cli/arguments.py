@@ -1,12 +1,14 @@
 """What the commands of the command line share: their parsers' shape, argparse types, path checks.
 
-`add_command` adds a subcommand and names the function that runs it. The argparse types (`positive_int`, `fraction`, ...) reject a value while
-the command line is parsed, so that `main` reports it as a usage mistake.
+`Command` describes a subcommand: its help, its options and the function
+that runs it. The argparse types (`positive_int`, `fraction`, ...) reject a
+value while the command line is parsed, so that `main` reports it as a usage mistake.
 The path checks run before any data is read: a run never trains for an hour
 to find that it cannot write its model.
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import tempfile
@@ -271,43 +273,58 @@ def add_data_dir_argument(parser):
     )
 
 
-def add_command(subparsers, name, handler, summary, description, example=None, **options):
-    """Adds the subcommand `name`, run by `handler`; returns its parser.
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand of `keras-transfer`: its help, its options and its handler.
 
-    `handler(args)` gets the parsed arguments and returns the exit status
-    (None for 0). It checks what argparse cannot (paths, bounds), then
-    imports the heavy modules it needs (TensorFlow, Keras, the models) in its
-    own body, so that `--help` and a bad argument answer before they load.
-    It reports a user's mistake by raising `KerasTransferError`, which
-    `keras_transfer.cli.main` prints in one line.
+    Each command module defines one, `COMMAND`, and `keras_transfer.cli`
+    lists them. `handler(args)` gets the parsed arguments and returns the
+    exit status (None for 0). It checks what argparse cannot (paths,
+    bounds), then imports the heavy modules it needs (TensorFlow, Keras, the
+    models) in its own body, so that `--help` and a bad argument answer
+    before they load. It reports a user's mistake by raising
+    `KerasTransferError`, which `keras_transfer.cli.main` prints in one line.
 
     Example:
 
     ```python
+    def add_arguments(parser):
+        parser.add_argument("--times", type=positive_int, default=1)
+
     def hello(args):
         print("hello " * args.times)
 
-    parser = add_command(subparsers, "hello", hello, "say hello", "Say hello.")
-    parser.add_argument("--times", type=positive_int, default=1)
+    COMMAND = Command("hello", "say hello", "Say hello.", add_arguments, hello)
     ```
 
     Args:
-        subparsers: what `ArgumentParser.add_subparsers()` returned.
         name: the command's name.
-        handler: the function that runs the command.
         summary: its line in `keras-transfer --help`.
         description: the text of `keras-transfer NAME --help`, laid out by
-            hand (line breaks kept).
+            hand (line breaks kept) unless `formatter_class` says otherwise.
+        add_arguments: a function that declares the options on the parser.
+        handler: the function that runs the command.
         example: a command line shown at the end of the help, or None.
-        **options: more `add_parser` arguments, e.g. a `formatter_class`.
+        formatter_class: the parser's `argparse` help formatter.
     """
-    options.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-    parser = subparsers.add_parser(
-        name,
-        help=summary,
-        description=description,
-        epilog=f"example:\n  {example}" if example else None,
-        **options,
-    )
-    parser.set_defaults(handler=handler)
-    return parser
+
+    name: str
+    summary: str
+    description: str
+    add_arguments: object
+    handler: object
+    example: str = None
+    formatter_class: type = argparse.RawDescriptionHelpFormatter
+
+    def register(self, subparsers):
+        """Adds the command to `subparsers` (from `add_subparsers()`); returns its parser."""
+        parser = subparsers.add_parser(
+            self.name,
+            help=self.summary,
+            description=self.description,
+            epilog=f"example:\n  {self.example}" if self.example else None,
+            formatter_class=self.formatter_class,
+        )
+        self.add_arguments(parser)
+        parser.set_defaults(handler=self.handler)
+        return parser

@@ -11,7 +11,7 @@ loads.
 import argparse
 import re
 
-from keras_transfer.cli.arguments import add_command
+from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
 
@@ -24,23 +24,17 @@ _HEADER = ("NAME", "INPUT", "BLOCKS", "PARAMS", "IMAGENET WEIGHTS", "LICENSE", "
 _RIGHT_ALIGNED = {2, 3}
 
 
-def register(subparsers):
-    """Adds the `backbones` subcommand.
+SUMMARY = "list the registered backbones"
 
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = add_command(
-        subparsers,
-        "backbones",
-        backbones_command,
-        "list the registered backbones",
-        "List the registered backbones: input size, number of "
-        "blocks (the units ProgressiveUnfreeze unfreezes), parameters, whether "
-        "their ImageNet weights are in the Keras cache, and their licence.",
-        # One paragraph, wrapped to the terminal by argparse.
-        formatter_class=argparse.HelpFormatter,
-    )
+DESCRIPTION = (
+    "List the registered backbones: input size, number of "
+    "blocks (the units ProgressiveUnfreeze unfreezes), parameters, whether "
+    "their ImageNet weights are in the Keras cache, and their licence."
+)
+
+
+def add_arguments(parser):
+    """Declares the options of `backbones`."""
     parser.add_argument(
         "pattern",
         nargs="?",
@@ -151,3 +145,10 @@ def human_count(count):
     if count >= 1e9:
         return f"{count / 1e9:.2f}G"
     return f"{count / 1e6:.2f}M"
+
+
+# One paragraph, wrapped to the terminal by argparse.
+COMMAND = Command(
+    "backbones", SUMMARY, DESCRIPTION, add_arguments, backbones_command,
+    formatter_class=argparse.HelpFormatter,
+)

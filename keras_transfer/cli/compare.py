@@ -14,8 +14,8 @@ nothing heavy.
 import sys
 
 from keras_transfer import defaults
+from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import add_command
 from keras_transfer.cli.arguments import add_data_dir_argument
 from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import fraction
@@ -28,30 +28,28 @@ from keras_transfer.experiment.options import DEFAULT_OUTPUT_DIR
 from keras_transfer.experiment.options import DEFAULT_TARGET_ACCURACY
 
 
-def register(subparsers):
-    """Adds the `compare` subcommand.
+SUMMARY = "measure what a pretrained backbone buys over training from scratch"
 
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = add_command(
-        subparsers,
-        "compare",
-        compare_command,
-        "measure what a pretrained backbone buys over training from scratch",
-        "Train, on one seeded split of DATA_DIR and for each backbone,\n"
-        "(1) from scratch, (2) pretrained with the head only and (3) pretrained\n"
-        "with the head first, then progressive fine-tuning; every run stops at the\n"
-        "same epoch count or wall-clock budget. Before the runs of a backbone,\n"
-        "an unclocked warm-up runs each method on a few images; every run starts\n"
-        "from the same seeds. Writes OUT/report.md, OUT/results.json,\n"
-        "OUT/accuracy_vs_time.png, OUT/compare.log (per-epoch lines) and\n"
-        "TensorBoard logs in OUT/tensorboard/<run>; prints one progress line per\n"
-        "run. Backbones whose ImageNet weights cannot be had (offline, not\n"
-        "cached) are skipped with the reason.",
-        f"{PROG} compare flower_photos --backbones mobilenet_v2_050,resnet50 \\\n"
-        "      --budget-minutes 25 --image-size 160 --output-dir compare",
-    )
+DESCRIPTION = """\
+Train, on one seeded split of DATA_DIR and for each backbone,
+(1) from scratch, (2) pretrained with the head only and (3) pretrained
+with the head first, then progressive fine-tuning; every run stops at the
+same epoch count or wall-clock budget. Before the runs of a backbone,
+an unclocked warm-up runs each method on a few images; every run starts
+from the same seeds. Writes OUT/report.md, OUT/results.json,
+OUT/accuracy_vs_time.png, OUT/compare.log (per-epoch lines) and
+TensorBoard logs in OUT/tensorboard/<run>; prints one progress line per
+run. Backbones whose ImageNet weights cannot be had (offline, not
+cached) are skipped with the reason."""
+
+EXAMPLE = (
+    f"{PROG} compare flower_photos --backbones mobilenet_v2_050,resnet50 \\\n"
+    "      --budget-minutes 25 --image-size 160 --output-dir compare"
+)
+
+
+def add_arguments(parser):
+    """Declares the options of `compare`."""
     add_data_dir_argument(parser)
     parser.add_argument(
         "--backbones",
@@ -156,3 +154,6 @@ def compare_command(args):
         target_accuracy=args.target_accuracy,
     )
     sys.stdout.flush()
+
+
+COMMAND = Command("compare", SUMMARY, DESCRIPTION, add_arguments, compare_command, EXAMPLE)

@@ -10,8 +10,8 @@ DATA_DIR that is not a folder are refused before TensorFlow loads.
 
 import os
 
+from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import add_command
 from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
@@ -23,27 +23,23 @@ from keras_transfer.utils.files import check_model_file
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 
+SUMMARY = "score a trained model on a folder of labelled images"
 
-def register(subparsers):
-    """Adds the `evaluate` subcommand.
+DESCRIPTION = f"""\
+Score MODEL, a .keras file saved by '{PROG} train', on DATA_DIR, a
+folder with one subfolder of images per class (the same classes as the
+model's, matched by name). Prints the accuracy, per-class precision,
+recall, F1 and support and the confusion matrix; writes {METRICS_FILE}
+and {CONFUSION_FILE} to --output-dir.
 
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = add_command(
-        subparsers,
-        "evaluate",
-        evaluate_command,
-        "score a trained model on a folder of labelled images",
-        f"Score MODEL, a .keras file saved by '{PROG} train', on DATA_DIR, a\n"
-        "folder with one subfolder of images per class (the same classes as the\n"
-        "model's, matched by name). Prints the accuracy, per-class precision,\n"
-        f"recall, F1 and support and the confusion matrix; writes {METRICS_FILE}\n"
-        f"and {CONFUSION_FILE} to --output-dir.\n\n"
-        "exit status: 0 done, 2 not a keras-transfer model, a folder whose\n"
-        "classes differ from the model's, or a bad option.",
-        f"{PROG} evaluate flowers.keras flowers_test --output-dir eval",
-    )
+exit status: 0 done, 2 not a keras-transfer model, a folder whose
+classes differ from the model's, or a bad option."""
+
+EXAMPLE = f"{PROG} evaluate flowers.keras flowers_test --output-dir eval"
+
+
+def add_arguments(parser):
+    """Declares the options of `evaluate`."""
     parser.add_argument("model", metavar="MODEL", help="the .keras model file")
     parser.add_argument(
         "data_dir", metavar="DATA_DIR", help="folder with one subfolder of images per class"
@@ -128,3 +124,6 @@ def evaluation_text(result):
 
 def _score(value):
     return "-" if value is None else f"{value:.3f}"
+
+
+COMMAND = Command("evaluate", SUMMARY, DESCRIPTION, add_arguments, evaluate_command, EXAMPLE)

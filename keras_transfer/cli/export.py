@@ -14,32 +14,29 @@ model is read.
 import os
 
 from keras_transfer import defaults
-from keras_transfer.cli.arguments import add_command
+from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.program import PROG
 
 
-def register(subparsers):
-    """Adds the `export` subcommand.
+SUMMARY = "export a trained model as a SavedModel, LiteRT or ONNX file"
 
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = add_command(
-        subparsers,
-        "export",
-        export_command,
-        "export a trained model as a SavedModel, LiteRT or ONNX file",
-        "Export MODEL, a .keras file saved by 'keras-transfer train', for\n"
-        "inference without Keras. The export takes raw RGB pixels in [0, 255]\n"
-        "(the preprocessing is inside) and returns the class probabilities.\n"
-        "It is checked before it is kept: its runtime runs it on a few images\n"
-        "and its outputs must match the Keras model's within 1e-4.\n\n"
-        "formats: saved_model (a folder, TensorFlow Serving), litert (a .tflite\n"
-        "file, mobile and embedded; pip install keras-transfer[litert] for the\n"
-        "standalone runtime), onnx (an .onnx file, ONNX Runtime; needs\n"
-        "pip install keras-transfer[onnx]).",
-        f"{PROG} export flowers.keras --format litert --output flowers.tflite",
-    )
+DESCRIPTION = """\
+Export MODEL, a .keras file saved by 'keras-transfer train', for
+inference without Keras. The export takes raw RGB pixels in [0, 255]
+(the preprocessing is inside) and returns the class probabilities.
+It is checked before it is kept: its runtime runs it on a few images
+and its outputs must match the Keras model's within 1e-4.
+
+formats: saved_model (a folder, TensorFlow Serving), litert (a .tflite
+file, mobile and embedded; pip install keras-transfer[litert] for the
+standalone runtime), onnx (an .onnx file, ONNX Runtime; needs
+pip install keras-transfer[onnx])."""
+
+EXAMPLE = f"{PROG} export flowers.keras --format litert --output flowers.tflite"
+
+
+def add_arguments(parser):
+    """Declares the options of `export`."""
     parser.add_argument("model", metavar="MODEL", help="the .keras model file")
     parser.add_argument(
         "--format",
@@ -93,3 +90,6 @@ def default_output(model_path, format):
     if stem.endswith(".keras"):
         stem = stem[: -len(".keras")]
     return stem + (defaults.EXPORT_FORMATS[format][1] or "_saved_model")
+
+
+COMMAND = Command("export", SUMMARY, DESCRIPTION, add_arguments, export_command, EXAMPLE)

@@ -14,8 +14,8 @@ import json
 import sys
 
 from keras_transfer import defaults
+from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import add_command
 from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
@@ -28,25 +28,22 @@ from keras_transfer.utils.files import check_model_file
 OUTPUT_FORMATS = (".csv", ".jsonl")
 
 
-def register(subparsers):
-    """Adds the `predict` subcommand.
+SUMMARY = "predict the classes of images with a trained model"
 
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = add_command(
-        subparsers,
-        "predict",
-        predict_command,
-        "predict the classes of images with a trained model",
-        "Predict the top classes of images with MODEL, a .keras file\n"
-        f"saved by '{PROG} train'. PATH: image files or folders (searched\n"
-        "recursively). Images are resized to the model's input size as in\n"
-        "training. Unreadable files are listed and skipped.\n\n"
-        "exit status: 0 done, 2 not a keras-transfer model, no readable image,\n"
-        "or a bad option.",
-        f"{PROG} predict flowers.keras new_photos/ --top-k 2 --output predictions.csv",
-    )
+DESCRIPTION = f"""\
+Predict the top classes of images with MODEL, a .keras file
+saved by '{PROG} train'. PATH: image files or folders (searched
+recursively). Images are resized to the model's input size as in
+training. Unreadable files are listed and skipped.
+
+exit status: 0 done, 2 not a keras-transfer model, no readable image,
+or a bad option."""
+
+EXAMPLE = f"{PROG} predict flowers.keras new_photos/ --top-k 2 --output predictions.csv"
+
+
+def add_arguments(parser):
+    """Declares the options of `predict`."""
     parser.add_argument("model", metavar="MODEL", help="the .keras model file")
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="image files or folders of images"
@@ -166,3 +163,6 @@ def _output_text(path, result):
     for p, reason in result.unreadable:
         writer.writerow([p] + [""] * (2 * k) + [reason])
     return buffer.getvalue()
+
+
+COMMAND = Command("predict", SUMMARY, DESCRIPTION, add_arguments, predict_command, EXAMPLE)

@@ -20,8 +20,8 @@ import os
 
 from keras_transfer import defaults
 from keras_transfer.cli.arguments import AUTO
+from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
-from keras_transfer.cli.arguments import add_command
 from keras_transfer.cli.arguments import add_data_dir_argument
 from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import fraction
@@ -49,33 +49,33 @@ KEEP_AVERAGE = "average"
 KEEP_DEFAULT = KEEP_AVERAGE
 
 
-def register(subparsers):
-    """Adds the `train` subcommand.
+SUMMARY = "train a classifier on a folder of images"
 
-    Args:
-        subparsers: the object `ArgumentParser.add_subparsers()` returns.
-    """
-    parser = add_command(
-        subparsers,
-        "train",
-        train_command,
-        "train a classifier on a folder of images",
-        "Train a classifier on DATA_DIR, a folder with one subfolder of\n"
-        "images per class (DATA_DIR/<class>/<image>; default: TensorFlow's\n"
-        "flower_photos from the Keras cache, downloaded if online). The head\n"
-        "trains first with the backbone frozen (--epochs), then with the top\n"
-        "blocks of the backbone (--fine-tune-epochs), in one fit. Saves the model\n"
-        "of the epoch with the best val_accuracy, of the last epoch, or averaged\n"
-        "over the fine-tuning epochs (--keep) to --output and the per-epoch\n"
-        "history to history.json beside it.\n\n"
-        "A run that is interrupted (killed, Ctrl-C, a crash) resumes after its\n"
-        "last finished epoch when the same command runs again.\n\n"
-        "exit status: 0 done, 2 bad arguments or data, 3 the loss became NaN\n"
-        "(the last good model is saved), 130 interrupted.",
-        f"{PROG} train flower_photos --backbone mobilenet_v2_050 \\\n"
-        "      --image-size 160 --epochs 5 --fine-tune-epochs 5 \\\n"
-        "      --output flowers.keras --log-dir logs/flowers",
-    )
+DESCRIPTION = """\
+Train a classifier on DATA_DIR, a folder with one subfolder of
+images per class (DATA_DIR/<class>/<image>; default: TensorFlow's
+flower_photos from the Keras cache, downloaded if online). The head
+trains first with the backbone frozen (--epochs), then with the top
+blocks of the backbone (--fine-tune-epochs), in one fit. Saves the model
+of the epoch with the best val_accuracy, of the last epoch, or averaged
+over the fine-tuning epochs (--keep) to --output and the per-epoch
+history to history.json beside it.
+
+A run that is interrupted (killed, Ctrl-C, a crash) resumes after its
+last finished epoch when the same command runs again.
+
+exit status: 0 done, 2 bad arguments or data, 3 the loss became NaN
+(the last good model is saved), 130 interrupted."""
+
+EXAMPLE = (
+    f"{PROG} train flower_photos --backbone mobilenet_v2_050 \\\n"
+    "      --image-size 160 --epochs 5 --fine-tune-epochs 5 \\\n"
+    "      --output flowers.keras --log-dir logs/flowers"
+)
+
+
+def add_arguments(parser):
+    """Declares the options of `train`."""
     add_train_arguments(parser)
     add_run_arguments(parser)
 
@@ -486,3 +486,6 @@ def _data_dir(data_dir):
     path = default_data_dir()
     print(f"No DATA_DIR given: training on TensorFlow's flower_photos from {path}.")
     return path
+
+
+COMMAND = Command("train", SUMMARY, DESCRIPTION, add_arguments, train_command, EXAMPLE)
