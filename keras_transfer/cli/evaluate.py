@@ -15,7 +15,6 @@ from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import check_image_folder
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
-from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_json
 from keras_transfer.utils.files import check_model_file
 
@@ -105,6 +104,7 @@ def evaluation_text(result):
     ```
     """
     # Here, not at the top: NumPy stays out of `--help`'s start-up.
+    from keras_transfer.utils.checks import plural
     from keras_transfer.utils.metrics import confusion_matrix_lines
     from keras_transfer.utils.metrics import format_table
 

@@ -20,7 +20,6 @@ from keras_transfer.cli.arguments import positive_int
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.utils.checks import plural
 from keras_transfer.utils.files import atomic_write_text
 from keras_transfer.utils.files import check_model_file
 
@@ -76,6 +75,7 @@ def predict_command(args):
     # Once the paths are known to be good: these load TensorFlow.
     from keras_transfer.evaluation import load_classifier
     from keras_transfer.evaluation import predict_images
+    from keras_transfer.utils.checks import plural
 
     model, info = load_classifier(args.model)
     result = predict_images(model, args.paths, top_k=args.top_k, batch_size=args.batch_size)

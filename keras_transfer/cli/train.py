@@ -1,6 +1,6 @@
 """`keras-transfer train [DATA_DIR]`: its options, and their resolution into a `TrainConfig`.
 
-`register` adds the command; `add_train_arguments` and `add_run_arguments`
+`COMMAND` is the command; `add_train_arguments` and `add_run_arguments`
 declare its options; `TrainConfig.from_arguments` checks them, once, and
 resolves them into the frozen settings of the run (absolute paths known to
 be writable, the backbone's `BackboneSpec`, the image size and the depth to
@@ -14,12 +14,10 @@ resumed run must match it, a line in `backup_identity`), read it in
 `training`.
 """
 
-import argparse
 import dataclasses
 import os
 
 from keras_transfer import defaults
-from keras_transfer.cli.arguments import AUTO
 from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import add_data_dir_argument
@@ -291,7 +289,7 @@ class TrainConfig:
             against the backbone's depth).
         backbone_lr_ratio, gradual, batch_size, class_weight,
             mixed_precision, validation_split, seed: as given.
-        learning_rate: the head's learning rate, or `AUTO`.
+        learning_rate: the head's learning rate, or "auto" (`arguments.AUTO`).
         output, history: the absolute paths of the model and history files.
         backup_dir: the absolute path of the backup folder.
         log_dir: the TensorBoard folder, or None.
