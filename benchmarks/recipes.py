@@ -118,7 +118,7 @@ def _views(name, views, head, tune, depth, **kwargs):
 
 
 RECIPES = [
-    # What `keras-transfer train` runs today (train_arguments.py defaults):
+    # What `keras-transfer train` runs today (cli/train.py defaults):
     # the head for 3 epochs, then the last 8 blocks for 8, keeping the
     # weights averaged over those 8.
     Recipe("train-default", 3, 8, 8, keep="average"),

@@ -27,7 +27,7 @@ from PIL import Image
 
 import keras_transfer
 from keras_transfer import cli
-from keras_transfer.cli import train_command
+from keras_transfer.cli import training
 from keras_transfer import data
 from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.errors import ConfigurationError
@@ -570,9 +570,9 @@ def _error_line(err):
 def test_command_line_refuses(case, env, capsys, monkeypatch):
     monkeypatch.chdir(env.tmp)
     if case.stage == "arguments":
-        monkeypatch.setattr(train_command, "load_image_folder", _must_not_be_called)
+        monkeypatch.setattr(training, "load_image_folder", _must_not_be_called)
     if case.stage == "data":
-        monkeypatch.setattr(train_command, "build_classifier", _must_not_be_called)
+        monkeypatch.setattr(training, "build_classifier", _must_not_be_called)
     status, _, err = _run_cli(capsys, case.argv(env))
     assert status == 2
     line = _error_line(err)
@@ -666,11 +666,11 @@ def test_nan_during_fine_tuning_keeps_the_last_good_epoch_and_resumes(
     argv = _train(data_dir, "--epochs", 1, "--fine-tune-epochs", 2, "--batch-size", 6,
                   "--validation-split", 0.25, "--output", output)  # fmt: skip
     record = _RecordWeights()
-    build_callbacks = train_command.build_callbacks
+    build_callbacks = training.build_callbacks
     # The head is poisoned in the second batch of epoch 2 (the first one of
     # fine-tuning): epoch 1 is the last good one.
     monkeypatch.setattr(
-        train_command,
+        training,
         "build_callbacks",
         lambda *args: [_PoisonHead(epoch=1, batch=1), record] + build_callbacks(*args),
     )
@@ -695,7 +695,7 @@ def test_nan_during_fine_tuning_keeps_the_last_good_epoch_and_resumes(
     assert [e["epoch"] for e in history["epochs"]] == [0]
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
 
-    monkeypatch.setattr(train_command, "build_callbacks", build_callbacks)
+    monkeypatch.setattr(training, "build_callbacks", build_callbacks)
     # Other options than the learning rates do not fit the backup.
     status, _, err = _run_cli(capsys, [*argv, "--batch-size", 4])
     assert status == 2
@@ -748,9 +748,9 @@ def test_nan_validation_loss_stops_and_keeps_the_epoch_before(tmp_path, capsys, 
     argv = _train(data_dir, "--epochs", 1, "--fine-tune-epochs", 2, "--batch-size", 6,
                   "--validation-split", 0.25, "--output", output)  # fmt: skip
     record = _RecordWeights()
-    build_callbacks = train_command.build_callbacks
+    build_callbacks = training.build_callbacks
     monkeypatch.setattr(
-        train_command,
+        training,
         "build_callbacks",
         lambda *args: [_PoisonValidationLoss(epoch=1), record] + build_callbacks(*args),
     )

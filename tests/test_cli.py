@@ -3,7 +3,6 @@ import math
 import os
 import subprocess
 import sys
-import types
 
 import keras
 import numpy as np
@@ -15,7 +14,8 @@ import keras_transfer
 from keras_transfer import cli
 from keras_transfer.callbacks.json_history import JsonHistory
 from keras_transfer.backbones import weights as weights_lib
-from keras_transfer.cli import train_command
+from keras_transfer.cli import training
+from keras_transfer.cli.arguments import Command
 from keras_transfer.utils.checks import plural
 
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -174,7 +174,7 @@ def test_train_with_cached_imagenet_weights_learns(
 def test_train_argument_errors(tmp_path, capsys, monkeypatch, options, fragments):
     data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train_command, "load_image_folder", _must_not_be_called)
+    monkeypatch.setattr(training, "load_image_folder", _must_not_be_called)
     status, _, err = _run(capsys, "train", data_dir, "--weights", "none", *options)
     _assert_one_line_error(status, err, *fragments)
 
@@ -183,7 +183,7 @@ def test_unwritable_output_is_reported_before_training(tmp_path, capsys, monkeyp
     data_dir = write_image_folder(tmp_path / "images", per_class=2, size=(8, 8))
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
-    monkeypatch.setattr(train_command, "load_image_folder", _must_not_be_called)
+    monkeypatch.setattr(training, "load_image_folder", _must_not_be_called)
     output = not_a_folder / "model.keras"
     status, _, err = _run(capsys, "train", data_dir, "--output", output)
     _assert_one_line_error(status, err, "Cannot write --output", str(output))
@@ -211,7 +211,7 @@ def test_keyboard_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_command, "load_image_folder", interrupt)
+    monkeypatch.setattr(training, "load_image_folder", interrupt)
     status, _, err = _run(capsys, "train", data_dir, "--output", tmp_path / "m.keras")
     assert status == 130
     assert err.strip() == "keras-transfer: interrupted"
@@ -224,16 +224,16 @@ def test_usage_errors_are_one_line(capsys):
     _assert_one_line_error(status, err, "invalid choice: 'fly'")
 
 
-def test_command_modules_register_their_commands(capsys, monkeypatch):
-    module = types.ModuleType("fake_commands")
-
-    def register(subparsers):
-        parser = subparsers.add_parser("hello")
+def test_a_command_plugs_in_with_its_options_and_handler(capsys, monkeypatch):
+    def add_arguments(parser):
         parser.add_argument("--times", type=cli.positive_int, default=1)
-        parser.set_defaults(handler=lambda args: print("hi " * args.times) or 3)
 
-    module.register = register
-    monkeypatch.setitem(cli.COMMANDS, "hello", module)
+    def hello(args):
+        print("hi " * args.times)
+        return 3
+
+    command = Command("hello", "say hi", "Say hi.", add_arguments, hello)
+    monkeypatch.setitem(cli.COMMANDS, "hello", command)
     status, out, _ = _run(capsys, "hello", "--times", 2)
     assert status == 3 and out.strip() == "hi hi"
     status, _, err = _run(capsys, "hello", "--times", 0)
@@ -242,18 +242,11 @@ def test_command_modules_register_their_commands(capsys, monkeypatch):
 
 def test_a_closed_pipe_ends_the_command_quietly(capsys, monkeypatch):
     # `keras-transfer predict ... | head`: the reader stopped reading.
-    module = types.ModuleType("piped_commands")
+    def flood(args):
+        raise BrokenPipeError(32, "Broken pipe")
 
-    def register(subparsers):
-        parser = subparsers.add_parser("flood")
-
-        def flood(args):
-            raise BrokenPipeError(32, "Broken pipe")
-
-        parser.set_defaults(handler=flood)
-
-    module.register = register
-    monkeypatch.setitem(cli.COMMANDS, "flood", module)
+    command = Command("flood", "flood", "Flood.", lambda parser: None, flood)
+    monkeypatch.setitem(cli.COMMANDS, "flood", command)
     status, _, err = _run(capsys, "flood")
     assert status == 0 and err == ""
 
@@ -457,7 +450,7 @@ def test_train_without_data_dir_offline_says_how_to_seed_the_cache(
     keras_home, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(weights_lib, "reachable", lambda *args, **kwargs: False)
-    monkeypatch.setattr(train_command, "build_classifier", _must_not_be_called)
+    monkeypatch.setattr(training, "build_classifier", _must_not_be_called)
     status, _, err = _run(capsys, "train", "--output", tmp_path / "m.keras")
     _assert_one_line_error(
         status, err, "No DATA_DIR given", "flower_photos", "cannot be downloaded",
@@ -484,9 +477,9 @@ class _ScriptedValidation(keras.callbacks.Callback):
 def _train_with_scripted_validation(tmp_path, capsys, monkeypatch, accuracies, *options):
     data_dir = write_image_folder(tmp_path / "images", per_class=6, size=(36, 36))
     scripted = _ScriptedValidation(accuracies)
-    build_callbacks = train_command.build_callbacks
+    build_callbacks = training.build_callbacks
     monkeypatch.setattr(
-        train_command, "build_callbacks", lambda *args: [scripted, *build_callbacks(*args)]
+        training, "build_callbacks", lambda *args: [scripted, *build_callbacks(*args)]
     )
     output = tmp_path / "out" / "model.keras"
     status, out, err = _run(
@@ -546,14 +539,14 @@ class _KillBeforeBackup(keras.callbacks.Callback):
 def test_keep_average_resumes_a_killed_run_and_saves_the_mean(tmp_path, capsys, monkeypatch):
     data_dir = write_image_folder(tmp_path / "images", per_class=6, size=(36, 36))
     output, checkpoint = tmp_path / "out" / "model.keras", tmp_path / "out" / "best.keras"
-    build_callbacks = train_command.build_callbacks
+    build_callbacks = training.build_callbacks
 
     def train(scripted, *extra):
         def callbacks(*args):
             *others, backup = build_callbacks(*args)
             return [scripted, *others, *extra, backup]
 
-        monkeypatch.setattr(train_command, "build_callbacks", callbacks)
+        monkeypatch.setattr(training, "build_callbacks", callbacks)
         return _run(
             capsys, "train", data_dir, "--backbone", "mobilenet_v2_035", "--weights", "none",
             "--image-size", 32, "--epochs", 1, "--fine-tune-epochs", 3, "--unfreeze-blocks", 1,

@@ -13,7 +13,7 @@ from conftest import write_image_folder
 
 import keras_transfer
 from keras_transfer import cli
-from keras_transfer.cli import train_command
+from keras_transfer.cli import training
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.learning_rate import RULES
 from keras_transfer.learning_rate import suggest
@@ -192,7 +192,7 @@ def test_train_learning_rate_auto_and_balanced_class_weight(tmp_path, capsys, mo
     monkeypatch.setattr(TransferClassifier, "fit", spy)
     # A shorter test than the default hundred steps: the wiring is under test.
     monkeypatch.setattr(
-        train_command, "find_learning_rate",
+        training, "find_learning_rate",
         functools.partial(keras_transfer.find_learning_rate, steps=30),
     )
     status = cli.main([
@@ -223,7 +223,7 @@ def test_train_mixed_precision_builds_float16_and_says_cpu_is_slow(
         built.update(kwargs)
         raise KeyboardInterrupt  # Stops the run once the model is asked for.
 
-    monkeypatch.setattr(train_command, "build_classifier", build_classifier)
+    monkeypatch.setattr(training, "build_classifier", build_classifier)
     status = cli.main([
         "train", str(_data_12_cats_6_dogs(tmp_path)), "--weights", "none",
         "--mixed-precision", "--output", str(tmp_path / "m.keras"),

@@ -64,27 +64,36 @@ as `keras-transfer: warning: ...`.
 
 Start-up: the argument parser, its checks and this package's import need
 neither TensorFlow nor Keras, so a mistake in the arguments is reported at
-once, and `--help` lists the commands without loading them. `COMMANDS`
-names each command's arguments module, imported only when that command
-runs (or `--help` lists them all); a command's heavy work is in a module
-its parser names by string (`handler="module:function"`), imported only once
-the arguments are checked, with TensorFlow's start-up logs kept out of the
-terminal (`start_up`; `--verbose` shows them).
+once, and `--help` lists the commands without loading them. Each command is
+one module (`backbones`, `train`, `predict`, `evaluate`, `export`,
+`compare`) whose `COMMAND` (an `arguments.Command`) holds its help, the
+function that declares its options and its handler, a function that checks
+what argparse cannot (paths, bounds), then imports the heavy modules in its
+own body. `COMMANDS` lists them.
+Before a handler runs, `main` sets `TF_CPP_MIN_LOG_LEVEL` (unless it is set
+already), so that TensorFlow's C++ logs stay out of the terminal;
+`--verbose` leaves it alone. TensorFlow 2.21 writes a few lines before it
+reads the variable (absl's "All log messages before absl::InitializeLog()",
+oneDNN's and the CUDA stub's): each handler imports TensorFlow through
+`program.import_tensorflow`, which sets stderr aside for that import alone.
 
-Every command is split that way: `<command>_arguments` parses and checks
-(the values, and the paths: a missing MODEL file or DATA_DIR folder, an
-output that cannot be written), `<command>_command` does the work.
-`arguments` holds the argparse types and path checks the commands share,
-`program` the program name and exit statuses.
+`arguments` holds what the commands share (`Command`, the argparse
+types and path checks), `program` the program name and exit statuses,
+`training` and `run_files` the work and the files of `train`.
 """
 
 import argparse
-import importlib
 import os
 import sys
 import warnings
 
 from keras_transfer import __version__
+from keras_transfer.cli import backbones
+from keras_transfer.cli import compare
+from keras_transfer.cli import evaluate
+from keras_transfer.cli import export
+from keras_transfer.cli import predict
+from keras_transfer.cli import train
 from keras_transfer.cli.arguments import fraction
 from keras_transfer.cli.arguments import non_negative_int
 from keras_transfer.cli.arguments import positive_float
@@ -95,10 +104,8 @@ from keras_transfer.cli.program import EXIT_NON_FINITE_LOSS
 from keras_transfer.cli.program import EXIT_OK
 from keras_transfer.cli.program import EXIT_USAGE
 from keras_transfer.cli.program import PROG
-from keras_transfer.cli.start_up import import_quietly
-from keras_transfer.cli.start_up import quiet_imports
-from keras_transfer.cli.train_arguments import add_run_arguments
-from keras_transfer.cli.train_arguments import add_train_arguments
+from keras_transfer.cli.train import add_run_arguments
+from keras_transfer.cli.train import add_train_arguments
 from keras_transfer.errors import KerasTransferError
 
 __all__ = [
@@ -116,25 +123,17 @@ __all__ = [
     "unit_fraction",
 ]
 
-# The subcommands, in the order `--help` lists them, and the module that
-# declares each (a module object, or its name to import when needed; none
-# of these imports TensorFlow). Each
-# module defines `register(subparsers)`: it adds its parser to `subparsers`
-# and gives it a `handler` (a function, or "module:function" to import once
-# the arguments are checked) that takes the parsed arguments and returns the
-# exit status (None for 0), and optionally a `check` that runs before the
-# handler's module is imported. Both report user mistakes by raising a
-# `KerasTransferError`; `main` prints its message.
+# The subcommands, in the order `--help` lists them: each module's `Command`
+# (`keras_transfer.cli.arguments.Command`), by name.
 COMMANDS = {
-    "backbones": "keras_transfer.cli.backbones_arguments",
-    "train": "keras_transfer.cli.train_arguments",
-    "predict": "keras_transfer.cli.predict_arguments",
-    "evaluate": "keras_transfer.cli.evaluate_arguments",
-    "export": "keras_transfer.cli.export_arguments",
-    "compare": "keras_transfer.cli.compare_arguments",
+    module.COMMAND.name: module.COMMAND
+    for module in (backbones, train, predict, evaluate, export, compare)
 }
 
-VERBOSE_OPTION = "--verbose"
+# TensorFlow's C++ log level for the commands, once it reads it: fatal errors
+# only. Level 2 would still print "failed call to cuInit" on every machine
+# without a GPU driver; the errors that matter reach Python as exceptions.
+QUIET_TF_LOG_LEVEL = "3"
 
 
 def main(argv=None):
@@ -157,24 +156,16 @@ def main(argv=None):
         when interrupted.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    # Read before parsing: a command module added to `COMMANDS` may import
-    # TensorFlow while its parser is built.
-    verbose = VERBOSE_OPTION in argv[: argv.index("--") if "--" in argv else None]
     with warnings.catch_warnings():
         # One line per warning, like the errors, instead of Python's
         # "file:line: UserWarning:" and the source line of the caller.
         warnings.showwarning = _show_warning
         try:
-            with quiet_imports(verbose):
-                parser = build_parser(_commands_needed(argv))
-            args = parser.parse_args(argv)
-            if getattr(args, "check", None) is not None:
-                args.check(args)
-            handler = args.handler
-            if isinstance(handler, str):
-                module, _, function = handler.partition(":")
-                handler = getattr(import_quietly(module, verbose), function)
-            status = handler(args)
+            args = build_parser().parse_args(argv)
+            if not args.verbose:
+                # A user's own value wins.
+                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
+            status = args.handler(args)
         except (_UsageError, KerasTransferError) as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -192,22 +183,15 @@ def main(argv=None):
     return EXIT_OK if status is None else status
 
 
-def build_parser(commands=None):
+def build_parser():
     """The argument parser, with the subcommands of `COMMANDS`.
 
     Example:
 
     ```python
     args = build_parser().parse_args(["train", "flower_photos"])
-    args.handler  # "keras_transfer.cli.train_command:train_command"
+    args.handler  # keras_transfer.cli.train.train_command
     ```
-
-    Args:
-        commands: the names of the commands to declare in full, e.g. only
-            the one about to run; the others get an empty parser, enough for
-            the "invalid choice" message, and their modules are not imported
-            (one added to `COMMANDS` may import TensorFlow). None declares
-            them all, as `--help` needs.
     """
     parser = _Parser(
         prog=PROG,
@@ -220,13 +204,8 @@ def build_parser(commands=None):
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-    for name, module in COMMANDS.items():
-        if commands is not None and name not in commands:
-            subparsers.add_parser(name)
-            continue
-        if isinstance(module, str):
-            module = importlib.import_module(module)
-        module.register(subparsers)
+    for command in COMMANDS.values():
+        command.register(subparsers)
     for subparser in subparsers.choices.values():
         # SUPPRESS: a subcommand's default would overwrite a --verbose given
         # before the command (`keras-transfer --verbose train ...`).
@@ -236,23 +215,11 @@ def build_parser(commands=None):
 
 def _add_verbose_argument(parser, default):
     parser.add_argument(
-        VERBOSE_OPTION,
+        "--verbose",
         action="store_true",
         default=default,
         help="show TensorFlow's and absl's start-up logs (hidden by default)",
     )
-
-
-def _commands_needed(argv):
-    """The commands `build_parser` must add to parse `argv`; None for all."""
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            return None
-        if arg == "--version":
-            return ()
-        if not arg.startswith("-"):
-            return (arg,)
-    return ()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

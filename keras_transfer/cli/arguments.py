@@ -1,19 +1,23 @@
-"""Argument checks of the command line: argparse types and path checks.
+"""What the commands of the command line share: their parsers' shape, argparse types, path checks.
 
-The argparse types (`positive_int`, `fraction`, ...) reject a value while
-the command line is parsed, so that `main` reports it as a usage mistake.
+`Command` describes a subcommand: its help, its options and the function
+that runs it. The argparse types (`positive_int`, `fraction`, ...) reject a
+value while the command line is parsed, so that `main` reports it as a usage mistake.
 The path checks run before any data is read: a run never trains for an hour
 to find that it cannot write its model.
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import tempfile
 
 from keras_transfer import defaults
-from keras_transfer.cli.program import PROG
 from keras_transfer.errors import ConfigurationError
+
+# `--learning-rate auto`: a learning-rate range test picks the head's rate.
+AUTO = "auto"
 
 # The smallest image side any registered backbone accepts (BackboneSpec's
 # default `min_input_size`, keras.applications' floor): `--image-size` below it
@@ -94,6 +98,25 @@ def unit_fraction(text):
     return value
 
 
+def learning_rate_argument(text):
+    """argparse type: a learning rate > 0, or `"auto"` (`AUTO`).
+
+    Example:
+
+    ```python
+    parser.add_argument("--learning-rate", type=learning_rate_argument)
+    ```
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 or 'auto', got {text!r}"
+        ) from None
+
+
 def _float(text):
     """`float(text)`, or NaN, which fails every range check, for non-numbers."""
     try:
@@ -151,7 +174,6 @@ def check_image_folder(path, default=None):
         f"{'does not exist' if not os.path.exists(path) else 'is a file'}). "
         f"Pass the folder that holds one subfolder per class: DIR/<class>/<image>{instead}."
     )
-
 
 
 def keras_file_path(path, option):
@@ -238,6 +260,74 @@ def add_batch_size_argument(parser, help_text="images per batch"):
         metavar="N",
         help=f"{help_text} (default: %(default)s)".lstrip(),
     )
+
+
+def add_data_dir_argument(parser):
+    """Adds the optional DATA_DIR of `train` and `compare` (default: flower_photos)."""
+    parser.add_argument(
+        "data_dir",
+        nargs="?",
+        metavar="DATA_DIR",
+        help="folder with one subfolder of images per class (default: TensorFlow's "
+        "flower_photos from the Keras cache, downloaded if online)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand of `keras-transfer`: its help, its options and its handler.
+
+    Each command module defines one, `COMMAND`, and `keras_transfer.cli`
+    lists them. `handler(args)` gets the parsed arguments and returns the
+    exit status (None for 0). It checks what argparse cannot (paths,
+    bounds), then imports the heavy modules it needs (TensorFlow, Keras, the
+    models) in its own body, so that `--help` and a bad argument answer
+    before they load. It reports a user's mistake by raising
+    `KerasTransferError`, which `keras_transfer.cli.main` prints in one line.
+
+    Example:
+
+    ```python
+    def add_arguments(parser):
+        parser.add_argument("--times", type=positive_int, default=1)
+
+    def hello(args):
+        print("hello " * args.times)
+
+    COMMAND = Command("hello", "say hello", "Say hello.", add_arguments, hello)
+    ```
+
+    Args:
+        name: the command's name.
+        summary: its line in `keras-transfer --help`.
+        description: the text of `keras-transfer NAME --help`, laid out by
+            hand (line breaks kept) unless `formatter_class` says otherwise.
+        add_arguments: a function that declares the options on the parser.
+        handler: the function that runs the command.
+        example: a command line shown at the end of the help, or None.
+        formatter_class: the parser's `argparse` help formatter.
+    """
+
+    name: str
+    summary: str
+    description: str
+    add_arguments: object
+    handler: object
+    example: str = None
+    formatter_class: type = argparse.RawDescriptionHelpFormatter
+
+    def register(self, subparsers):
+        """Adds the command to `subparsers` (from `add_subparsers()`); returns its parser."""
+        parser = subparsers.add_parser(
+            self.name,
+            help=self.summary,
+            description=self.description,
+            epilog=f"example:\n  {self.example}" if self.example else None,
+            formatter_class=self.formatter_class,
+        )
+        self.add_arguments(parser)
+        parser.set_defaults(handler=self.handler)
+        return parser
 
 
 def add_resize_argument(parser, default=None):

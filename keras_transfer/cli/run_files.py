@@ -55,22 +55,30 @@ def check_backup_dir(path):
     return path
 
 
-def best_so_far(run, monitor):
+def best_so_far(history, best_model, resume_epoch, monitor):
     """The best `monitor` of the finished epochs a resumed run keeps.
 
     Args:
-        run: the `TrainRun`; its best-model file (`run.best_model`) must
-            exist for a value to count (else the best model restarts from
-            the first epoch of this run).
+        history: the path of the history file.
+        best_model: the file the best epoch's model is kept in; it must exist
+            for a value to count (else the best model restarts from the first
+            epoch of this run).
+        resume_epoch: the epochs the resumed run has already done.
         monitor: the history key, e.g. "val_accuracy".
 
     Returns:
         The largest value in the history of the epochs before
-        `run.resume_epoch`, or None (a new run, no best model yet, no value).
+        `resume_epoch`, or None (a new run, no best model yet, no value).
+
+    Example:
+
+    ```python
+    best = best_so_far("history.json", "best.keras", 3, "val_accuracy")
+    ```
     """
-    if not run.resume_epoch or not run.best_model or not os.path.exists(run.best_model):
+    if not resume_epoch or not best_model or not os.path.exists(best_model):
         return None
-    found = best_epoch(run.history, monitor, before=run.resume_epoch)
+    found = best_epoch(history, monitor, before=resume_epoch)
     return None if found is None else found[1]
 
 

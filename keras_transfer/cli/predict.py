@@ -4,8 +4,8 @@ Files and folders (searched recursively) are predicted in batches through
 the training pipeline (`keras_transfer.evaluation.predict_images`). Files
 that cannot be read are named on stderr, one line each, and the others are
 still predicted. `--output` writes every input, readable or not, to a CSV
-or JSON Lines file. The options, and their checks before TensorFlow loads,
-are in `predict_arguments`.
+or JSON Lines file. An `--output` that is not a writable `.csv` or `.jsonl`
+file and a MODEL that is not a file are refused before TensorFlow loads.
 """
 
 import csv
@@ -13,23 +13,74 @@ import io
 import json
 import sys
 
-from keras_transfer.cli.predict_arguments import check_predict_arguments
+from keras_transfer import defaults
+from keras_transfer.cli.arguments import Command
+from keras_transfer.cli.arguments import add_batch_size_argument
+from keras_transfer.cli.arguments import add_resize_argument
+from keras_transfer.cli.arguments import positive_int
+from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
-from keras_transfer.evaluation import load_classifier
-from keras_transfer.evaluation import predict_images
-from keras_transfer.utils.checks import plural
+from keras_transfer.cli.program import import_tensorflow
+from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.files import atomic_write_text
-from keras_transfer.utils.metrics import format_table
+from keras_transfer.utils.files import check_model_file
+
+# The suffixes `--output` may end in; the suffix picks the file's format.
+OUTPUT_FORMATS = (".csv", ".jsonl")
+
+
+SUMMARY = "predict the classes of images with a trained model"
+
+DESCRIPTION = f"""\
+Predict the top classes of images with MODEL, a .keras file
+saved by '{PROG} train'. PATH: image files or folders (searched
+recursively). Images are resized to the model's input size as in
+training. Unreadable files are listed and skipped.
+
+exit status: 0 done, 2 not a keras-transfer model, no readable image,
+or a bad option."""
+
+EXAMPLE = f"{PROG} predict flowers.keras new_photos/ --top-k 2 --output predictions.csv"
+
+
+def add_arguments(parser):
+    """Declares the options of `predict`."""
+    parser.add_argument("model", metavar="MODEL", help="the .keras model file")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files or folders of images"
+    )
+    parser.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=defaults.TOP_K,
+        metavar="K",
+        help="classes to report per image (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="also write the predictions to FILE.csv or FILE.jsonl",
+    )
+    add_batch_size_argument(parser)
+    add_resize_argument(parser)
 
 
 def predict_command(args):
     """Prints the predictions and writes `--output`; returns None (exit 0).
 
     Raises:
-        KerasTransferError: the model is not a keras-transfer classifier, the
-            output cannot be written, or no path holds a readable image.
+        KerasTransferError: `--output` does not end in .csv or .jsonl or
+            cannot be written, the model is not a keras-transfer classifier,
+            or no path holds a readable image.
     """
-    output = check_predict_arguments(args)
+    output = _output_path(args.output)
+    check_model_file(args.model)
+    # Once the paths are known to be good: these load TensorFlow.
+    import_tensorflow(args.verbose)
+    from keras_transfer.evaluation import load_classifier
+    from keras_transfer.evaluation import predict_images
+    from keras_transfer.utils.checks import plural
+
     model, info = load_classifier(args.model)
     result = predict_images(
         model, args.paths, top_k=args.top_k, batch_size=args.batch_size, resize=args.resize
@@ -49,6 +100,15 @@ def predict_command(args):
         print(f"Wrote {plural(len(result.images), 'prediction')} to {output}.")
 
 
+def _output_path(output):
+    """`--output`, checked and absolute, or None."""
+    if output is None:
+        return None
+    if not output.lower().endswith(OUTPUT_FORMATS):
+        raise ConfigurationError(f"--output must end in .csv or .jsonl. Received: {output!r}")
+    return writable_path(output, "--output")
+
+
 def prediction_table(result):
     """The predictions of a `Predictions` as an aligned text table, one image a row.
 
@@ -60,6 +120,9 @@ def prediction_table(result):
     # photos/rose.jpg    roses  93.1 %   tulips  4.9 %
     ```
     """
+    # Here, not at the top: NumPy stays out of `--help`'s start-up.
+    from keras_transfer.utils.metrics import format_table
+
     if not result.images:
         return "No image was predicted."
     k = max(len(image.top) for image in result.images)
@@ -106,3 +169,6 @@ def _output_text(path, result):
     for p, reason in result.unreadable:
         writer.writerow([p] + [""] * (2 * k) + [reason])
     return buffer.getvalue()
+
+
+COMMAND = Command("predict", SUMMARY, DESCRIPTION, add_arguments, predict_command, EXAMPLE)
