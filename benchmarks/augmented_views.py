@@ -67,7 +67,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument(
-        "--repeats", type=int, default=1,
+        "--repeats",
+        type=int,
+        default=1,
         help="rounds of all recipes; ratios are to (a) of the same round",
     )
     return parser.parse_args(argv)
@@ -129,8 +131,13 @@ def run(args, data, num_classes, views):
     epochs = args.head_epochs + args.fine_tune_epochs
     start = time.perf_counter()
     history = model.fit(
-        x, y, batch_size=args.batch_size, epochs=epochs, validation_data=validation,
-        callbacks=[unfreeze], verbose=0,
+        x,
+        y,
+        batch_size=args.batch_size,
+        epochs=epochs,
+        validation_data=validation,
+        callbacks=[unfreeze],
+        verbose=0,
     )
     total = time.perf_counter() - start
     if views is not None and caching.feature_cache_info(model) is None:
@@ -165,7 +172,9 @@ def main(argv=None):
     for round_number, results in enumerate(rounds, 1):
         plain = results[0]["total"]
         title = f"round {round_number}: recipe" if len(rounds) > 1 else "recipe"
-        print(f"\n{title:<26} {'total s':>8} {'s/epoch':>8} {'best val':>9} {'held-out':>9} {'x (a)':>6}")
+        print(
+            f"\n{title:<26} {'total s':>8} {'s/epoch':>8} {'best val':>9} {'held-out':>9} {'x (a)':>6}"
+        )
         for r in results:
             print(
                 f"{r['recipe']:<26} {r['total']:>8.1f} {r['per_epoch']:>8.1f} "
@@ -175,7 +184,9 @@ def main(argv=None):
         print(f"\nmedian time ratio to (a) of the same round, over {len(rounds)} rounds:")
         for index, r in enumerate(rounds[0][1:], 1):
             ratios = [results[index]["total"] / results[0]["total"] for results in rounds]
-            print(f"  {r['recipe']:<26} {np.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})")
+            print(
+                f"  {r['recipe']:<26} {np.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})"
+            )
 
 
 if __name__ == "__main__":

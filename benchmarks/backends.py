@@ -78,11 +78,13 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--backends", default="tensorflow,jax",
+        "--backends",
+        default="tensorflow,jax",
         help=f"comma-separated, of {', '.join(PACKAGES)} (default: %(default)s)",
     )
     parser.add_argument(
-        "--data", default=None,
+        "--data",
+        default=None,
         help="folder of one subfolder of photos per class "
         "(default: $KERAS_TRANSFER_ASSETS/data/flower_photos)",
     )
@@ -90,7 +92,8 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--limit", type=int, help="photos per class (smoke runs)")
     parser.add_argument(
-        "--output", default=str(BENCHMARKS / "results" / "backends.json"),
+        "--output",
+        default=str(BENCHMARKS / "results" / "backends.json"),
         help="the JSON results (default: %(default)s)",
     )
     # Internal: run one backend here and write its result to this file.
@@ -134,8 +137,12 @@ def measure(args):
             data = flowers.quick_subset(args.data, args.limit, os.path.join(root, "photos"))
         keras.utils.set_random_seed(defaults.SEED)
         train, val, class_names = keras_transfer.load_image_folder(
-            data, args.image_size, batch_size=defaults.BATCH_SIZE,
-            validation_split=defaults.VALIDATION_SPLIT, seed=defaults.SEED, verbose=False,
+            data,
+            args.image_size,
+            batch_size=defaults.BATCH_SIZE,
+            validation_split=defaults.VALIDATION_SPLIT,
+            seed=defaults.SEED,
+            verbose=False,
         )
         # Fill the datasets' in-memory caches of decoded photos off the clock.
         start = time.perf_counter()
@@ -144,11 +151,15 @@ def measure(args):
         result["decode_seconds"] = time.perf_counter() - start
 
         model = keras_transfer.build_classifier(
-            spec.name, len(class_names), input_shape=(args.image_size,) * 2 + (3,),
-            weights=weights, class_names=class_names,
+            spec.name,
+            len(class_names),
+            input_shape=(args.image_size,) * 2 + (3,),
+            weights=weights,
+            class_names=class_names,
         )
         model.compile(
-            keras.optimizers.Adam(LEARNING_RATE), "sparse_categorical_crossentropy",
+            keras.optimizers.Adam(LEARNING_RATE),
+            "sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
         log_dir = os.path.join(root, "logs")
@@ -158,7 +169,8 @@ def measure(args):
                 schedule=keras_transfer.unfreeze.fine_tune_schedule(
                     HEAD_EPOCHS, UNFREEZE_BLOCKS, FINE_TUNE_EPOCHS
                 ),
-                lr_ratio=defaults.LR_RATIO, verbose=0,
+                lr_ratio=defaults.LR_RATIO,
+                verbose=0,
             ),
             keras_transfer.PhaseTimer(log_dir),
             clock,
@@ -169,18 +181,25 @@ def measure(args):
             warnings.simplefilter("always")
             clock.start = start = time.perf_counter()
             model.fit(
-                train, validation_data=val, epochs=HEAD_EPOCHS + FINE_TUNE_EPOCHS,
-                callbacks=callbacks, shuffle=False, verbose=0,
+                train,
+                validation_data=val,
+                epochs=HEAD_EPOCHS + FINE_TUNE_EPOCHS,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=0,
             )
             result["fit_seconds"] = time.perf_counter() - start
         result["cpu_seconds"] = time.process_time() - cpu
         result["load_after"] = os.getloadavg()[0]
         # What the run says about itself (e.g. "without the frozen-feature
         # cache"), not the libraries' deprecation notices.
-        result["warnings"] = sorted({
-            str(w.message).splitlines()[0] for w in caught
-            if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))
-        })
+        result["warnings"] = sorted(
+            {
+                str(w.message).splitlines()[0]
+                for w in caught
+                if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))
+            }
+        )
         for message in result["warnings"]:
             print(f"    warning: {message}", flush=True)
         result.update(_cache_figures(keras_transfer.caching.feature_cache_info(model)))
@@ -248,8 +267,16 @@ def run_backend(backend, args):
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as folder:
         result_file = os.path.join(folder, "result.json")
-        command = [sys.executable, __file__, "--backends", backend,
-                   "--image-size", str(args.image_size), "--child-result", result_file]
+        command = [
+            sys.executable,
+            __file__,
+            "--backends",
+            backend,
+            "--image-size",
+            str(args.image_size),
+            "--child-result",
+            result_file,
+        ]
         for option in ("data", "weights", "limit"):
             if getattr(args, option) is not None:
                 command += [f"--{option}", str(getattr(args, option))]
@@ -284,8 +311,11 @@ def table(results):
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error'][:60]} | | | | | | |")
             continue
-        cache = (f"{_fmt(r['cache_seconds'])} ({_fmt(r['cache_images_per_second'], 0)})"
-                 if r["cached"] else "-")
+        cache = (
+            f"{_fmt(r['cache_seconds'])} ({_fmt(r['cache_images_per_second'], 0)})"
+            if r["cached"]
+            else "-"
+        )
         head = r["phases"][0]["seconds"] if r["phases"] else None
         tuning = " + ".join(_fmt(p["seconds"]) for p in _fine_tuning(r)) or "-"
         lines.append(
@@ -305,12 +335,16 @@ def ratios(results):
     for name, r in results.items():
         if name == BASELINE or "error" in r:
             continue
-        figures = {"fit": _ratio(r["fit_seconds"], base["fit_seconds"]),
-                   "cpu": _ratio(r["cpu_seconds"], base["cpu_seconds"])}
+        figures = {
+            "fit": _ratio(r["fit_seconds"], base["fit_seconds"]),
+            "cpu": _ratio(r["cpu_seconds"], base["cpu_seconds"]),
+        }
         if r["phases"] and base["phases"]:
             figures["head phase"] = _ratio(r["phases"][0]["seconds"], base["phases"][0]["seconds"])
         for mine, theirs in zip(_fine_tuning(r), _fine_tuning(base)):
-            figures[f"fine-tuning phase {mine['phase']}"] = _ratio(mine["seconds"], theirs["seconds"])
+            figures[f"fine-tuning phase {mine['phase']}"] = _ratio(
+                mine["seconds"], theirs["seconds"]
+            )
         if r["cached"] and base["cached"]:
             figures["cache pass"] = _ratio(r["cache_seconds"], base["cache_seconds"])
         out[name] = figures
@@ -324,10 +358,17 @@ def _ratio(value, base):
 def save(args, results, path):
     payload = {
         "arguments": {k: v for k, v in vars(args).items() if k != "child_result"},
-        "recipe": {"head_epochs": HEAD_EPOCHS, "fine_tune_epochs": FINE_TUNE_EPOCHS,
-                   "unfreeze_blocks": UNFREEZE_BLOCKS, "learning_rate": LEARNING_RATE},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
+        "recipe": {
+            "head_epochs": HEAD_EPOCHS,
+            "fine_tune_epochs": FINE_TUNE_EPOCHS,
+            "unfreeze_blocks": UNFREEZE_BLOCKS,
+            "learning_rate": LEARNING_RATE,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "baseline": BASELINE,
         "results": results,
         "table": table(results),
@@ -355,17 +396,21 @@ def main(argv=None):
         if "error" in r:
             print(f"    failed: {r['error']}", flush=True)
         else:
-            phases = ", ".join(
-                f"phase {p['phase']} {p['seconds']:.1f} s" for p in r["phases"]
+            phases = ", ".join(f"phase {p['phase']} {p['seconds']:.1f} s" for p in r["phases"])
+            cache = (
+                f"cache pass {r['cache_seconds']:.1f} s "
+                f"({r['cache_images_per_second']:.0f} images/s)"
+                if r["cached"]
+                else "uncached"
             )
-            cache = (f"cache pass {r['cache_seconds']:.1f} s "
-                     f"({r['cache_images_per_second']:.0f} images/s)"
-                     if r["cached"] else "uncached")
-            print(f"    {r['photos']['train']} + {r['photos']['validation']} photos at "
-                  f"{args.image_size} px; {cache}; {phases}; fit {r['fit_seconds']:.1f} s "
-                  f"({r['cpu_seconds']:.0f} CPU s); final val accuracy "
-                  f"{r['final_val_accuracy']:.3f}; load {r['load_before']:.1f} -> "
-                  f"{r['load_after']:.1f}", flush=True)
+            print(
+                f"    {r['photos']['train']} + {r['photos']['validation']} photos at "
+                f"{args.image_size} px; {cache}; {phases}; fit {r['fit_seconds']:.1f} s "
+                f"({r['cpu_seconds']:.0f} CPU s); final val accuracy "
+                f"{r['final_val_accuracy']:.3f}; load {r['load_before']:.1f} -> "
+                f"{r['load_after']:.1f}",
+                flush=True,
+            )
         save(args, results, output)
     if not results:
         return

@@ -35,9 +35,7 @@ import keras  # noqa: E402
 import keras_transfer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ASSETS = pathlib.Path(
-    os.environ.get("KERAS_TRANSFER_ASSETS", ROOT.parent / "shared" / "assets")
-)
+ASSETS = pathlib.Path(os.environ.get("KERAS_TRANSFER_ASSETS", ROOT.parent / "shared" / "assets"))
 WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
 
 
@@ -84,14 +82,20 @@ def run_classic(train_ds, val_ds, size, weights, head_epochs, tune_epochs):
     compile_model(model, 1e-3)
     start = time.perf_counter()
     clock = EpochClock(start)
-    first = model.fit(train_ds, validation_data=val_ds, epochs=head_epochs, callbacks=[clock], verbose=2)
+    first = model.fit(
+        train_ds, validation_data=val_ds, epochs=head_epochs, callbacks=[clock], verbose=2
+    )
     base_model.trainable = True
     for layer in base_model.layers[:-20]:
         layer.trainable = False
     compile_model(model, 1e-5)
     second = model.fit(
-        train_ds, validation_data=val_ds, epochs=head_epochs + tune_epochs,
-        initial_epoch=head_epochs, callbacks=[clock], verbose=2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=head_epochs + tune_epochs,
+        initial_epoch=head_epochs,
+        callbacks=[clock],
+        verbose=2,
     )
     history = {k: first.history[k] + second.history[k] for k in ("accuracy", "val_accuracy")}
     history["seconds"] = clock.seconds
@@ -105,8 +109,11 @@ def run_progressive(train_ds, val_ds, size, weights, head_epochs, tune_epochs):
     clock = EpochClock(start)
     unfreeze = keras_transfer.ProgressiveUnfreeze(base_model, {head_epochs: 3}, unit="blocks")
     result = model.fit(
-        train_ds, validation_data=val_ds, epochs=head_epochs + tune_epochs,
-        callbacks=[unfreeze, clock], verbose=2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=head_epochs + tune_epochs,
+        callbacks=[unfreeze, clock],
+        verbose=2,
     )
     history = {k: result.history[k] for k in ("accuracy", "val_accuracy")}
     history["seconds"] = clock.seconds
@@ -133,7 +140,10 @@ def main():
         train_ds, val_ds = train_ds.take(3), val_ds.take(2)
     train_ds, val_ds = with_preprocessing(train_ds), with_preprocessing(val_ds)
     runs = {}
-    for name, run in (("classic two fits", run_classic), ("one fit + ProgressiveUnfreeze", run_progressive)):
+    for name, run in (
+        ("classic two fits", run_classic),
+        ("one fit + ProgressiveUnfreeze", run_progressive),
+    ):
         print(f"\n=== {name} ===", flush=True)
         runs[name] = run(
             train_ds, val_ds, args.image_size, args.weights, args.head_epochs, args.fine_tune_epochs
@@ -141,8 +151,10 @@ def main():
 
     epochs = args.head_epochs + args.fine_tune_epochs
     names = list(runs)
-    print(f"\nMobileNetV2 alpha 0.5, ImageNet weights, {args.image_size} px, "
-          f"{len(class_names)} classes; fine-tuning from epoch {args.head_epochs + 1}")
+    print(
+        f"\nMobileNetV2 alpha 0.5, ImageNet weights, {args.image_size} px, "
+        f"{len(class_names)} classes; fine-tuning from epoch {args.head_epochs + 1}"
+    )
     print("| epoch | " + " | ".join(f"{n}: train / val acc" for n in names) + " |")
     print("|---|" + "---|" * len(names))
     for e in range(epochs):
@@ -150,9 +162,11 @@ def main():
         print(f"| {e + 1} | " + " | ".join(cells) + " |")
     for n in names:
         head_best = max(runs[n]["val_accuracy"][: args.head_epochs])
-        print(f"{n}: best val acc {max(runs[n]['val_accuracy']):.3f} "
-              f"(head phase best {head_best:.3f}), final {runs[n]['val_accuracy'][-1]:.3f}, "
-              f"{runs[n]['seconds'][-1]:.0f} s")
+        print(
+            f"{n}: best val acc {max(runs[n]['val_accuracy']):.3f} "
+            f"(head phase best {head_best:.3f}), final {runs[n]['val_accuracy'][-1]:.3f}, "
+            f"{runs[n]['seconds'][-1]:.0f} s"
+        )
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(runs, indent=2))
 

@@ -67,8 +67,13 @@ def child(args):
         args.data, args.image_size, args.batch_size, 0.2, seed=1337, verbose=False
     )
     settings = RunSettings(
-        data, shape=(args.image_size, args.image_size, 3), epochs=1,
-        budget_seconds=None, learning_rate=1e-3, seed=1337, target_accuracy=0.8,
+        data,
+        shape=(args.image_size, args.image_size, 3),
+        epochs=1,
+        budget_seconds=None,
+        learning_rate=1e-3,
+        seed=1337,
+        target_accuracy=0.8,
         output_dir=tempfile.mkdtemp(prefix="compare_warmup_"),
     )
     spec = get_backbone(args.backbone)
@@ -105,13 +110,29 @@ def main():
         env = dict(os.environ, KERAS_HOME=str(home.parent))
         for mode in ("baseline", "warm-up"):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--data", str(data),
-                 "--backbone", args.backbone, "--per-class", str(args.per_class),
-                 "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)],
-                env=env, capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--data",
+                    str(data),
+                    "--backbone",
+                    args.backbone,
+                    "--per-class",
+                    str(args.per_class),
+                    "--image-size",
+                    str(args.image_size),
+                    "--batch-size",
+                    str(args.batch_size),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             line = next(x for x in out.splitlines() if x.startswith("FIGURES "))
-            report(mode, json.loads(line[len("FIGURES "):]))
+            report(mode, json.loads(line[len("FIGURES ") :]))
 
 
 def report(mode, figures):
@@ -121,8 +142,7 @@ def report(mode, figures):
     for method in ("scratch", "head_only", "fine_tune"):
         f = figures[method]
         print(
-            f"  {method:<10} {f['setup']:>8.2f} {f['epoch']:>10.2f} "
-            f"{f['cpu']:>7.2f}  {f['loss']}"
+            f"  {method:<10} {f['setup']:>8.2f} {f['epoch']:>10.2f} {f['cpu']:>7.2f}  {f['loss']}"
         )
     head, fine = figures["head_only"], figures["fine_tune"]
     print(

@@ -59,9 +59,7 @@ def classic_loss():
 
 
 def assets_dir():
-    return pathlib.Path(
-        os.environ.get(ASSETS_ENV, PROJECT_ROOT.parent / "shared" / "assets")
-    )
+    return pathlib.Path(os.environ.get(ASSETS_ENV, PROJECT_ROOT.parent / "shared" / "assets"))
 
 
 def parse_args(argv=None):
@@ -72,8 +70,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--data",
         default=str(assets_dir() / "data" / "flower_photos"),
-        help="folder with one subfolder of images per class "
-        "(default: %(default)s)",
+        help="folder with one subfolder of images per class (default: %(default)s)",
     )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--backbone", default="mobilenet_v2_050")
@@ -98,8 +95,7 @@ def parse_args(argv=None):
         "--backbone-lr-ratio",
         type=float,
         default=0.1,
-        help="(b)'s backbone learning rate relative to the head's 1e-3 "
-        "(default: 0.1)",
+        help="(b)'s backbone learning rate relative to the head's 1e-3 (default: 0.1)",
     )
     parser.add_argument(
         "--recipes",
@@ -131,8 +127,7 @@ def resolve_weights(args, spec):
         if name and (folder / name).exists():
             return str(folder / name)
     sys.exit(
-        f"flowers.py: no weights for {spec.name} in {folder}; pass --weights "
-        f"or set {ASSETS_ENV}."
+        f"flowers.py: no weights for {spec.name} in {folder}; pass --weights or set {ASSETS_ENV}."
     )
 
 
@@ -260,7 +255,9 @@ def run_transfer(args, spec, weights, num_classes):
     train, val, _ = load(args)
     keras.utils.set_random_seed(args.seed)
     model = keras_transfer.build_classifier(
-        spec.name, num_classes, input_shape=(args.image_size, args.image_size, 3),
+        spec.name,
+        num_classes,
+        input_shape=(args.image_size, args.image_size, 3),
         weights=weights,
     )
     model.compile(
@@ -294,7 +291,7 @@ def summarize(name, epochs, head_end, total, args):
     seconds = [e["seconds"] for e in epochs]
     per_epoch = [b - a for a, b in zip([0.0] + seconds[:-1], seconds)]
     accuracies = [e.get("val_accuracy", float("nan")) for e in epochs]
-    fine_tune = per_epoch[args.head_epochs:]
+    fine_tune = per_epoch[args.head_epochs :]
     return {
         "name": name,
         "epochs": epochs,
@@ -359,18 +356,21 @@ def report(results, args):
     ratios = {}
     if classic and ours:
         ratios = {
-            "time_to_target": ratio(ours["time_to_target_seconds"], classic["time_to_target_seconds"]),
+            "time_to_target": ratio(
+                ours["time_to_target_seconds"], classic["time_to_target_seconds"]
+            ),
             "total": ratio(ours["total_seconds"], classic["total_seconds"]),
             "head_phase": ratio(ours["head_phase_seconds"], classic["head_phase_seconds"]),
-            "fine_tune_epoch": ratio(ours["fine_tune_epoch_seconds"], classic["fine_tune_epoch_seconds"]),
+            "fine_tune_epoch": ratio(
+                ours["fine_tune_epoch_seconds"], classic["fine_tune_epoch_seconds"]
+            ),
             "best_val_accuracy": ratio(ours["best_val_accuracy"], classic["best_val_accuracy"]),
         }
         if floor:
-            ratios["head_phase_to_inference_pass"] = ratio(ours["head_phase_seconds"], floor["seconds"])
-        lines.append(
-            "ratios (b)/(a): "
-            + ", ".join(f"{k} {_x(v)}" for k, v in ratios.items())
-        )
+            ratios["head_phase_to_inference_pass"] = ratio(
+                ours["head_phase_seconds"], floor["seconds"]
+            )
+        lines.append("ratios (b)/(a): " + ", ".join(f"{k} {_x(v)}" for k, v in ratios.items()))
         lines.append(
             "targets: head phase <= 1.3x inference pass: "
             f"{_ok(ratios.get('head_phase_to_inference_pass'), 1.3)}; time to target "

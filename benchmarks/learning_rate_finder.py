@@ -69,8 +69,9 @@ def parse_args(argv=None):
     parser.add_argument("--unfreeze-blocks", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 12 images per class, 1 seed, 1 + 1 epochs")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 12 images per class, 1 seed, 1 + 1 epochs"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -117,9 +118,7 @@ def train(args, model, rate, lr_ratio, train_ds, val_ds):
     schedule = fine_tune_schedule(
         args.head_epochs, args.unfreeze_blocks, args.fine_tune_epochs, False
     )
-    unfreeze = keras_transfer.ProgressiveUnfreeze(
-        schedule=schedule, lr_ratio=lr_ratio, verbose=0
-    )
+    unfreeze = keras_transfer.ProgressiveUnfreeze(schedule=schedule, lr_ratio=lr_ratio, verbose=0)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -147,8 +146,9 @@ def run_seed(args, weights, folder, seed):
     start = time.perf_counter()
     finding = keras_transfer.find_learning_rate(model, train_ds, verbose=0)
     finder_seconds = time.perf_counter() - start
-    print(f"  seed {seed}: {keras_transfer.learning_rate.describe(finding)} "
-          f"({finder_seconds:.1f} s)")
+    print(
+        f"  seed {seed}: {keras_transfer.learning_rate.describe(finding)} ({finder_seconds:.1f} s)"
+    )
     found = finding.suggestion
     runs = {}
     for label, rate, ratio in (
@@ -162,10 +162,12 @@ def run_seed(args, weights, folder, seed):
         model = build(args, weights, len(class_names), seed)
         model.set_weights(initial)
         runs[label] = run = train(args, model, rate, ratio, train_ds, val_ds)
-        print(f"    {label:<22} head {rate:<8.2g} backbone {run['backbone_rate']:<8.2g} "
-              f"val acc after head {run['head_val_accuracy']:.3f}, best "
-              f"{run['best_val_accuracy']:.3f}, final {run['final_val_accuracy']:.3f}, "
-              f"final val loss {run['final_val_loss']:.3f}")
+        print(
+            f"    {label:<22} head {rate:<8.2g} backbone {run['backbone_rate']:<8.2g} "
+            f"val acc after head {run['head_val_accuracy']:.3f}, best "
+            f"{run['best_val_accuracy']:.3f}, final {run['final_val_accuracy']:.3f}, "
+            f"final val loss {run['final_val_loss']:.3f}"
+        )
     return {
         "seed": seed,
         "finder_seconds": finder_seconds,
@@ -176,14 +178,18 @@ def run_seed(args, weights, folder, seed):
 
 def report(name, seeds):
     print(f"\n{name}: means over {len(seeds)} seed(s)")
-    print(f"  {'run':<22} {'head lr':>8} {'head acc':>9} {'best acc':>9} "
-          f"{'final acc':>9} {'val loss':>9}")
+    print(
+        f"  {'run':<22} {'head lr':>8} {'head acc':>9} {'best acc':>9} "
+        f"{'final acc':>9} {'val loss':>9}"
+    )
     for label in seeds[0]["runs"]:
         runs = [s["runs"][label] for s in seeds]
         mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-        print(f"  {label:<22} {mean['rate']:>8.2g} {mean['head_val_accuracy']:>9.3f} "
-              f"{mean['best_val_accuracy']:>9.3f} {mean['final_val_accuracy']:>9.3f} "
-              f"{mean['final_val_loss']:>9.3f}")
+        print(
+            f"  {label:<22} {mean['rate']:>8.2g} {mean['head_val_accuracy']:>9.3f} "
+            f"{mean['best_val_accuracy']:>9.3f} {mean['final_val_accuracy']:>9.3f} "
+            f"{mean['final_val_loss']:>9.3f}"
+        )
     seconds = np.mean([s["finder_seconds"] for s in seeds])
     print(f"  finder time: {seconds:.1f} s on average")
 
@@ -192,17 +198,17 @@ def main(argv=None):
     args = parse_args(argv)
     spec = keras_transfer.get_backbone(args.backbone)
     weights = weights_file(spec, args.image_size)
-    print(f"{args.backbone} at {args.image_size} px, {args.per_class} photos per "
-          f"class (80% train), {args.head_epochs} + {args.fine_tune_epochs} epochs, "
-          f"{args.seeds} seed(s)")
+    print(
+        f"{args.backbone} at {args.image_size} px, {args.per_class} photos per "
+        f"class (80% train), {args.head_epochs} + {args.fine_tune_epochs} epochs, "
+        f"{args.seeds} seed(s)"
+    )
     results = {}
     with tempfile.TemporaryDirectory() as temporary:
         for index, (name, classes) in enumerate(DATA_SETS.items()):
             print(f"\n{name}")
             folder = subset(classes, args.per_class, pathlib.Path(temporary) / str(index))
-            results[name] = [
-                run_seed(args, weights, folder, seed) for seed in range(args.seeds)
-            ]
+            results[name] = [run_seed(args, weights, folder, seed) for seed in range(args.seeds)]
     for name, seeds in results.items():
         report(name, seeds)
     if args.json:

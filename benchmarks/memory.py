@@ -126,7 +126,9 @@ def plain_hypermodel(hp):
     import keras
 
     base = keras.applications.MobileNetV2(
-        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=0.35, include_top=False,
+        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        alpha=0.35,
+        include_top=False,
         weights=None,
     )
     base.trainable = False
@@ -179,8 +181,12 @@ def build_tuner(trials, directory, baseline, overwrite):
 
     return keras_tuner.RandomSearch(
         plain_hypermodel if baseline else transfer_hypermodel(),
-        objective="val_accuracy", max_trials=trials,
-        seed=0, directory=directory, project_name="memory", overwrite=overwrite,
+        objective="val_accuracy",
+        max_trials=trials,
+        seed=0,
+        directory=directory,
+        project_name="memory",
+        overwrite=overwrite,
     )
 
 
@@ -313,7 +319,9 @@ def main():
                 f"{time.perf_counter() - start:.1f} s.\n"
             )
             print("keras-transfer train, 1 head-only epoch, batch 64, weights none")
-            print(f"{'images':>8}  {'after imports':>13}  {'peak RSS':>9}  {'growth':>7}  {'time':>6}")
+            print(
+                f"{'images':>8}  {'after imports':>13}  {'peak RSS':>9}  {'growth':>7}  {'time':>6}"
+            )
             for count in args.images:
                 folder = subset(tmp / "all", tmp / f"n{count}", count)
                 result = run_child("_train", folder, tmp / f"n{count}.keras")
@@ -333,12 +341,14 @@ def main():
                 report_search(label, args.trials, result)
             for label, baseline in searches if args.trials_per_process else ():
                 result = run_child(
-                    "_tune_processes", args.trials, tmp / f"processes{int(baseline)}",
-                    args.trials_per_process, int(baseline),
+                    "_tune_processes",
+                    args.trials,
+                    tmp / f"processes{int(baseline)}",
+                    args.trials_per_process,
+                    int(baseline),
                 )
                 label = (
-                    f"{label}, search_in_subprocesses, "
-                    f"{args.trials_per_process} trials per process"
+                    f"{label}, search_in_subprocesses, {args.trials_per_process} trials per process"
                 )
                 report_search(label, args.trials, result)
 

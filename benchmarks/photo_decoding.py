@@ -48,7 +48,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from PIL import JpegImagePlugin  # noqa: E402
@@ -131,9 +130,7 @@ def dataset(decoder, folder, args):
     """An uncached, unshuffled dataset of `folder` through `decoder`, and its class names."""
     info = keras_transfer.data.scan_image_folder(folder)
     items = [
-        (path, label)
-        for label, name in enumerate(info.class_names)
-        for path in info.files[name]
+        (path, label) for label, name in enumerate(info.class_names) for path in info.files[name]
     ]
     size = (args.image_size, args.image_size)
     if decoder == "baseline":
@@ -160,7 +157,7 @@ def throughput(decoder, folder, count, args):
     best = 0.0
     for _ in range(args.repeats):
         ds = dataset(decoder, folder, args)
-        _, seconds = timed(decoder, lambda: sum(int(y.shape[0]) for _, y in ds))
+        _, seconds = timed(decoder, lambda ds=ds: sum(int(y.shape[0]) for _, y in ds))
         best = max(best, count / seconds)
     return best
 
@@ -214,7 +211,7 @@ def main(argv=None):
         for name, folder in sets.items():
             for decoder in DECODERS:
                 ds = dataset(decoder, folder, args)
-                result, seconds = timed(decoder, lambda: keras_transfer.evaluate(model, ds))
+                result, seconds = timed(decoder, lambda ds=ds: keras_transfer.evaluate(model, ds))
                 scores[f"{name}/{decoder}"] = {"accuracy": result.accuracy, "seconds": seconds}
                 print(f"{name:9} {decoder:8} accuracy {result.accuracy:.3f}, scored in "
                       f"{seconds:.1f} s", flush=True)  # fmt: skip

@@ -164,20 +164,20 @@ def parse_args(argv=None):
     parser.add_argument("--held-out-per-class", type=int, default=50)
     parser.add_argument("--validation-per-class", type=int, default=50)
     parser.add_argument("--split-seed", type=int, default=1337, help="seed of both splits")
-    parser.add_argument(
-        "--recipes", help="comma-separated names (default: all; see --list)"
-    )
+    parser.add_argument("--recipes", help="comma-separated names (default: all; see --list)")
     parser.add_argument("--seeds", default="1", help="comma-separated (default: 1)")
-    parser.add_argument(
-        "--limit", type=int, help="photos per class the runs may use (smoke runs)"
-    )
+    parser.add_argument("--limit", type=int, help="photos per class the runs may use (smoke runs)")
     parser.add_argument(
         "--output",
         default=str(pathlib.Path(__file__).resolve().parent / "results" / "recipes.json"),
     )
-    parser.add_argument("--append", action="store_true", help="keep and skip runs already in --output")
     parser.add_argument(
-        "--no-curves", dest="curves", action="store_false",
+        "--append", action="store_true", help="keep and skip runs already in --output"
+    )
+    parser.add_argument(
+        "--no-curves",
+        dest="curves",
+        action="store_false",
         help="score only the kept, best and last epochs on the held-out photos, "
         "not every epoch (faster; no shorter runs in the report)",
     )
@@ -221,17 +221,27 @@ def load_splits(args, root):
     run_dir, held_dir, per_class = split_folders(args, root)
     fraction = min(0.5, args.validation_per_class / per_class)
     train, val, class_names = keras_transfer.load_image_folder(
-        run_dir, args.image_size, batch_size=args.batch_size,
-        validation_split=fraction, seed=args.split_seed,
+        run_dir,
+        args.image_size,
+        batch_size=args.batch_size,
+        validation_split=fraction,
+        seed=args.split_seed,
     )
     held, _, _ = keras_transfer.load_image_folder(
-        held_dir, args.image_size, batch_size=args.batch_size,
-        validation_split=0, shuffle=False, verbose=False,
+        held_dir,
+        args.image_size,
+        batch_size=args.batch_size,
+        validation_split=0,
+        shuffle=False,
+        verbose=False,
     )
     # Fill the in-memory caches of decoded photos before any clock starts.
     counts = [sum(len(y) for _, y in ds) for ds in (train, val, held)]
-    print(f"{counts[0]} training, {counts[1]} validation, {counts[2]} held-out photos "
-          f"at {args.image_size} px", flush=True)
+    print(
+        f"{counts[0]} training, {counts[1]} validation, {counts[2]} held-out photos "
+        f"at {args.image_size} px",
+        flush=True,
+    )
     return train, val, held, class_names, counts
 
 
@@ -253,8 +263,9 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seconds = time.perf_counter() - self.start
-        self.epochs.append({"epoch": epoch, "seconds": seconds,
-                            **{k: float(v) for k, v in logs.items()}})
+        self.epochs.append(
+            {"epoch": epoch, "seconds": seconds, **{k: float(v) for k, v in logs.items()}}
+        )
         self.snapshots.append(self.model.get_weights())
         if logs.get("val_accuracy", -1) > self.best:
             self.best, self.weights = float(logs["val_accuracy"]), self.snapshots[-1]
@@ -268,7 +279,9 @@ def loss_for(recipe, num_classes):
 
     # Keras' sparse cross-entropy takes no label smoothing: one-hot labels first.
     def smoothed(y_true, y_pred):
-        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        labels = keras.ops.one_hot(
+            keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes
+        )
         return keras.losses.categorical_crossentropy(
             labels, y_pred, label_smoothing=recipe.label_smoothing
         )
@@ -290,8 +303,12 @@ def build(recipe, spec, weights, shape, class_names, seed):
     head = {"hidden_units": recipe.hidden_units} if recipe.hidden_units else None
     if recipe.augmentation == "none":
         return keras_transfer.build_classifier(
-            spec.name, len(class_names), input_shape=shape, weights=weights,
-            head=head, class_names=class_names,
+            spec.name,
+            len(class_names),
+            input_shape=shape,
+            weights=weights,
+            head=head,
+            class_names=class_names,
         )
     inputs = keras.Input(shape, name="image")
     x = inputs
@@ -306,7 +323,9 @@ def build(recipe, spec, weights, shape, class_names, seed):
     )(x)
     views = recipe.views if recipe.augmentation == "views" else None
     return keras_transfer.TransferClassifier(
-        inputs, outputs, augmented_views=views,
+        inputs,
+        outputs,
+        augmented_views=views,
         cache_frozen_features=recipe.augmentation != "fresh",
         # K views of whole images (depth ALL) do not fit in the default 2 GiB.
         cache_memory_limit=12 * 2**30,
@@ -320,12 +339,24 @@ def fit_recipe(recipe, data, spec, weights, shape, seed):
         model, base = flowers.build_classic(spec, weights, shape[0], len(class_names), seed)
         start = time.perf_counter()
         best = BestWeights(start)
-        model.fit(train, validation_data=val, epochs=recipe.head_epochs,
-                  callbacks=[best], shuffle=False, verbose=0)
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=recipe.head_epochs,
+            callbacks=[best],
+            shuffle=False,
+            verbose=0,
+        )
         flowers.unfreeze_classic(model, base)
-        model.fit(train, validation_data=val, initial_epoch=recipe.head_epochs,
-                  epochs=recipe.head_epochs + recipe.fine_tune_epochs,
-                  callbacks=[best], shuffle=False, verbose=0)
+        model.fit(
+            train,
+            validation_data=val,
+            initial_epoch=recipe.head_epochs,
+            epochs=recipe.head_epochs + recipe.fine_tune_epochs,
+            callbacks=[best],
+            shuffle=False,
+            verbose=0,
+        )
         return model, best, time.perf_counter() - start
     model = build(recipe, spec, weights, shape, class_names, seed)
     model.compile(
@@ -336,14 +367,23 @@ def fit_recipe(recipe, data, spec, weights, shape, seed):
     callbacks = []
     if recipe.fine_tune_epochs and recipe.depth:
         depth = len(spec.blocks) if recipe.depth == ALL else recipe.depth
-        callbacks.append(keras_transfer.ProgressiveUnfreeze(
-            schedule=keras_transfer.unfreeze.fine_tune_schedule(recipe.head_epochs, depth),
-            lr_ratio=recipe.lr_ratio, verbose=0,
-        ))
+        callbacks.append(
+            keras_transfer.ProgressiveUnfreeze(
+                schedule=keras_transfer.unfreeze.fine_tune_schedule(recipe.head_epochs, depth),
+                lr_ratio=recipe.lr_ratio,
+                verbose=0,
+            )
+        )
     start = time.perf_counter()
     best = BestWeights(start)
-    model.fit(train, validation_data=val, epochs=recipe.head_epochs + recipe.fine_tune_epochs,
-              callbacks=callbacks + [best], shuffle=False, verbose=0)
+    model.fit(
+        train,
+        validation_data=val,
+        epochs=recipe.head_epochs + recipe.fine_tune_epochs,
+        callbacks=callbacks + [best],
+        shuffle=False,
+        verbose=0,
+    )
     return model, best, time.perf_counter() - start
 
 
@@ -376,21 +416,28 @@ def run(recipe, data, spec, weights, shape, seed, curves=True):
                 model.evaluate(data[1], verbose=0, return_dict=True)["accuracy"]
             )
     result = {
-        "recipe": recipe.name, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
-        "best_val_accuracy": best.best, "best_epoch": best.best_epoch,
+        "recipe": recipe.name,
+        "seed": seed,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "best_val_accuracy": best.best,
+        "best_epoch": best.best_epoch,
         "seconds_to_best_epoch": best.best_seconds,
         "final_val_accuracy": best.epochs[-1].get("val_accuracy"),
         # The kept model's (`recipe.keep`); the best epoch's, the last's.
         "held_out_accuracy": averaged[str(tune)] if recipe.keep == "average" else at_best,
-        "held_out_accuracy_best": at_best, "held_out_accuracy_last": last,
+        "held_out_accuracy_best": at_best,
+        "held_out_accuracy_last": last,
         "held_out_accuracy_averaged": averaged,
         # The same averages' validation accuracy: what a rule choosing
         # between them and the best epoch would see.
         "val_accuracy_averaged": averaged_val,
         "cache_seconds": info.seconds if info else None,
         "cache_boundaries": [list(b) for b in info.boundaries] if info else None,
-        "load_before": load_before, "load_after": os.getloadavg()[0],
-        "epochs": best.epochs, "config": dataclasses.asdict(recipe),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "epochs": best.epochs,
+        "config": dataclasses.asdict(recipe),
     }
     keras.backend.clear_session()
     return result
@@ -414,9 +461,13 @@ def averaged_runs(runs):
         tune = str(r["config"]["fine_tune_epochs"])
         held = (r.get("held_out_accuracy_averaged") or {}).get(tune)
         if held is not None and r["config"].get("keep", "best") != "average":
-            yield {**r, "recipe": r["recipe"] + "+avg", "held_out_accuracy": held,
-                   "held_out_accuracy_last": r["held_out_accuracy_last"],
-                   "held_out_accuracy_averaged": {}}
+            yield {
+                **r,
+                "recipe": r["recipe"] + "+avg",
+                "held_out_accuracy": held,
+                "held_out_accuracy_last": r["held_out_accuracy_last"],
+                "held_out_accuracy_averaged": {},
+            }
 
 
 def summarize(runs):
@@ -427,19 +478,22 @@ def summarize(runs):
     table = []
     for name, rs in rows.items():
         held = [r["held_out_accuracy"] for r in rs]
-        table.append({
-            "recipe": name, "seeds": len(rs),
-            "seconds": float(np.mean([r["seconds"] for r in rs])),
-            "cpu_seconds": _mean_or_none([r.get("cpu_seconds") for r in rs]),
-            "val": float(np.mean([r["best_val_accuracy"] for r in rs])),
-            "held_out": float(np.mean(held)),
-            "held_out_range": (min(held), max(held)),
-            "held_out_last": float(np.mean([r["held_out_accuracy_last"] for r in rs])),
-            "held_out_averaged_3": _mean_or_none(
-                [(r.get("held_out_accuracy_averaged") or {}).get("3") for r in rs]
-            ),
-            "load": float(np.mean([r["load_before"] for r in rs])),
-        })
+        table.append(
+            {
+                "recipe": name,
+                "seeds": len(rs),
+                "seconds": float(np.mean([r["seconds"] for r in rs])),
+                "cpu_seconds": _mean_or_none([r.get("cpu_seconds") for r in rs]),
+                "val": float(np.mean([r["best_val_accuracy"] for r in rs])),
+                "held_out": float(np.mean(held)),
+                "held_out_range": (min(held), max(held)),
+                "held_out_last": float(np.mean([r["held_out_accuracy_last"] for r in rs])),
+                "held_out_averaged_3": _mean_or_none(
+                    [(r.get("held_out_accuracy_averaged") or {}).get("3") for r in rs]
+                ),
+                "load": float(np.mean([r["load_before"] for r in rs])),
+            }
+        )
     return table
 
 
@@ -462,12 +516,19 @@ def frontier(table, baseline="train-default"):
     for budget in BUDGETS:
         within = [row for row in table if row["seconds"] <= budget * base["seconds"] * 1.0001]
         top = max(within, key=_rank)
-        lines.append(f"  <= {budget}x ({budget * base['seconds']:.0f} s): held-out "
-                     f"{top['held_out']:.3f}  {top['recipe']} ({top['seconds']:.0f} s)")
+        lines.append(
+            f"  <= {budget}x ({budget * base['seconds']:.0f} s): held-out "
+            f"{top['held_out']:.3f}  {top['recipe']} ({top['seconds']:.0f} s)"
+        )
     best = max(table, key=_rank)
-    fits = [row for row in table if row["held_out"] >= best["held_out"] - 0.005
-            and row["seconds"] <= best["seconds"] / 3]
-    lines.append(f"best held-out: {best['recipe']} {best['held_out']:.3f} in {best['seconds']:.0f} s")
+    fits = [
+        row
+        for row in table
+        if row["held_out"] >= best["held_out"] - 0.005 and row["seconds"] <= best["seconds"] / 3
+    ]
+    lines.append(
+        f"best held-out: {best['recipe']} {best['held_out']:.3f} in {best['seconds']:.0f} s"
+    )
     if best is base:
         lines.append(f"default by the rule: {baseline} is itself the best recipe")
     elif fits:
@@ -480,7 +541,9 @@ def frontier(table, baseline="train-default"):
             f"{'yes' if pick['held_out'] >= 0.91 else 'no'}"
         )
     else:
-        lines.append("default by the rule: no recipe within 0.005 of the best at <= 1/3 of its time")
+        lines.append(
+            "default by the rule: no recipe within 0.005 of the best at <= 1/3 of its time"
+        )
     lines.append(_done_when(base, [row for row in table if row is not base], baseline))
     return lines, pick
 
@@ -509,8 +572,8 @@ def _done_when(base, others, baseline):
 KEEP_RULES = {  # name (at most 13 characters, the table's column) -> rule
     "last": lambda epochs: len(epochs) - 1,
     "best acc": lambda epochs: int(np.argmax([e["val_accuracy"] for e in epochs])),
-    "best acc late": lambda epochs: len(epochs) - 1 - int(
-        np.argmax([e["val_accuracy"] for e in epochs[::-1]])
+    "best acc late": lambda epochs: (
+        len(epochs) - 1 - int(np.argmax([e["val_accuracy"] for e in epochs[::-1]]))
     ),
     "best loss": lambda epochs: int(np.argmin([e["val_loss"] for e in epochs])),
 }
@@ -525,8 +588,10 @@ def shorter_runs(runs):
     """
     for r in runs:
         epochs = r.get("epochs") or []
-        if not epochs or r["config"]["classic"] or not all(
-            "held_out_accuracy" in e for e in epochs
+        if (
+            not epochs
+            or r["config"]["classic"]
+            or not all("held_out_accuracy" in e for e in epochs)
         ):
             continue
         head, tune = r["config"]["head_epochs"], r["config"]["fine_tune_epochs"]
@@ -546,9 +611,14 @@ def keep_rules_table(runs, rule_names=tuple(KEEP_RULES)):
             row.setdefault(rule, []).append(epochs[KEEP_RULES[rule](epochs)]["held_out_accuracy"])
     table = []
     for row in rows.values():
-        table.append({"recipe": row["recipe"], "seeds": len(row["seeds"]),
-                      "seconds": float(np.mean(row["seconds"])),
-                      **{rule: float(np.mean(row[rule])) for rule in rule_names}})
+        table.append(
+            {
+                "recipe": row["recipe"],
+                "seeds": len(row["seeds"]),
+                "seconds": float(np.mean(row["seconds"])),
+                **{rule: float(np.mean(row[rule])) for rule in rule_names},
+            }
+        )
     return table
 
 
@@ -557,25 +627,35 @@ def print_keep_rules(runs):
     if not table:
         return
     rules = list(KEEP_RULES)
-    print(f"\nheld-out accuracy of the kept epoch, by rule (runs with curves; "
-          f"recipe@H+k: its first H+k epochs)\n{'recipe':<24} {'seeds':>5} {'fit s':>7} "
-          + " ".join(f"{rule:>13}" for rule in rules))
+    print(
+        f"\nheld-out accuracy of the kept epoch, by rule (runs with curves; "
+        f"recipe@H+k: its first H+k epochs)\n{'recipe':<24} {'seeds':>5} {'fit s':>7} "
+        + " ".join(f"{rule:>13}" for rule in rules)
+    )
     for row in sorted(table, key=lambda row: row["seconds"]):
-        print(f"{row['recipe']:<24} {row['seeds']:>5} {row['seconds']:>7.1f} "
-              + " ".join(f"{row[rule]:>13.3f}" for rule in rules))
+        print(
+            f"{row['recipe']:<24} {row['seeds']:>5} {row['seconds']:>7.1f} "
+            + " ".join(f"{row[rule]:>13.3f}" for rule in rules)
+        )
 
 
 def report(runs):
     table = summarize(runs)
-    print(f"\n{'recipe':<20} {'seeds':>5} {'fit s':>7} {'cpu s':>7} {'best val':>8} "
-          f"{'held-out':>8} {'(range)':>13} {'last ep.':>8} {'avg 3':>6} {'load':>5}")
+    print(
+        f"\n{'recipe':<20} {'seeds':>5} {'fit s':>7} {'cpu s':>7} {'best val':>8} "
+        f"{'held-out':>8} {'(range)':>13} {'last ep.':>8} {'avg 3':>6} {'load':>5}"
+    )
     for row in sorted(table, key=lambda row: row["seconds"]):
         low, high = row["held_out_range"]
         cpu = "n/a" if row["cpu_seconds"] is None else f"{row['cpu_seconds']:.1f}"
-        averaged = "n/a" if row["held_out_averaged_3"] is None else f"{row['held_out_averaged_3']:.3f}"
-        print(f"{row['recipe']:<20} {row['seeds']:>5} {row['seconds']:>7.1f} {cpu:>7} {row['val']:>8.3f} "
-              f"{row['held_out']:>8.3f} {f'{low:.3f}-{high:.3f}':>13} "
-              f"{row['held_out_last']:>8.3f} {averaged:>6} {row['load']:>5.1f}")
+        averaged = (
+            "n/a" if row["held_out_averaged_3"] is None else f"{row['held_out_averaged_3']:.3f}"
+        )
+        print(
+            f"{row['recipe']:<20} {row['seeds']:>5} {row['seconds']:>7.1f} {cpu:>7} {row['val']:>8.3f} "
+            f"{row['held_out']:>8.3f} {f'{low:.3f}-{high:.3f}':>13} "
+            f"{row['held_out_last']:>8.3f} {averaged:>6} {row['load']:>5.1f}"
+        )
     lines, _ = frontier(table)
     print("\n".join(lines))
     print_keep_rules(runs)
@@ -611,10 +691,13 @@ def main(argv=None):
                 runs.append(run(recipe, data, spec, weights, shape, seed, args.curves))
                 r = runs[-1]
                 cached = "" if r["cache_seconds"] is None else f", cache {r['cache_seconds']:.1f} s"
-                print(f"    {r['seconds']:.1f} s ({r['cpu_seconds']:.0f} CPU s){cached}, best val {r['best_val_accuracy']:.3f} "
-                      f"(epoch {r['best_epoch'] + 1}), held-out {r['held_out_accuracy']:.3f} "
-                      f"(last epoch {r['held_out_accuracy_last']:.3f}; averaged over the last "
-                      f"k epochs {r['held_out_accuracy_averaged']})", flush=True)
+                print(
+                    f"    {r['seconds']:.1f} s ({r['cpu_seconds']:.0f} CPU s){cached}, best val {r['best_val_accuracy']:.3f} "
+                    f"(epoch {r['best_epoch'] + 1}), held-out {r['held_out_accuracy']:.3f} "
+                    f"(last epoch {r['held_out_accuracy_last']:.3f}; averaged over the last "
+                    f"k epochs {r['held_out_accuracy_averaged']})",
+                    flush=True,
+                )
                 save(output, args, data[4], runs)
     table = report(runs)
     save(output, args, data[4], runs, table)
@@ -623,10 +706,16 @@ def main(argv=None):
 def save(output, args, counts, runs, table=None):
     output.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "arguments": vars(args), "photos": dict(zip(("train", "validation", "held_out"), counts)),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "keras": keras.__version__, "keras_transfer": keras_transfer.__version__},
-        "runs": runs, "table": table,
+        "arguments": vars(args),
+        "photos": dict(zip(("train", "validation", "held_out"), counts)),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "keras": keras.__version__,
+            "keras_transfer": keras_transfer.__version__,
+        },
+        "runs": runs,
+        "table": table,
     }
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float))

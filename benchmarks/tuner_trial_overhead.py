@@ -50,9 +50,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ASSETS = pathlib.Path(
-    os.environ.get("KERAS_TRANSFER_ASSETS", ROOT.parent / "shared" / "assets")
-)
+ASSETS = pathlib.Path(os.environ.get("KERAS_TRANSFER_ASSETS", ROOT.parent / "shared" / "assets"))
 COLUMNS = ("build", "try_build", "cache", "epochs", "trial", "overhead")
 MODES = ("rebuild", "reuse", "share")
 
@@ -149,8 +147,11 @@ def run_mode(args):
         hypermodel.fit = timed_fit
         start = time.perf_counter()
         tuner = Timed(
-            hypermodel, objective="val_accuracy", max_trials=args.trials,
-            directory=pathlib.Path(scratch) / "search", seed=0,
+            hypermodel,
+            objective="val_accuracy",
+            max_trials=args.trials,
+            directory=pathlib.Path(scratch) / "search",
+            seed=0,
         )
         setup = {"tuner_init": time.perf_counter() - start, **records.pop()}
         tuner.search(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0)
@@ -172,8 +173,15 @@ def main(argv=None):
         env = dict(os.environ, KERAS_HOME=home)
         for mode in MODES:
             output = pathlib.Path(home) / f"{mode}.json"
-            command = [sys.executable, __file__, *(argv or sys.argv[1:]),
-                       "--mode", mode, "--output", str(output)]
+            command = [
+                sys.executable,
+                __file__,
+                *(argv or sys.argv[1:]),
+                "--mode",
+                mode,
+                "--output",
+                str(output),
+            ]
             subprocess.run(command, env=env, check=True)
             results[mode] = json.loads(output.read_text())
     print(
@@ -186,9 +194,7 @@ def main(argv=None):
         cells = []
         for column in COLUMNS:
             values = [t[column] for t in result["trials"]]
-            cells.append(
-                f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-            )
+            cells.append(f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})")
         print(f"{mode:10}" + "".join(f"{c:>20}" for c in cells))
     for mode, result in results.items():
         print(f"{mode}, trial by trial:")
@@ -201,8 +207,10 @@ def main(argv=None):
                 )
             )
     for mode, result in results.items():
-        print(f"{mode}: tuner construction {result['setup']['tuner_init']:.2f} s "
-              f"(first build {result['setup'].get('build', 0):.2f} s)")
+        print(
+            f"{mode}: tuner construction {result['setup']['tuner_init']:.2f} s "
+            f"(first build {result['setup'].get('build', 0):.2f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,10 @@ def main(log_dir):
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     tensorboard = keras.callbacks.TensorBoard(log_dir)
     model.fit(
-        train_ds, validation_data=val_ds, epochs=8, verbose=2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=8,
+        verbose=2,
         callbacks=[
             keras_transfer.ProgressiveUnfreeze(base, {3: 2, 5: 4}),
             tensorboard,

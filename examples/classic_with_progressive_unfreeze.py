@@ -42,7 +42,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder with one subfolder per class")
     parser.add_argument(
-        "--weights", default="imagenet",
+        "--weights",
+        default="imagenet",
         help="'imagenet' or the path to a no-top MobileNetV2 weights file",
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
@@ -94,7 +95,10 @@ def main():
         train_ds,
         validation_data=val_ds,
         epochs=args.epochs,
-        callbacks=[ProgressiveUnfreeze(base_model, {args.epochs // 2: 20}, unit="layers"), PhaseTimer(args.log_dir)],  # keras-transfer
+        callbacks=[
+            ProgressiveUnfreeze(base_model, {args.epochs // 2: 20}, unit="layers"),
+            PhaseTimer(args.log_dir),
+        ],  # keras-transfer
     )
 
 

@@ -41,9 +41,7 @@ from keras_transfer.experiment import REPORT_FILE
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder with one subfolder per class")
-    parser.add_argument(
-        "--backbones", default="mobilenet_v2_035,mobilenet_v2_050,mobilenet_v1_025"
-    )
+    parser.add_argument("--backbones", default="mobilenet_v2_035,mobilenet_v2_050,mobilenet_v1_025")
     parser.add_argument("--budget-minutes", type=float, default=3.0)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=128)

@@ -48,7 +48,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="image folder, one subfolder per class")
     parser.add_argument(
-        "--synthetic", action="store_true",
+        "--synthetic",
+        action="store_true",
         help="use 24 generated images in 2 classes instead of --data",
     )
     parser.add_argument("--directory", default="distributed_search")
@@ -56,18 +57,24 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", default="mobilenet_v2_035")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument(
-        "--weights", default="imagenet",
+        "--weights",
+        default="imagenet",
         help="'imagenet', 'none' or the path to a weights file",
     )
     parser.add_argument("--max-trials", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--threads", type=int, default=0,
+        "--threads",
+        type=int,
+        default=0,
         help="TensorFlow threads per process (0: TensorFlow's default)",
     )
     parser.add_argument(
-        "--local", type=int, metavar="N", default=0,
+        "--local",
+        type=int,
+        metavar="N",
+        default=0,
         help="start a chief and N workers on 127.0.0.1 and check the results",
     )
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -242,10 +249,15 @@ def launch_local(args):
             )
             logs[tuner_id] = open(root / f"{tuner_id}.log", "w")
             command = [
-                sys.executable, script, *passed,
-                "--barrier", str(barrier),
-                "--num-workers", str(num_workers),
-                "--report", str(root / f"{tuner_id}.json"),
+                sys.executable,
+                script,
+                *passed,
+                "--barrier",
+                str(barrier),
+                "--num-workers",
+                str(num_workers),
+                "--report",
+                str(root / f"{tuner_id}.json"),
             ]
             processes[tuner_id] = subprocess.Popen(
                 command, env=env, stdout=logs[tuner_id], stderr=subprocess.STDOUT
@@ -278,11 +290,26 @@ def launch_local(args):
 
 def _passed_options(args):
     options = [
-        "--directory", args.directory, "--project-name", args.project_name,
-        "--backbone", args.backbone, "--image-size", str(args.image_size),
-        "--weights", args.weights, "--max-trials", str(args.max_trials),
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--threads", str(args.threads), "--timeout", str(args.timeout),
+        "--directory",
+        args.directory,
+        "--project-name",
+        args.project_name,
+        "--backbone",
+        args.backbone,
+        "--image-size",
+        str(args.image_size),
+        "--weights",
+        args.weights,
+        "--max-trials",
+        str(args.max_trials),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--timeout",
+        str(args.timeout),
     ]
     if args.synthetic:
         options.append("--synthetic")
@@ -299,9 +326,7 @@ def _check(reports, workers):
         raise RuntimeError(f"Workers that ran no trial: {idle}. Trials run: {ran}")
     everything = [t for trials in ran.values() for t in trials]
     if sorted(everything) != sorted(chief):
-        raise RuntimeError(
-            f"The chief holds trials {sorted(chief)}, the workers ran {ran}."
-        )
+        raise RuntimeError(f"The chief holds trials {sorted(chief)}, the workers ran {ran}.")
     unfinished = [t for t, record in chief.items() if record["status"] != "COMPLETED"]
     if unfinished:
         raise RuntimeError(f"Trials not completed on the chief: {unfinished}")

@@ -32,14 +32,19 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="image folder, one subfolder per class")
     parser.add_argument(
-        "--images-per-class", type=int, default=0,
+        "--images-per-class",
+        type=int,
+        default=0,
         help="use a random subset of this many images per class (0: all)",
     )
     parser.add_argument("--backbone", default="mobilenet_v2_050")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument(
-        "--unfreeze-blocks", type=int, nargs="+", default=[0, 2, 4, 8],
+        "--unfreeze-blocks",
+        type=int,
+        nargs="+",
+        default=[0, 2, 4, 8],
         help="freeze depths to compare (blocks fine-tuned from the top)",
     )
     parser.add_argument("--unfreeze-epoch", type=int, default=2)
@@ -51,7 +56,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-trials", type=int, default=None)
     parser.add_argument("--directory", default=None, help="tuner folder (default: temporary)")
     parser.add_argument(
-        "--trials-per-process", type=int, default=0,
+        "--trials-per-process",
+        type=int,
+        default=0,
         help="run N trials per fresh process (search_in_subprocesses); 0: all in this one",
     )
     parser.add_argument("--seed", type=int, default=1337)
@@ -68,7 +75,9 @@ def subset_folder(source, per_class, destination, seed):
         os.makedirs(os.path.join(destination, name))
         paths = sorted(info.files[name])
         for path in rng.sample(paths, min(per_class, len(paths))):
-            os.symlink(os.path.abspath(path), os.path.join(destination, name, os.path.basename(path)))
+            os.symlink(
+                os.path.abspath(path), os.path.join(destination, name, os.path.basename(path))
+            )
     return destination
 
 
@@ -76,8 +85,11 @@ def make_tuner(args, hypermodel, directory, overwrite):
     import keras_tuner
 
     common = dict(
-        objective="val_accuracy", directory=directory,
-        project_name="freeze_depth", overwrite=overwrite, seed=args.seed,
+        objective="val_accuracy",
+        directory=directory,
+        project_name="freeze_depth",
+        overwrite=overwrite,
+        seed=args.seed,
     )
     if args.tuner == "grid":
         return keras_tuner.GridSearch(hypermodel, max_trials=args.max_trials, **common)
@@ -122,7 +134,10 @@ def search_arguments(args, data):
 
     keras.utils.set_random_seed(args.seed)
     train_ds, val_ds, _ = keras_transfer.load_image_folder(
-        data, image_size=args.image_size, batch_size=args.batch_size, seed=args.seed,
+        data,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
         verbose=False,
     )
     return (train_ds,), {"validation_data": val_ds, "epochs": args.epochs, "verbose": 0}

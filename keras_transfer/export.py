@@ -170,8 +170,7 @@ def check_format(format, path=None):
     """
     if format not in FORMATS:
         raise ConfigurationError(
-            f"Unrecognized export format: {format!r}. Expected one of "
-            f"{tuple(FORMATS)}."
+            f"Unrecognized export format: {format!r}. Expected one of {tuple(FORMATS)}."
         )
     keras_format, suffix = FORMATS[format]
     if path is not None and suffix and not os.fspath(path).endswith(suffix):
@@ -195,8 +194,7 @@ def check_format(format, path=None):
 def _check_target(path, format):
     if not os.path.isdir(os.path.dirname(path)):
         raise ConfigurationError(
-            f"Cannot export to {path}: the folder {os.path.dirname(path)} does "
-            "not exist."
+            f"Cannot export to {path}: the folder {os.path.dirname(path)} does not exist."
         )
     if format == "saved_model":
         # Replacing a folder deletes it: only ever one that holds a SavedModel.

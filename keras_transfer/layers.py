@@ -88,8 +88,7 @@ class BackbonePreprocessing(keras.layers.Layer):
         super().__init__(**kwargs)
         if mode not in PREPROCESSING_MODES:
             raise ConfigurationError(
-                f"Unrecognized value for mode: {mode!r}. Expected one of "
-                f"{PREPROCESSING_MODES}."
+                f"Unrecognized value for mode: {mode!r}. Expected one of {PREPROCESSING_MODES}."
             )
         self.mode = mode
         self.supports_masking = True
@@ -120,9 +119,7 @@ class BackbonePreprocessing(keras.layers.Layer):
             A list of new layers, to run in order.
         """
         scale, offset = _RESCALING[self.mode]
-        layers = [
-            keras.layers.Rescaling(scale, offset, dtype="float32", name="rescaling")
-        ]
+        layers = [keras.layers.Rescaling(scale, offset, dtype="float32", name="rescaling")]
         if self.mode == "caffe":
             reverse = keras.layers.Dense(
                 3, use_bias=False, trainable=False, dtype="float32", name="rgb_to_bgr"
@@ -204,9 +201,7 @@ class ClassifierHead(keras.layers.Layer):
             hint="A classifier needs at least two classes (two folders of images).",
         )
         if not 0 <= dropout < 1:
-            raise ConfigurationError(
-                f"dropout must be in [0, 1). Received: dropout={dropout!r}"
-            )
+            raise ConfigurationError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
         if not is_int(hidden_units) or hidden_units < 0:
             raise ConfigurationError(
                 f"hidden_units must be an integer >= 0 (0 for no hidden layer). "
@@ -318,8 +313,7 @@ def _check_class_names(class_names, num_classes):
     bad = [name for name in names if not isinstance(name, str) or not name]
     if bad:
         raise ConfigurationError(
-            f"class_names must be non-empty strings. Received: {bad[0]!r} in "
-            f"class_names={names!r}"
+            f"class_names must be non-empty strings. Received: {bad[0]!r} in class_names={names!r}"
         )
     if len(names) != num_classes:
         raise ConfigurationError(

@@ -292,8 +292,7 @@ class TransferClassifier(keras.Model):
             )
         if cache_dir is not None and not os.path.isdir(cache_dir):
             raise ConfigurationError(
-                f"cache_dir must be an existing folder or None. Received: "
-                f"cache_dir={cache_dir!r}"
+                f"cache_dir must be an existing folder or None. Received: cache_dir={cache_dir!r}"
             )
         if feature_store is not None and not isinstance(feature_store, caching.FeatureStore):
             raise ConfigurationError(
@@ -301,7 +300,9 @@ class TransferClassifier(keras.Model):
                 f"None. Received: feature_store={feature_store!r}"
             )
         augmented_views = check_int(
-            augmented_views, "augmented_views", optional=True,
+            augmented_views,
+            "augmented_views",
+            optional=True,
             hint="None or 0 trains uncached when random layers precede frozen ones.",
         )
         super().__init__(*args, **kwargs)

@@ -133,8 +133,10 @@ def test_module_table_matches_the_tree():
     # The last row also names top-level modules after its package.
     listed |= {f"keras_transfer/{name}" for name in ("defaults.py", "errors.py")}
     actual = {
-        str(p.relative_to(PACKAGE.parent)) for p in _modules()
-        if p.name != "__main__.py" and str(p.relative_to(PACKAGE.parent)) != "keras_transfer/__init__.py"
+        str(p.relative_to(PACKAGE.parent))
+        for p in _modules()
+        if p.name != "__main__.py"
+        and str(p.relative_to(PACKAGE.parent)) != "keras_transfer/__init__.py"
         and not (p.name == "__init__.py" and p.parent.name != "cli")
     }
     assert listed == actual

@@ -113,8 +113,16 @@ def fit(model, data, epochs, callbacks):
     (x, y), validation = data
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        model.fit(x, y, batch_size=4, epochs=epochs, validation_data=validation,
-                  shuffle=False, callbacks=callbacks, verbose=0)
+        model.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=epochs,
+            validation_data=validation,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=0,
+        )
     return [str(w.message) for w in record if "frozen-feature cache" in str(w.message)]
 
 

@@ -265,8 +265,7 @@ def test_constructor_is_resolved_lazily():
     with pytest.raises(ConfigurationError, match="NoSuchNet"):
         spec.build(weights=None)
     assert (
-        keras_transfer.get_backbone("resnet50").resolve_constructor()
-        is keras.applications.ResNet50
+        keras_transfer.get_backbone("resnet50").resolve_constructor() is keras.applications.ResNet50
     )
 
 

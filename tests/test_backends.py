@@ -60,12 +60,16 @@ def jax_run():
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, *JAX_SUBSET], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", JAX_SCRIPT, *JAX_SUBSET],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = result.stdout + result.stderr
     lines = [l for l in result.stdout.splitlines() if l.startswith("TRAJECTORY ")]
-    trajectory = json.loads(lines[-1][len("TRAJECTORY "):]) if lines else None
+    trajectory = json.loads(lines[-1][len("TRAJECTORY ") :]) if lines else None
     return output, trajectory
 
 
@@ -97,7 +101,12 @@ def unfreeze_trajectory():
     start = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
     x, y = _data(n=32)
     history = model.fit(
-        x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
         callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     end = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
@@ -137,11 +146,34 @@ def test_cli_train_on_jax_unfreezes_and_saves_a_model_tensorflow_loads(tmp_path)
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-m", "keras_transfer", "train", str(images),
-         "--backbone", "mobilenet_v2_035", "--weights", "none", "--image-size", "32",
-         "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-blocks", "2",
-         "--keep", "last", "--output", str(output)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "keras_transfer",
+            "train",
+            str(images),
+            "--backbone",
+            "mobilenet_v2_035",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--fine-tune-epochs",
+            "1",
+            "--unfreeze-blocks",
+            "2",
+            "--keep",
+            "last",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Cached frozen features" in result.stdout, result.stdout[-2000:]

@@ -292,7 +292,9 @@ API_CASES = [
     ApiCase(
         "weights file of another architecture",
         lambda env: keras_transfer.build_classifier(
-            "mobilenet_v2_050", 2, input_shape=(SIZE, SIZE, 3),
+            "mobilenet_v2_050",
+            2,
+            input_shape=(SIZE, SIZE, 3),
             weights=env.weights_dir / WEIGHTS_035,
         ),
         WeightsError,
@@ -313,16 +315,22 @@ API_CASES = [
     ),
     ApiCase(
         "cached weights file is a link to nothing",
-        lambda env: _dangling_weights(env) and keras_transfer.build_classifier(
-            BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
+        lambda env: (
+            _dangling_weights(env)
+            and keras_transfer.build_classifier(
+                BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
+            )
         ),
         WeightsError,
         (WEIGHTS_035, "symbolic link", "does not exist", "ln -sf", "weights=PATH"),
     ),
     ApiCase(
         "cached weights file is not HDF5 (a Git LFS pointer)",
-        lambda env: _lfs_pointer_weights(env) and keras_transfer.build_classifier(
-            BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
+        lambda env: (
+            _lfs_pointer_weights(env)
+            and keras_transfer.build_classifier(
+                BACKBONE, 2, input_shape=(SIZE, SIZE, 3), weights="imagenet"
+            )
         ),
         WeightsError,
         (WEIGHTS_035, "not a readable HDF5", "bytes", "weights=PATH"),
@@ -475,7 +483,12 @@ CLI_CASES = [
             env, "--backbone", "mobilenet_v2_050", "--weights", env.weights_dir / WEIGHTS_035
         ),
         "model",
-        (WEIGHTS_035, "does not fit backbone 'mobilenet_v2_050'", "(1, 1, 48, 16)", "(1, 1, 48, 8)"),
+        (
+            WEIGHTS_035,
+            "does not fit backbone 'mobilenet_v2_050'",
+            "(1, 1, 48, 16)",
+            "(1, 1, 48, 8)",
+        ),
     ),
     CliCase(
         "offline with no cached weights",
@@ -540,8 +553,7 @@ def _dangling_weights(env):
 
 def _lfs_pointer_weights(env):
     _cached_weights(env).write_text(
-        "version https://git-lfs.github.com/spec/v1\n"
-        "oid sha256:0123456789abcdef\nsize 1736000\n"
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0123456789abcdef\nsize 1736000\n"
     )
     return True
 
@@ -608,9 +620,7 @@ def test_messy_images_train_and_undecodable_files_are_skipped_by_name(tmp_path, 
     (root / "dogs" / "truncated.jpg").write_bytes(good[: len(good) // 2])
     output = tmp_path / "out" / "messy.keras"
 
-    status, _, err = _run_cli(
-        capsys, _train(root, "--unfreeze-blocks", 1, "--output", output)
-    )
+    status, _, err = _run_cli(capsys, _train(root, "--unfreeze-blocks", 1, "--output", output))
 
     assert status == 0, err
     [warning] = [line for line in err.splitlines() if "Skipping" in line]
@@ -699,9 +709,7 @@ def test_nan_during_fine_tuning_keeps_the_last_good_epoch_and_resumes(
     # Other options than the learning rates do not fit the backup.
     status, _, err = _run_cli(capsys, [*argv, "--batch-size", 4])
     assert status == 2
-    assert "holds the backup of another run (--batch-size 6 there, 4 now)" in (
-        _error_line(err)
-    )
+    assert "holds the backup of another run (--batch-size 6 there, 4 now)" in (_error_line(err))
     # A lower learning rate resumes after the last good epoch.
     status, out, err = _run_cli(capsys, [*argv, "--learning-rate", 5e-4])
     assert status == 0, err
@@ -718,8 +726,9 @@ def test_nan_before_any_epoch_finished_saves_nothing(tmp_path, capsys):
     # Adam's steps are as large as its learning rate: the logits overflow.
     status, _, err = _run_cli(
         capsys,
-        _train(data_dir, "--fine-tune-epochs", 0, "--learning-rate", 1e38,
-               "--output", output),  # fmt: skip
+        _train(
+            data_dir, "--fine-tune-epochs", 0, "--learning-rate", 1e38, "--output", output
+        ),  # fmt: skip
     )
     assert status == 3
     line = _error_line(err)

@@ -4,7 +4,6 @@ That a cached fit trains exactly as an uncached one is checked case by case
 in `test_caching_equivalence.py`.
 """
 
-
 import keras
 import numpy as np
 import pytest
@@ -31,8 +30,7 @@ def data():
 def classifier(weights=None, **kwargs):
     keras.utils.set_random_seed(1)
     model = keras_transfer.build_classifier(
-        "mobilenet_v2_035", 2, input_shape=(SIZE, SIZE, 3), weights=weights,
-        dropout=0.0, **kwargs
+        "mobilenet_v2_035", 2, input_shape=(SIZE, SIZE, 3), weights=weights, dropout=0.0, **kwargs
     )
     model.compile(
         keras.optimizers.Adam(1e-3),
@@ -64,8 +62,13 @@ def test_features_spill_to_disk_beyond_the_memory_limit(data, tmp_path):
         model.cache_memory_limit = limit
         model.cache_dir = str(tmp_path)
         history = model.fit(
-            x, y, batch_size=8, epochs=2, shuffle=False,
-            validation_data=(x_val, y_val), verbose=0,
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            shuffle=False,
+            validation_data=(x_val, y_val),
+            verbose=0,
         )
         results.append(history.history)
         assert caching.feature_cache_info(model).storage == ("memory" if limit else "disk")
@@ -124,9 +127,7 @@ def test_callbacks_see_one_ordinary_fit(small_images, tmp_path):
     model = tiny_classifier()
     checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="loss")
     stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
-    history = model.fit(
-        x, y, batch_size=4, epochs=5, callbacks=[checkpoint, stop], verbose=0
-    )
+    history = model.fit(x, y, batch_size=4, epochs=5, callbacks=[checkpoint, stop], verbose=0)
     assert caching.feature_cache_info(model) is not None
     assert len(history.history["loss"]) == 2  # stopped by EarlyStopping
     saved = keras.models.load_model(tmp_path / "best.keras")
@@ -210,8 +211,13 @@ def test_mixed_precision_cached_fit_runs_on_cpu(data):
     assert model.get_layer("mobilenetv2_0.35_32").compute_dtype == "float16"
     unfreeze = keras_transfer.ProgressiveUnfreeze(schedule={1: 1}, verbose=0)
     history = model.fit(
-        x, y, batch_size=8, epochs=2, validation_data=(x_val, y_val),
-        callbacks=[unfreeze], verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        validation_data=(x_val, y_val),
+        callbacks=[unfreeze],
+        verbose=0,
     )
     assert np.all(np.isfinite(history.history["val_loss"]))
     assert caching.feature_cache_info(model) is not None
@@ -239,14 +245,18 @@ def shared_fit(model, store, x, y, x_val, y_val, schedule):
     model.feature_store = store
     unfreeze = keras_transfer.ProgressiveUnfreeze(schedule=schedule, verbose=0)
     return model.fit(
-        x, y, batch_size=8, epochs=2, shuffle=False,
-        validation_data=(x_val, y_val), callbacks=[unfreeze], verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        validation_data=(x_val, y_val),
+        callbacks=[unfreeze],
+        verbose=0,
     ).history
 
 
-def test_feature_store_reuses_features_of_identical_frozen_layers_and_data(
-    data, weights_dir
-):
+def test_feature_store_reuses_features_of_identical_frozen_layers_and_data(data, weights_dir):
     x, y, x_val, y_val = data
     weights = weights_dir / MNV2_035
     store = caching.FeatureStore()

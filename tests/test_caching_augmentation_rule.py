@@ -102,7 +102,8 @@ def fit(model, unfreeze, data, epochs=2):
         warnings.simplefilter("always")
         model.fit(*data, epochs=epochs, batch_size=8, callbacks=[unfreeze], verbose=0)
     messages = [
-        str(w.message) for w in record
+        str(w.message)
+        for w in record
         if "frozen-feature cache" in str(w.message) or "Caching only" in str(w.message)
     ]
     return messages, caching.feature_cache_info(model)
@@ -164,7 +165,9 @@ def test_regularisation_between_frozen_weighted_layers_is_cached_in_inference_mo
     assert info is not None and info.views == 1
 
 
-def test_random_layer_after_a_weighted_layer_is_still_augmentation_when_it_is_keras_augmentation(data):
+def test_random_layer_after_a_weighted_layer_is_still_augmentation_when_it_is_keras_augmentation(
+    data,
+):
     # A RandomFlip between two convolutions is odd, but it is augmentation by
     # its class: never silently turned off.
     model, unfreeze = classifier(middle=keras.layers.RandomFlip(name="augment"))

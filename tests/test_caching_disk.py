@@ -68,8 +68,12 @@ def test_spilled_arrays_are_shuffled_as_in_memory(sorted_images, tmp_path):
         sorted_images, 0, tmp_path, epochs=2, batch_size=BATCH, shuffle=True
     )
     in_memory, memory_batches = fit_and_record(
-        sorted_images, caching.DEFAULT_MEMORY_LIMIT, tmp_path, epochs=2,
-        batch_size=BATCH, shuffle=True,
+        sorted_images,
+        caching.DEFAULT_MEMORY_LIMIT,
+        tmp_path,
+        epochs=2,
+        batch_size=BATCH,
+        shuffle=True,
     )
     assert len(disk_batches) == 2 * N // BATCH
     # Not the stored (class-sorted) order: the batches mix the classes...
@@ -82,14 +86,18 @@ def test_spilled_arrays_are_shuffled_as_in_memory(sorted_images, tmp_path):
 
 def test_a_reshuffling_dataset_gets_a_new_order_each_epoch_on_disk(sorted_images, tmp_path):
     def dataset():
-        return tf.data.Dataset.from_tensor_slices(sorted_images).shuffle(
-            N, reshuffle_each_iteration=True
-        ).batch(BATCH)
+        return (
+            tf.data.Dataset.from_tensor_slices(sorted_images)
+            .shuffle(N, reshuffle_each_iteration=True)
+            .batch(BATCH)
+        )
 
     epochs = 3
     for limit in (0, caching.DEFAULT_MEMORY_LIMIT):
         _, batches = fit_and_record(dataset(), limit, tmp_path, epochs=epochs)
-        per_epoch = [sum(batches[i : i + N // BATCH], []) for i in range(0, len(batches), N // BATCH)]
+        per_epoch = [
+            sum(batches[i : i + N // BATCH], []) for i in range(0, len(batches), N // BATCH)
+        ]
         assert len(per_epoch) == epochs
         for order in per_epoch:
             assert sorted(order) == sorted(sorted_images[1].tolist())

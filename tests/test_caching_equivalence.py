@@ -118,8 +118,11 @@ def assert_same_training(results):
 ARRAYS = dict(x=X, y=Y, batch_size=8)
 CASES = {
     "arrays: partial batches, sample weights": dict(
-        ARRAYS, shuffle=False, sample_weight=WEIGHTS,
-        validation_data=(X_VAL, Y_VAL, VAL_WEIGHTS), validation_batch_size=3,
+        ARRAYS,
+        shuffle=False,
+        sample_weight=WEIGHTS,
+        validation_data=(X_VAL, Y_VAL, VAL_WEIGHTS),
+        validation_batch_size=3,
     ),
     # Keras draws the same permutation of the cached arrays as of the images.
     "arrays: validation_split, class_weight, shuffle=True": dict(
@@ -191,9 +194,9 @@ def test_random_layers_inside_the_frozen_backbone_run_in_inference_mode():
 def test_uneven_tf_data_batches_train_as_uncached():
     def batches():
         first = tf.data.Dataset.from_tensor_slices((X[:10], Y[:10])).batch(8)
-        return dict(x=first.concatenate(
-            tf.data.Dataset.from_tensor_slices((X[10:], Y[10:])).batch(8)
-        ))
+        return dict(
+            x=first.concatenate(tf.data.Dataset.from_tensor_slices((X[10:], Y[10:])).batch(8))
+        )
 
     with pytest.warns(UserWarning, match="batches differ in size before the last one"):
         results = fit_both(lambda cache: tiny_classifier(cache), batches, expect_cached=False)
@@ -212,8 +215,12 @@ def test_mobilenet_at_96_px_caches_spatial_block_outputs(weights_dir):
     def build(cache):
         keras.utils.set_random_seed(1)
         model = keras_transfer.build_classifier(
-            "mobilenet_v2_035", 2, input_shape=(96, 96, 3),
-            weights=weights_dir / MNV2_035, dropout=0.2, cache_frozen_features=cache,
+            "mobilenet_v2_035",
+            2,
+            input_shape=(96, 96, 3),
+            weights=weights_dir / MNV2_035,
+            dropout=0.2,
+            cache_frozen_features=cache,
         )
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
@@ -230,7 +237,9 @@ def test_mobilenet_at_96_px_caches_spatial_block_outputs(weights_dir):
     assert (info.samples, info.validation_samples, info.storage) == (6, 2, "memory")
     assert info.seconds > 0
     assert info.boundaries == (
-        ("mobilenetv2_0.35_96:pooled",), ("block_15_add",), ("block_12_add",),
+        ("mobilenetv2_0.35_96:pooled",),
+        ("block_15_add",),
+        ("block_12_add",),
     )
     backbone = {v.path for v in cached.model.get_layer("mobilenetv2_0.35_96").weights}
     assert any(

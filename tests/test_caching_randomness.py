@@ -116,7 +116,8 @@ class NeedsBatchesOfEight(keras.layers.Layer):
 
 def cache_warnings(record):
     return [
-        str(w.message) for w in record
+        str(w.message)
+        for w in record
         if "frozen-feature cache" in str(w.message) or "Caching only" in str(w.message)
     ]
 
@@ -125,9 +126,7 @@ def cache_warnings(record):
     "layer_class, as_dataset",
     [(UniformNoise, False), (KerasNormalNoise, True), (NumpyNoise, False)],
 )
-def test_custom_random_layer_before_frozen_layers_trains_uncached(
-    images, layer_class, as_dataset
-):
+def test_custom_random_layer_before_frozen_layers_trains_uncached(images, layer_class, as_dataset):
     x, y = images
     counter = TrainingImages()
     model = tiny_classifier(layer_class(counter, name="noise"))

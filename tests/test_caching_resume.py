@@ -71,8 +71,14 @@ def fit(model, base, images, backup, extra=(), verbose=0):
     if base is not None:
         callbacks.append(ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0))
     return model.fit(
-        x, y, batch_size=4, epochs=EPOCHS, shuffle=False, validation_data=(x_val, y_val),
-        callbacks=callbacks + list(extra), verbose=verbose,
+        x,
+        y,
+        batch_size=4,
+        epochs=EPOCHS,
+        shuffle=False,
+        validation_data=(x_val, y_val),
+        callbacks=callbacks + list(extra),
+        verbose=verbose,
     ).history
 
 
@@ -98,7 +104,8 @@ def assert_same_training(results, images):
     np.testing.assert_allclose(
         cached_model.predict(images[2], verbose=0),
         uncached_model.predict(images[2], verbose=0),
-        rtol=1e-4, atol=1e-5,
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 

@@ -32,8 +32,12 @@ def data():
 def classifier(cached, store=None, seed=1):
     keras.utils.set_random_seed(seed)
     model = keras_transfer.build_classifier(
-        "mobilenet_v2_035", 2, input_shape=(SIZE, SIZE, 3), weights=None,
-        dropout=0.0, cache_frozen_features=cached,
+        "mobilenet_v2_035",
+        2,
+        input_shape=(SIZE, SIZE, 3),
+        weights=None,
+        dropout=0.0,
+        cache_frozen_features=cached,
     )
     model.feature_store = store
     compile_model(model)
@@ -47,8 +51,13 @@ def compile_model(model, learning_rate=1e-3):
 def fit(model, data, epochs=2, callbacks=()):
     keras.utils.set_random_seed(7)
     history = model.fit(
-        *data, batch_size=8, epochs=epochs, shuffle=False, callbacks=list(callbacks),
-        validation_data=(data[0][:8], data[1][:8]), verbose=0,
+        *data,
+        batch_size=8,
+        epochs=epochs,
+        shuffle=False,
+        callbacks=list(callbacks),
+        validation_data=(data[0][:8], data[1][:8]),
+        verbose=0,
     )
     return history.history
 

@@ -198,9 +198,7 @@ def test_train_data_errors(tmp_path, capsys, layout):
     elif layout == "one_class":
         write_image_folder(data_dir, classes=("cats",), per_class=2, size=(8, 8))
     output = tmp_path / "m.keras"
-    status, _, err = _run(
-        capsys, "train", data_dir, "--weights", "none", "--output", output
-    )
+    status, _, err = _run(capsys, "train", data_dir, "--weights", "none", "--output", output)
     _assert_one_line_error(status, err, str(data_dir))
     assert not output.exists()
 
@@ -520,7 +518,6 @@ def test_keep_last_saves_the_last_epoch(tmp_path, capsys, monkeypatch):
     assert "Saved the model of the last epoch, 3/3," in out
 
 
-
 # --- --keep average: the mean of the fine-tuning epochs' weights ------------
 
 
@@ -560,7 +557,9 @@ def test_keep_average_resumes_a_killed_run_and_saves_the_mean(tmp_path, capsys, 
     killed = _ScriptedValidation(accuracies)
     status, _, err = train(killed, _KillBeforeBackup(2))
     assert status == 130, err
-    assert {"average.npz", "training_metadata.json"} <= set(os.listdir(output.parent / "model.backup"))
+    assert {"average.npz", "training_metadata.json"} <= set(
+        os.listdir(output.parent / "model.backup")
+    )
 
     resumed = _ScriptedValidation(accuracies)
     status, out, err = train(resumed)

@@ -159,9 +159,7 @@ def test_grayscale_rgba_palette_png_bmp_gif_load_as_rgb(tmp_path):
     image.convert("LA").save(tmp_path / "a" / "gray_alpha.png")
     image.convert("P").save(tmp_path / "b" / "palette.png")
     image.save(tmp_path / "b" / "rgb.bmp")
-    image.save(
-        tmp_path / "b" / "anim.gif", save_all=True, append_images=[image.rotate(90)]
-    )
+    image.save(tmp_path / "b" / "anim.gif", save_all=True, append_images=[image.rotate(90)])
     image.save(tmp_path / "b" / "upper.JPG")
 
     train_ds, val_ds, _ = data.load_image_folder(
@@ -238,9 +236,7 @@ def test_split_is_stratified_disjoint_and_deterministic(tmp_path):
 
 def test_small_split_keeps_one_validation_image_per_class(tmp_path):
     write_image_folder(tmp_path, classes=("a", "b"), per_class=3, size=(8, 8))
-    _, val_ds, _ = data.load_image_folder(
-        tmp_path, 8, validation_split=0.01, verbose=False
-    )
+    _, val_ds, _ = data.load_image_folder(tmp_path, 8, validation_split=0.01, verbose=False)
     assert sorted(_labels_by_path(val_ds).values()) == [0, 1]
 
 
@@ -248,9 +244,7 @@ def test_split_with_no_room_for_validation(tmp_path):
     write_image_folder(tmp_path, classes=("a", "b"), per_class=1, size=(8, 8))
     with pytest.raises(DataError, match="validation_split=0"):
         data.load_image_folder(tmp_path, 8, validation_split=0.2, verbose=False)
-    train_ds, val_ds, _ = data.load_image_folder(
-        tmp_path, 8, validation_split=0, verbose=False
-    )
+    train_ds, val_ds, _ = data.load_image_folder(tmp_path, 8, validation_split=0, verbose=False)
     assert val_ds is None and len(train_ds.file_paths) == 2
 
 

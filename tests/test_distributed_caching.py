@@ -129,7 +129,9 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored") / "runs.json"
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0 and out.exists(), result.stderr[-3000:]
@@ -167,12 +169,16 @@ def test_mirrored_cached_fit_equals_uncached_fit(runs, reference):
 def test_mirrored_cached_fit_keeps_frozen_weights_and_trains_the_rest(runs):
     cached = runs["mirrored_cached"]
     moved = {
-        path for path, values in cached["initial"].items()
+        path
+        for path, values in cached["initial"].items()
         if not np.array_equal(values, cached["final"][path])
     }
     # The head, then the top conv (its BatchNormalization stays frozen).
     assert moved == {
-        "conv2/kernel", "conv2/bias", "head/predictions/kernel", "head/predictions/bias"
+        "conv2/kernel",
+        "conv2/bias",
+        "head/predictions/kernel",
+        "head/predictions/bias",
     }
 
 
@@ -187,6 +193,8 @@ def test_untested_strategy_trains_uncached_and_says_which():
         model = TransferClassifier(inputs, outputs)
         model.compile("adam", "sparse_categorical_crossentropy")
     x = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype("float32")
-    with pytest.warns(UserWarning, match="MirroredStrategy only; the model's strategy is OneDeviceStrategy"):
+    with pytest.warns(
+        UserWarning, match="MirroredStrategy only; the model's strategy is OneDeviceStrategy"
+    ):
         model.fit(x, np.arange(8) % 2, batch_size=4, epochs=1, verbose=0)
     assert caching.feature_cache_info(model) is None

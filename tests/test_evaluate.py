@@ -109,7 +109,9 @@ def test_evaluate_writes_to_output_dir(tmp_path, capsys):
     folder = write_image_folder(tmp_path / "images", per_class=2)
     saved_classifier(tmp_path / "m.keras")
     out_dir = tmp_path / "new" / "eval"
-    status, out, err = _run(capsys, "evaluate", tmp_path / "m.keras", folder, "--output-dir", out_dir)
+    status, out, err = _run(
+        capsys, "evaluate", tmp_path / "m.keras", folder, "--output-dir", out_dir
+    )
     assert status == 0, err
     assert json.loads((out_dir / "metrics.json").read_text())["num_images"] == 4
     _assert_png(out_dir / "confusion_matrix.png")
@@ -128,7 +130,9 @@ def test_a_folder_with_other_classes_is_one_line_exit_2(
 ):
     folder = write_image_folder(tmp_path / "images", classes=folder_classes, per_class=1)
     saved_classifier(tmp_path / "m.keras")
-    status, _, err = _run(capsys, "evaluate", tmp_path / "m.keras", folder, "--output-dir", tmp_path)
+    status, _, err = _run(
+        capsys, "evaluate", tmp_path / "m.keras", folder, "--output-dir", tmp_path
+    )
     _assert_one_line_error(status, err, *fragments)
     assert not (tmp_path / "metrics.json").exists()
 
@@ -166,9 +170,7 @@ def test_metrics_from_labels_and_predictions():
     assert scores[0] == pytest.approx(
         {"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3}
     )
-    assert scores[1] == pytest.approx(
-        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
-    )
+    assert scores[1] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
     # Never predicted: no precision; no images: no recall. Not 0.
     assert scores[2] == {"precision": None, "recall": 0.0, "f1": None, "support": 1}
     assert scores[3] == {"precision": None, "recall": None, "f1": None, "support": 0}
@@ -198,7 +200,7 @@ def test_compare_records_and_reports_each_runs_classes(tmp_path):
                "target_accuracy": 0.8, "data_seconds": 0.1, "machine": MACHINE,
                "skipped": [], "conclusion": [], "runs": [run]}  # fmt: skip
     report = report_text(results, str(tmp_path))
-    section = report[report.index("## Per class"):]
+    section = report[report.index("## Per class") :]
     assert "tiny, head only  100.0 %  50.0 %  -" in section
     assert "true \\ predicted  a  b  c" in section
     assert "b                 1  1  0" in section

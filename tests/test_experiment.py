@@ -30,20 +30,57 @@ from keras_transfer.experiment.schedule import comparison_schedule
 from keras_transfer.backbones import get_backbone
 
 RUN_FIELDS = {
-    "name", "backbone", "method", "label", "weights", "learning_rate", "schedule",
-    "unit", "best_accuracy", "final_accuracy", "best_val_accuracy",
-    "final_val_accuracy", "seconds_to_target", "setup_seconds", "total_seconds",
-    "stopped_by", "phases", "phases_not_reached", "history", "tensorboard",
+    "name",
+    "backbone",
+    "method",
+    "label",
+    "weights",
+    "learning_rate",
+    "schedule",
+    "unit",
+    "best_accuracy",
+    "final_accuracy",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "seconds_to_target",
+    "setup_seconds",
+    "total_seconds",
+    "stopped_by",
+    "phases",
+    "phases_not_reached",
+    "history",
+    "tensorboard",
 }
 EPOCH_FIELDS = {
-    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "phase",
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "seconds",
+    "phase",
     "partial",
 }
 TOP_FIELDS = {
-    "data_dir", "class_names", "num_train_images", "num_validation_images",
-    "image_size", "batch_size", "validation_split", "seed", "epochs",
-    "budget_minutes", "target_accuracy", "data_seconds", "warmup_seconds", "machine",
-    "started_at", "log", "skipped", "runs", "conclusion",
+    "data_dir",
+    "class_names",
+    "num_train_images",
+    "num_validation_images",
+    "image_size",
+    "batch_size",
+    "validation_split",
+    "seed",
+    "epochs",
+    "budget_minutes",
+    "target_accuracy",
+    "data_seconds",
+    "warmup_seconds",
+    "machine",
+    "started_at",
+    "log",
+    "skipped",
+    "runs",
+    "conclusion",
 }
 
 
@@ -85,9 +122,18 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
     out = tmp_path / "out"
     status = cli.main(
         [
-            "compare", str(data), "--backbones", "mobilenet_v2_035,resnet50",
-            "--epochs", "2", "--image-size", "32", "--batch-size", "8",
-            "--output-dir", str(out),
+            "compare",
+            str(data),
+            "--backbones",
+            "mobilenet_v2_035,resnet50",
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--output-dir",
+            str(out),
         ]
     )
     stdout, stderr = capsys.readouterr()
@@ -109,8 +155,8 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
 
     # resnet50 has no cached weights and no network: skipped, with the reason.
     assert [s["backbone"] for s in results["skipped"]] == ["resnet50"]
-    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in (
-        results["skipped"][0]["reason"]
+    assert (
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in (results["skipped"][0]["reason"])
     )
 
     runs = {run["method"]: run for run in results["runs"]}
@@ -162,8 +208,14 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
     report = (out / "report.md").read_text()
     header, rows = _table(report)
     assert header[:8] == [
-        "Run", "Best train acc.", "Final train acc.", "Best val. acc.",
-        "Final val. acc.", "Time to 80 % val.", "Total time", "Time per phase",
+        "Run",
+        "Best train acc.",
+        "Final train acc.",
+        "Best val. acc.",
+        "Final val. acc.",
+        "Time to 80 % val.",
+        "Total time",
+        "Time per phase",
     ]
     assert [row[0] for row in rows] == [run["label"] for run in results["runs"]]
     for row, run in zip(rows, results["runs"]):
@@ -191,7 +243,7 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
         assert f"- {sentence}" in report
     assert "![Validation accuracy against wall-clock time](accuracy_vs_time.png)" in report
     assert "unclocked warm-up ran every method once" in report
-    assert "mobilenet_v2_035 " in report[report.index("warm-up"):report.index("Machine:")]
+    assert "mobilenet_v2_035 " in report[report.index("warm-up") : report.index("Machine:")]
 
     from PIL import Image
 
@@ -206,17 +258,24 @@ def test_compare_runs_three_trainings_and_skips_backbones_without_weights(
 def test_conclusion_is_computed_from_the_numbers():
     def run(method, best_val, final_val, final_train, to_target, total, phases=1):
         return {
-            "backbone": "mobilenet_v2_050", "method": method,
+            "backbone": "mobilenet_v2_050",
+            "method": method,
             "label": f"mobilenet_v2_050, {METHOD_LABELS[method]}",
-            "best_val_accuracy": best_val, "final_val_accuracy": final_val,
-            "best_accuracy": final_train, "final_accuracy": final_train,
+            "best_val_accuracy": best_val,
+            "final_val_accuracy": final_val,
+            "best_accuracy": final_train,
+            "final_accuracy": final_train,
             "seconds_to_target": to_target,
-            "total_seconds": total, "phases": [{}] * phases,
+            "total_seconds": total,
+            "phases": [{}] * phases,
         }
 
     results = {
-        "epochs": None, "budget_minutes": 25.0, "target_accuracy": 0.8,
-        "num_validation_images": 500, "skipped": [],
+        "epochs": None,
+        "budget_minutes": 25.0,
+        "target_accuracy": 0.8,
+        "num_validation_images": 500,
+        "skipped": [],
         "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"],
         "runs": [
             run("scratch", 0.70, 0.68, 0.95, None, 1500.0),
@@ -225,11 +284,15 @@ def test_conclusion_is_computed_from_the_numbers():
         ],
     }
     text = "\n".join(conclude(results))
-    assert "pretrained weights bought 16.0 points of validation accuracy in the same " \
+    assert (
+        "pretrained weights bought 16.0 points of validation accuracy in the same "
         "25 min 00 s of wall-clock time" in text
-    assert "mobilenet_v2_050 pretrained with the head, then fine-tuned reached 80 % " \
-        "validation accuracy after 4 min 00 s; from scratch, it never did in " \
+    )
+    assert (
+        "mobilenet_v2_050 pretrained with the head, then fine-tuned reached 80 % "
+        "validation accuracy after 4 min 00 s; from scratch, it never did in "
         "25 min 00 s" in text
+    )
     assert "final train accuracy (95.0 %) is 27 points above validation (68.0 %)" in text
     assert "added 3.0 points over the head alone (86.0 % against 83.0 %)" in text
     assert "noise" not in text
@@ -243,19 +306,25 @@ def test_conclusion_is_computed_from_the_numbers():
     assert "With 50 validation images, one image is 2.0 points" in text
 
     # From scratch at chance level on validation, whatever it did in training.
-    results["runs"][0].update(best_val_accuracy=0.2, final_val_accuracy=0.2,
-                              seconds_to_target=None)
+    results["runs"][0].update(best_val_accuracy=0.2, final_val_accuracy=0.2, seconds_to_target=None)
     text = "\n".join(conclude(results))
-    assert "validation accuracy never rose above 20.0 % (chance for 5 classes: " \
-        "20.0 %) while train accuracy, measured on batch statistics during " \
+    assert (
+        "validation accuracy never rose above 20.0 % (chance for 5 classes: "
+        "20.0 %) while train accuracy, measured on batch statistics during "
         "training, reached 95.0 %" in text
+    )
     assert "points above validation" not in text
 
 
 @pytest.mark.parametrize(
     "planned, units, schedule",
-    [(10, 18, {4: 3, 7: 6}), (3, 18, {1: 3, 2: 6}), (2, 18, {1: 3}), (1, 18, {1: 3}),
-     (6, 4, {2: 3, 4: 4})],
+    [
+        (10, 18, {4: 3, 7: 6}),
+        (3, 18, {1: 3, 2: 6}),
+        (2, 18, {1: 3}),
+        (1, 18, {1: 3}),
+        (6, 4, {2: 3, 4: 4}),
+    ],
 )
 def test_default_fine_tune_schedule_in_thirds(planned, units, schedule):
     assert comparison_schedule(planned, units) == schedule
@@ -270,8 +339,15 @@ def test_budget_stops_mid_epoch_and_marks_the_epoch_partial():
     start = time.perf_counter()
     recorder = RunRecorder(start)
     budget = WallClockBudget(deadline=start)  # spent already
-    model.fit(x, y, batch_size=8, epochs=5, validation_data=(x, y), verbose=0,
-              callbacks=[recorder, budget])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=5,
+        validation_data=(x, y),
+        verbose=0,
+        callbacks=[recorder, budget],
+    )
     assert budget.stopped
     assert int(model.optimizer.iterations) == 1
     assert len(recorder.history) == 1
@@ -330,8 +406,16 @@ def test_cached_flower_photos_is_used_without_network(keras_home, monkeypatch, l
 def test_no_backbone_with_weights_is_an_error(tmp_path, capsys, keras_home, offline):
     data = write_image_folder(tmp_path / "images", per_class=3, size=(8, 8))
     status = cli.main(
-        ["compare", str(data), "--backbones", "resnet50", "--image-size", "32",
-         "--output-dir", str(tmp_path / "out")]
+        [
+            "compare",
+            str(data),
+            "--backbones",
+            "resnet50",
+            "--image-size",
+            "32",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
     )
     err = capsys.readouterr().err
     assert status == 2
@@ -364,8 +448,14 @@ def test_runs_sharing_their_first_epochs_match_and_unreached_phases_are_flagged(
     folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=6)
     data = ComparisonData.from_folder(folder, 32, 4, 0.34, seed=7, verbose=False)
     settings = RunSettings(
-        data, shape=(32, 32, 3), epochs=2, budget_seconds=None, learning_rate=1e-2,
-        seed=7, target_accuracy=0.8, output_dir=str(tmp_path / "out"),
+        data,
+        shape=(32, 32, 3),
+        epochs=2,
+        budget_seconds=None,
+        learning_rate=1e-2,
+        seed=7,
+        target_accuracy=0.8,
+        output_dir=str(tmp_path / "out"),
     )
     spec = get_backbone("mobilenet_v2_035")
     head = train_run(spec, "head_only", settings)
@@ -375,9 +465,7 @@ def test_runs_sharing_their_first_epochs_match_and_unreached_phases_are_flagged(
     fine = train_run(spec, "fine_tune", settings, schedule={1: 3, 5: 6})
 
     metrics = ("loss", "accuracy", "val_loss", "val_accuracy")
-    assert [head["history"][0][k] for k in metrics] == [
-        fine["history"][0][k] for k in metrics
-    ]
+    assert [head["history"][0][k] for k in metrics] == [fine["history"][0][k] for k in metrics]
     # After the unfreeze the recipes differ, and so do the numbers.
     assert head["history"][1]["loss"] != fine["history"][1]["loss"]
     assert fine["phases_not_reached"] == [

@@ -55,7 +55,9 @@ def model():
 def photos(tmp_path_factory, flower_photos_dir):
     """Real flower photos, decoded and resized by the training pipeline."""
     folder = copy_flower_subset(
-        flower_photos_dir, tmp_path_factory.mktemp("photos"), per_class=2,
+        flower_photos_dir,
+        tmp_path_factory.mktemp("photos"),
+        per_class=2,
         classes=("daisy", "roses", "tulips"),
     )
     dataset, _, _ = keras_transfer.load_image_folder(
@@ -150,7 +152,8 @@ def _one_line_error(capsys, *argv):
 def test_a_missing_converter_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec",
+        importlib.util,
+        "find_spec",
         lambda name, *a: None if name == "tf2onnx" else find_spec(name, *a),
     )
     # Checked before the model is read: the file need not even exist.

@@ -141,9 +141,7 @@ def test_16_bit_rgb_tiff_keeps_its_range(tmp_path):
     tiff += struct.pack("<3H", 16, 16, 16) + data
     (tmp_path / "deep.tif").write_bytes(tiff)
     got = decode_image_file(tmp_path / "deep.tif", (2, 2))
-    np.testing.assert_array_equal(
-        got, [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [128, 128, 128]]]
-    )
+    np.testing.assert_array_equal(got, [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [128, 128, 128]]])
 
 
 def test_heic_decodes_with_pillow_heif(tmp_path):

@@ -167,9 +167,7 @@ def test_killed_train_command_resumes_where_it_was(tmp_path, seeded_keras_home):
         assert [e[key] for e in epochs] == [e[key] for e in expected], key
     seconds = [e["seconds"] for e in epochs]
     assert seconds == sorted(seconds)
-    assert abs(epochs[-1]["val_accuracy"] - expected[-1]["val_accuracy"]) <= (
-        ACCURACY_TOLERANCE
-    )
+    assert abs(epochs[-1]["val_accuracy"] - expected[-1]["val_accuracy"]) <= (ACCURACY_TOLERANCE)
     assert expected[-1]["val_accuracy"] >= 0.75  # It learned: the check is not vacuous.
 
     # Saved models load with Keras' default safe_mode=True.
@@ -195,7 +193,7 @@ def test_killed_train_command_resumes_where_it_was(tmp_path, seeded_keras_home):
     assert sorted(os.listdir(run)) == ["best.keras", "history.json", "logs", "model.keras"]
 
 
-FIT_SCRIPT = '''
+FIT_SCRIPT = """
 import json, os, sys
 import numpy as np
 import keras
@@ -239,7 +237,7 @@ model.fit(
     ],
 )
 np.savez(os.path.join(out, "weights.npz"), *model.get_weights())
-'''
+"""
 
 
 def test_killed_model_fit_with_backup_and_restore_resumes_in_the_right_phase(tmp_path):
@@ -265,9 +263,7 @@ def test_killed_model_fit_with_backup_and_restore_resumes_in_the_right_phase(tmp
     )
     resumed = _start([script, run], tmp_path / "resumed.log", env)
     assert resumed.wait(timeout=TIMEOUT) == 0, (tmp_path / "resumed.log").read_text()
-    assert uninterrupted.wait(timeout=TIMEOUT) == 0, (
-        tmp_path / "reference.log"
-    ).read_text()
+    assert uninterrupted.wait(timeout=TIMEOUT) == 0, (tmp_path / "reference.log").read_text()
 
     got, expected = records(run), records(reference)
     # Epochs 0-2 ran before the kill, 3 after, in phase 1 with the same

@@ -191,15 +191,22 @@ def report(tmp_path_factory):
         pytest.fail("JAX is not installed: `pip install -e .[dev,jax]` (as .ci/run does).")
     out = tmp_path_factory.mktemp("jax_caching") / "report.json"
     env = {
-        **os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
         # Read when JAX starts: two host devices for DataParallel.
-        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                      + " --xla_force_host_platform_device_count=2").strip(),
+        "XLA_FLAGS": (
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        ).strip(),
     }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out)], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", SCRIPT, str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0 and out.exists(), result.stderr[-4000:]
     return json.loads(out.read_text())
@@ -226,11 +233,15 @@ def test_cached_fit_on_jax_equals_uncached_across_unfreeze_phases(report):
 def test_cached_fit_on_jax_keeps_frozen_weights_bit_identical(report):
     cached = report["one_cached"]
     moved = {
-        path for path, values in cached["initial"].items()
+        path
+        for path, values in cached["initial"].items()
         if not np.array_equal(values, cached["final"][path])
     }
     assert moved == {
-        "conv2/kernel", "conv2/bias", "head/predictions/kernel", "head/predictions/bias"
+        "conv2/kernel",
+        "conv2/bias",
+        "head/predictions/kernel",
+        "head/predictions/bias",
     }
 
 

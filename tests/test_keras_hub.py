@@ -29,8 +29,12 @@ hub = pytest.importorskip("keras_transfer.backbones.hub")
 
 def tiny_vit(num_layers=3):
     return keras_hub.models.ViTBackbone(
-        image_shape=(32, 32, 3), patch_size=8, num_layers=num_layers, num_heads=2,
-        hidden_dim=16, mlp_dim=32,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
     )
 
 
@@ -66,7 +70,10 @@ def test_vit_trains_its_last_transformer_layers_in_one_cached_fit(registered):
     vit = tiny_vit()
     spec = registered(vit, "test_tiny_vit", image_converter=converter())
     assert spec.block_names == (
-        "embedding", "transformer_block_1", "transformer_block_2", "transformer_block_3"
+        "embedding",
+        "transformer_block_1",
+        "transformer_block_2",
+        "transformer_block_3",
     )
     assert (spec.default_input_size, spec.min_input_size) == (32, 32)
     assert spec.preprocessing == "none"
@@ -131,14 +138,22 @@ def test_the_image_converter_is_the_preprocessing(registered):
 
 def test_resnet_stages_are_the_units(registered):
     resnet = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 8], stackwise_num_blocks=[2, 2],
-        stackwise_num_strides=[1, 2], block_type="bottleneck_block",
-        use_pre_activation=True, image_shape=(None, None, 3),
+        input_conv_filters=[8],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 8],
+        stackwise_num_blocks=[2, 2],
+        stackwise_num_strides=[1, 2],
+        block_type="bottleneck_block",
+        use_pre_activation=True,
+        image_shape=(None, None, 3),
     )
     spec = registered(resnet, "test_tiny_resnet", image_converter=converter())
     assert spec.block_names == (
-        "stem", "stack0_block0", "stack0_block1", "stack1_block0", "stack1_block1"
+        "stem",
+        "stack0_block0",
+        "stack0_block1",
+        "stack1_block0",
+        "stack1_block1",
     )
     built = spec.build(input_shape=(48, 40, 3), weights=None)
     assert built.output.shape == (None, 6, 5, 32)
@@ -209,13 +224,20 @@ def test_the_tuners_backbone_pool_reuses_it(registered):
 
 def tiny_efficientnet(**kwargs):
     return keras_hub.models.EfficientNetBackbone(
-        stackwise_width_coefficients=[0.25] * 2, stackwise_depth_coefficients=[1.0] * 2,
-        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 2],
-        stackwise_input_filters=[32, 16], stackwise_output_filters=[16, 24],
-        stackwise_expansion_ratios=[1, 6], stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
-        stackwise_strides=[1, 2], stackwise_block_types=["v1", "v1"],
-        stackwise_force_input_filters=[0, 0], stackwise_nores_option=[False, False],
-        input_shape=(None, None, 3), **kwargs,
+        stackwise_width_coefficients=[0.25] * 2,
+        stackwise_depth_coefficients=[1.0] * 2,
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 2],
+        stackwise_input_filters=[32, 16],
+        stackwise_output_filters=[16, 24],
+        stackwise_expansion_ratios=[1, 6],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[1, 2],
+        stackwise_block_types=["v1", "v1"],
+        stackwise_force_input_filters=[0, 0],
+        stackwise_nores_option=[False, False],
+        input_shape=(None, None, 3),
+        **kwargs,
     )
 
 

@@ -76,7 +76,9 @@ def test_preprocessing_under_mixed_precision_scales_the_float32_pixels(mixed_pre
     layer = BackbonePreprocessing("tf")
     expected = (np.float32(100.1) * np.float32(1 / 127.5) - 1).astype("float16")
     assert expected != (np.float16(100.1).astype("float32") / 127.5 - 1).astype("float16")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(pixels))[0, 0, 0], [expected] * 3)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer(pixels))[0, 0, 0], [expected] * 3
+    )
     builtin = keras.Sequential([keras.Input((1, 1, 3)), *layer.builtin_layers()])
     assert builtin(pixels).dtype == layer(pixels).dtype
     np.testing.assert_array_equal(
@@ -269,7 +271,10 @@ def test_a_model_saved_without_class_names_loads_without_them(tmp_path):
 
 def test_build_classifier_stores_class_names_in_its_head():
     model = keras_transfer.build_classifier(
-        "mobilenet_v2_035", 2, input_shape=(32, 32, 3), weights=None,
+        "mobilenet_v2_035",
+        2,
+        input_shape=(32, 32, 3),
+        weights=None,
         class_names=["cats", "dogs"],
     )
     assert model.get_layer("head").class_names == ["cats", "dogs"]
@@ -286,7 +291,10 @@ def test_class_names_of_a_model_without_a_head_is_none():
 def test_build_classifier_checks_its_class_names():
     with pytest.raises(ConfigurationError, match="class_names has 1 names"):
         keras_transfer.build_classifier(
-            "mobilenet_v2_035", 2, input_shape=(32, 32, 3), weights=None,
+            "mobilenet_v2_035",
+            2,
+            input_shape=(32, 32, 3),
+            weights=None,
             class_names=["cats"],
         )
 

@@ -66,9 +66,7 @@ def test_the_finder_leaves_model_and_optimizer_as_they_were(images):
     with warnings.catch_warnings():
         # Its suggestion may be unreliable (dropout 0.5): only the state counts.
         warnings.simplefilter("ignore")
-        finding = keras_transfer.find_learning_rate(
-            model, x, y, batch_size=8, steps=40, verbose=0
-        )
+        finding = keras_transfer.find_learning_rate(model, x, y, batch_size=8, steps=40, verbose=0)
 
     after_variables, after_slots, after_optimizer = _state(model)
     assert after_optimizer is optimizer
@@ -106,8 +104,14 @@ def test_the_finding_suggests_a_rate_and_plots_it(images, tmp_path):
     x, y = images
     model = tiny_classifier(dropout=0.0)
     finding = keras_transfer.find_learning_rate(
-        model, x, y, batch_size=4, max_lr=10.0, rule="steepest",
-        plot=tmp_path / "lr.png", verbose=0,
+        model,
+        x,
+        y,
+        batch_size=4,
+        max_lr=10.0,
+        rule="steepest",
+        plot=tmp_path / "lr.png",
+        verbose=0,
     )
     rates = finding.learning_rates
     assert rates[0] == pytest.approx(1e-6) and np.all(np.diff(rates) > 0)
@@ -126,9 +130,9 @@ def test_the_finding_suggests_a_rate_and_plots_it(images, tmp_path):
 def test_the_rules_read_the_curve():
     rates = np.geomspace(1e-6, 1.0, 61)
     # Flat, then falling faster and faster down to index 40, then diverging.
-    losses = np.concatenate([
-        np.full(20, 2.0), 2.0 - 1.5 * (np.arange(1, 21) / 20) ** 2, np.geomspace(0.6, 6, 21)
-    ])
+    losses = np.concatenate(
+        [np.full(20, 2.0), 2.0 - 1.5 * (np.arange(1, 21) / 20) ** 2, np.geomspace(0.6, 6, 21)]
+    )
     suggestions = suggest(rates, losses)
     # The longest descent runs from index 19 to 39: its middle is 29.
     assert suggestions["valley"] == pytest.approx(rates[29])
@@ -192,15 +196,34 @@ def test_train_learning_rate_auto_and_balanced_class_weight(tmp_path, capsys, mo
     monkeypatch.setattr(TransferClassifier, "fit", spy)
     # A shorter test than the default hundred steps: the wiring is under test.
     monkeypatch.setattr(
-        training, "find_learning_rate",
+        training,
+        "find_learning_rate",
         functools.partial(keras_transfer.find_learning_rate, steps=30),
     )
-    status = cli.main([
-        "train", str(data_dir), "--backbone", "mobilenet_v2_035", "--weights", "none",
-        "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0",
-        "--batch-size", "4", "--learning-rate", "auto", "--class-weight", "balanced",
-        "--output", str(tmp_path / "m.keras"),
-    ])
+    status = cli.main(
+        [
+            "train",
+            str(data_dir),
+            "--backbone",
+            "mobilenet_v2_035",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--fine-tune-epochs",
+            "0",
+            "--batch-size",
+            "4",
+            "--learning-rate",
+            "auto",
+            "--class-weight",
+            "balanced",
+            "--output",
+            str(tmp_path / "m.keras"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 0, err
     # 10 cats and 5 dogs train: 15 / (2 * 10) and 15 / (2 * 5).
@@ -214,9 +237,7 @@ def test_train_learning_rate_auto_and_balanced_class_weight(tmp_path, capsys, mo
     assert history["learning_rate"] == rate and history["class_weight"] == "balanced"
 
 
-def test_train_mixed_precision_builds_float16_and_says_cpu_is_slow(
-    tmp_path, capsys, monkeypatch
-):
+def test_train_mixed_precision_builds_float16_and_says_cpu_is_slow(tmp_path, capsys, monkeypatch):
     built = {}
 
     def build_classifier(*args, **kwargs):
@@ -224,10 +245,17 @@ def test_train_mixed_precision_builds_float16_and_says_cpu_is_slow(
         raise KeyboardInterrupt  # Stops the run once the model is asked for.
 
     monkeypatch.setattr(training, "build_classifier", build_classifier)
-    status = cli.main([
-        "train", str(_data_12_cats_6_dogs(tmp_path)), "--weights", "none",
-        "--mixed-precision", "--output", str(tmp_path / "m.keras"),
-    ])
+    status = cli.main(
+        [
+            "train",
+            str(_data_12_cats_6_dogs(tmp_path)),
+            "--weights",
+            "none",
+            "--mixed-precision",
+            "--output",
+            str(tmp_path / "m.keras"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 130 and built["dtype"] == "mixed_float16"
     assert err.splitlines()[0] == (

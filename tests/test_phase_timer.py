@@ -69,13 +69,11 @@ def _scalars(run_dir):
         events = acc.Tensors(tag)
         if events[0].tensor_proto.dtype == tf.string.as_datatype_enum:
             result[tag] = [
-                (e.step, tensor_util.make_ndarray(e.tensor_proto).item().decode())
-                for e in events
+                (e.step, tensor_util.make_ndarray(e.tensor_proto).item().decode()) for e in events
             ]
         else:
             result[tag] = [
-                (e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
-                for e in events
+                (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events
             ]
     return result
 
@@ -237,8 +235,9 @@ def test_phases_follow_progressive_unfreeze_on_a_small_model(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (24, SIZE, SIZE, 3)).astype("float32")
     y = np.arange(24) % 2
     unfreeze = ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0)
-    model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0,
-              callbacks=[PhaseTimer(tmp_path), unfreeze])
+    model.fit(
+        x, y, batch_size=BATCH, epochs=3, verbose=0, callbacks=[PhaseTimer(tmp_path), unfreeze]
+    )
     phases = _scalars(tmp_path / "phases")
     assert _values(phases["phase/index"]) == [0.0, 1.0, 1.0]
     assert [step for step, _ in phases["phase/duration_seconds"]] == [0, 1]
@@ -304,9 +303,7 @@ def test_write_metrics_true_writes_keras_layout(tmp_path):
     )
     train = _scalars(tmp_path / "train")
     validation = _scalars(tmp_path / "validation")
-    np.testing.assert_allclose(
-        _values(train["epoch_loss"]), history.history["loss"], rtol=1e-6
-    )
+    np.testing.assert_allclose(_values(train["epoch_loss"]), history.history["loss"], rtol=1e-6)
     np.testing.assert_allclose(
         _values(validation["epoch_accuracy"]),
         history.history["val_accuracy"],
@@ -533,12 +530,8 @@ def test_tensorboard_server_serves_the_phase_scalars(two_phase_run, tmp_path):
         )
     try:
         _wait_for_tag(base_url, "phases", "phase/duration_seconds", server)
-        served = _get_json(
-            _scalars_url(base_url, "phases", "phase/duration_seconds")
-        )
-        accuracy = _get_json(
-            _scalars_url(base_url, "validation", "epoch_accuracy")
-        )
+        served = _get_json(_scalars_url(base_url, "phases", "phase/duration_seconds"))
+        accuracy = _get_json(_scalars_url(base_url, "validation", "epoch_accuracy"))
     finally:
         _stop_process_group(server)
     assert not _live_members(server.pid)

@@ -40,7 +40,11 @@ def _photo(seed, size=(48, 64), base=0):
 
 def _sideways(image, orientation):
     """`image` stored as a phone stores it: pixels turned, the tag saying how to undo it."""
-    undo = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+    undo = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_90,
+        8: Image.Transpose.ROTATE_270,
+    }
     return image.transpose(undo[orientation]), _exif(orientation)
 
 
@@ -90,9 +94,7 @@ def _bad_files(folder):
     }
 
 
-def test_every_kind_of_photo_trains_and_evaluates_and_every_file_is_used_or_named(
-    tmp_path, capsys
-):
+def test_every_kind_of_photo_trains_and_evaluates_and_every_file_is_used_or_named(tmp_path, capsys):
     root = tmp_path / "photos"
     used = {name: _every_kind(root / name, base) for name, base in (("cats", 0), ("dogs", 120))}
     bad = _bad_files(root / "cats")

@@ -290,7 +290,10 @@ def test_keras_transfer_load_model_in_a_fresh_process_gives_the_transfer_classif
     # The lazy package must register TransferClassifier on this path too: a
     # fresh Python whose first keras_transfer name is `load_model`.
     model = keras_transfer.build_classifier(
-        "mobilenet_v2_035", 2, input_shape=(SIZE, SIZE, 3), weights=None,
+        "mobilenet_v2_035",
+        2,
+        input_shape=(SIZE, SIZE, 3),
+        weights=None,
         class_names=["a", "b"],
     )
     model.save(tmp_path / "m.keras")
@@ -301,7 +304,9 @@ def test_keras_transfer_load_model_in_a_fresh_process_gives_the_transfer_classif
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "m.keras")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -67,7 +67,12 @@ def test_predict_writes_the_top_classes_of_every_readable_image(tmp_path, capsys
     # resized as the model says (its head stores no resize: "stretch").
     with pytest.warns(UserWarning, match="broken.jpg"):
         ds, _, _ = load_image_folder(
-            photos, 32, validation_split=0, shuffle=False, cache=False, verbose=False,
+            photos,
+            32,
+            validation_split=0,
+            shuffle=False,
+            cache=False,
+            verbose=False,
             resize="stretch",
         )
     expected = dict(zip(ds.file_paths, model.predict(ds, verbose=0)))
@@ -84,8 +89,7 @@ def test_predict_writes_the_top_classes_of_every_readable_image(tmp_path, capsys
         assert float(row["probability_2"]) == pytest.approx(probabilities[1 - best], abs=1e-5)
         # The table on the terminal has the same row.
         assert any(
-            line.startswith(row["path"]) and row["class_1"] in line
-            for line in out.splitlines()
+            line.startswith(row["path"]) and row["class_1"] in line for line in out.splitlines()
         )
     errors = {r["path"]: r["error"] for r in rows if r["error"]}
     assert set(errors) == {str(missing), str(photos / "cats" / "broken.jpg")}
@@ -104,7 +108,8 @@ def test_predict_jsonl_and_top_k_beyond_the_classes(tmp_path, capsys):
     assert status == 0, err
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["path"] for r in records] == [
-        str(photos / "cats" / "img_0.jpg"), str(photos / "dogs" / "img_0.jpg")
+        str(photos / "cats" / "img_0.jpg"),
+        str(photos / "dogs" / "img_0.jpg"),
     ]
     for record in records:
         top = record["predictions"]

@@ -74,8 +74,13 @@ def objects(tmp_path_factory):
     hp.Choice("units", [1, 2])
     folder = tmp_path_factory.mktemp("private_apis")
     return types.SimpleNamespace(
-        model=model, inner=inner, dropout=dropout, adam=adam, multi=multi,
-        shuffled=shuffled, mapped=shuffled.map(lambda v: v + 1),
+        model=model,
+        inner=inner,
+        dropout=dropout,
+        adam=adam,
+        multi=multi,
+        shuffled=shuffled,
+        mapped=shuffled.map(lambda v: v + 1),
         oracle=keras_tuner.oracles.GridSearchOracle(objective="loss", hyperparameters=hp),
         backup=keras.callbacks.BackupAndRestore(str(folder / "backup")),
         tensorboard=keras.callbacks.TensorBoard(str(folder / "logs")),
@@ -119,8 +124,9 @@ def _tracing_registers_custom_gradients(o):
 
 
 def _map_holds_a_traced_function(o):
-    wrappers = [v for v in vars(o.mapped).values()
-                if type(v).__name__ == "StructuredFunctionWrapper"]
+    wrappers = [
+        v for v in vars(o.mapped).values() if type(v).__name__ == "StructuredFunctionWrapper"
+    ]
     return bool(wrappers) and wrappers[0].function.graph.as_graph_def() is not None
 
 
@@ -139,17 +145,21 @@ def _loss_scale_records_its_variables(o):
     recorded = len(optimizer._trainable_variables) == len(optimizer._trainable_variables_indices)
     # Still the list its JAX step zips the gradients with.
     source = inspect.getsource(type(optimizer)._stateless_handle_finite_grads)
-    return recorded and count == len(optimizer._trainable_variables) and (
-        "zip(grads, self._trainable_variables)" in source
+    return (
+        recorded
+        and count == len(optimizer._trainable_variables)
+        and ("zip(grads, self._trainable_variables)" in source)
     )
 
 
 def _spec_initializing_during_import(o):
     import sys
     import tempfile
+
     with tempfile.TemporaryDirectory() as folder:
         pathlib.Path(folder, "kt_probe_initializing.py").write_text(
-            "import sys\nSEEN = sys.modules[__name__].__spec__._initializing\n")
+            "import sys\nSEEN = sys.modules[__name__].__spec__._initializing\n"
+        )
         sys.path.insert(0, folder)
         try:
             module = importlib.import_module("kt_probe_initializing")
@@ -165,55 +175,81 @@ def _first_node(o):
 
 CHECKS = {
     "ModuleSpec._initializing": _spec_initializing_during_import,
-    "keras.src.backend.config._KERAS_DIR": lambda o: _module_has("keras.src.backend.config", "_KERAS_DIR"),
-    "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter": lambda o: [
-        b.numpy().tolist() for b in internals.ArrayDataAdapter(
-            np.arange(3), batch_size=2, shuffle=False).get_tf_dataset()] == [[0, 1], [2]],
-    "Layer._flatten_layers": lambda o: "top" in [l.name for l in o.model._flatten_layers()]
-    and len(o.model._flatten_layers(include_self=False)) > len(o.model.layers),
+    "keras.src.backend.config._KERAS_DIR": lambda o: _module_has(
+        "keras.src.backend.config", "_KERAS_DIR"
+    ),
+    "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter": lambda o: (
+        [
+            b.numpy().tolist()
+            for b in internals.ArrayDataAdapter(
+                np.arange(3), batch_size=2, shuffle=False
+            ).get_tf_dataset()
+        ]
+        == [[0, 1], [2]]
+    ),
+    "Layer._flatten_layers": lambda o: (
+        "top" in [l.name for l in o.model._flatten_layers()]
+        and len(o.model._flatten_layers(include_self=False)) > len(o.model.layers)
+    ),
     "Layer._trainable_variables": _frozen_layer_keeps_its_variables,
     "Layer._call_context_args": lambda o: "training" in o.dropout._call_context_args,
-    "Operation._inbound_nodes/_outbound_nodes": lambda o: bool(o.inner._inbound_nodes)
-    and bool(o.inner._outbound_nodes),
-    "ListWrapper._storage/_update_snapshot": lambda o: isinstance(
-        o.inner._inbound_nodes._storage, list) and callable(o.inner._inbound_nodes._update_snapshot),
+    "Operation._inbound_nodes/_outbound_nodes": lambda o: (
+        bool(o.inner._inbound_nodes) and bool(o.inner._outbound_nodes)
+    ),
+    "ListWrapper._storage/_update_snapshot": lambda o: (
+        isinstance(o.inner._inbound_nodes._storage, list)
+        and callable(o.inner._inbound_nodes._update_snapshot)
+    ),
     "Functional._nodes_by_depth": lambda o: isinstance(o.model._nodes_by_depth, dict),
-    "Node.operation/is_input/input_tensors/outputs/arguments": lambda o: _has_all(
-        _first_node(o), "operation is_input input_tensors outputs"
-    ) and _has_all(_first_node(o).arguments, "args kwargs fill_in"),
+    "Node.operation/is_input/input_tensors/outputs/arguments": lambda o: (
+        _has_all(_first_node(o), "operation is_input input_tensors outputs")
+        and _has_all(_first_node(o).arguments, "args kwargs fill_in")
+    ),
     "Model._loss_tracker": lambda o: hasattr(o.model._loss_tracker, "count"),
     "Model._compiled_trainable_state": lambda o: hasattr(o.model, "_compiled_trainable_state"),
     "Model._initial_epoch": _fit_starts_at_the_initial_epoch_it_is_told,
     "Model.make_train_function/train_function/test_function/predict_function": lambda o: _has_all(
-        o.model, "make_train_function train_function test_function predict_function"),
+        o.model, "make_train_function train_function test_function predict_function"
+    ),
     "BackupAndRestore._load_model/_save_model/_current_epoch": lambda o: _has_all(
-        o.backup, "_load_model _save_model _current_epoch"),
+        o.backup, "_load_model _save_model _current_epoch"
+    ),
     "TensorBoard._writers": lambda o: isinstance(o.tensorboard._writers, dict),
     "MultiOptimizer._optimizer_map/_inner_optimizers/_var_to_optimizer_idx": lambda o: _has_all(
-        o.multi, "_optimizer_map _inner_optimizers _var_to_optimizer_idx"),
+        o.multi, "_optimizer_map _inner_optimizers _var_to_optimizer_idx"
+    ),
     "Optimizer._var_key/_iterations/_check_variables_are_known": lambda o: _has_all(
-        o.adam, "_var_key _iterations _check_variables_are_known"),
-    "Optimizer._get_current_learning_rate": lambda o: float(o.adam._get_current_learning_rate())
-    == pytest.approx(1e-3),
+        o.adam, "_var_key _iterations _check_variables_are_known"
+    ),
+    "Optimizer._get_current_learning_rate": lambda o: (
+        float(o.adam._get_current_learning_rate()) == pytest.approx(1e-3)
+    ),
     "Optimizer._learning_rate": lambda o: isinstance(o.adam._learning_rate, ExponentialDecay),
-    "Optimizer._trainable_variables": lambda o: len(o.adam._trainable_variables)
-    == len(o.model.trainable_variables),
+    "Optimizer._trainable_variables": lambda o: (
+        len(o.adam._trainable_variables) == len(o.model.trainable_variables)
+    ),
     "Optimizer._exclude_from_weight_decay/_exclude_from_weight_decay_pattern": _exclusions_are_kept,
-    "LossScaleOptimizer._trainable_variables/_trainable_variables_indices":
-    _loss_scale_records_its_variables,
+    "LossScaleOptimizer._trainable_variables/_trainable_variables_indices": _loss_scale_records_its_variables,
     "tensorflow.python.framework.ops._gradient_registry._registry": _tracing_registers_custom_gradients,
     "Dataset._inputs": lambda o: o.mapped._inputs() == [o.shuffled],
-    "ShuffleDataset._reshuffle_each_iteration": lambda o: hasattr(o.shuffled, "_reshuffle_each_iteration"),
+    "ShuffleDataset._reshuffle_each_iteration": lambda o: hasattr(
+        o.shuffled, "_reshuffle_each_iteration"
+    ),
     "StructuredFunctionWrapper": _map_holds_a_traced_function,
-    "GridSearchOracle._ordered_ids/_populate_next/_compare": lambda o: isinstance(
-        o.oracle._ordered_ids._memory, list
-    ) and hasattr(o.oracle._ordered_ids, "insert") and isinstance(o.oracle._populate_next, list)
-    and callable(o.oracle._compare),
-    "Oracle.create_trial": lambda o: "oracle.create_trial("
-    in inspect.getsource(keras_tuner.engine.base_tuner.BaseTuner.search),
-    "keras_tuner.engine": lambda o: _has_all(keras_tuner.engine.hyperparameters, "Fixed Choice Int")
-    and _has_all(keras_tuner.engine.trial, "Trial TrialStatus")
-    and _has_all(keras_tuner.engine.base_tuner, "BaseTuner"),
+    "GridSearchOracle._ordered_ids/_populate_next/_compare": lambda o: (
+        isinstance(o.oracle._ordered_ids._memory, list)
+        and hasattr(o.oracle._ordered_ids, "insert")
+        and isinstance(o.oracle._populate_next, list)
+        and callable(o.oracle._compare)
+    ),
+    "Oracle.create_trial": lambda o: (
+        "oracle.create_trial(" in inspect.getsource(keras_tuner.engine.base_tuner.BaseTuner.search)
+    ),
+    "keras_tuner.engine": lambda o: (
+        _has_all(keras_tuner.engine.hyperparameters, "Fixed Choice Int")
+        and _has_all(keras_tuner.engine.trial, "Trial TrialStatus")
+        and _has_all(keras_tuner.engine.base_tuner, "BaseTuner")
+    ),
 }
 
 
@@ -239,18 +275,27 @@ def _private_reads(path):
     tree = ast.parse(path.read_text(), str(path))
 
     def private(name):
-        return (isinstance(name, str) and name.startswith("_") and not name.startswith("__")
-                and not name.startswith("_keras_transfer"))
+        return (
+            isinstance(name, str)
+            and name.startswith("_")
+            and not name.startswith("__")
+            and not name.startswith("_keras_transfer")
+        )
 
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and private(node.attr) and not (
-            isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+        if (
+            isinstance(node, ast.Attribute)
+            and private(node.attr)
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
         ):
             found.append((node.lineno, node.attr))
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in (
-            "getattr", "hasattr", "setattr"
-        ) and len(node.args) > 1 and private(getattr(node.args[1], "value", None)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) in ("getattr", "hasattr", "setattr")
+            and len(node.args) > 1
+            and private(getattr(node.args[1], "value", None))
+        ):
             found.append((node.lineno, node.args[1].value))
         elif isinstance(node, ast.ClassDef):
             found += _inherited_private_names(node)
@@ -266,22 +311,34 @@ def _inherited_private_names(cls):
     for part in bases[0].split(".")[1:]:
         base = getattr(base, part)
     defined = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)} | {
-        t.id for n in cls.body if isinstance(n, ast.Assign) for t in n.targets
+        t.id
+        for n in cls.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
         if isinstance(t, ast.Name)
     }
     assigned, found = set(), []
     for node in ast.walk(cls):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id == "self" and node.attr.startswith("_")
-                and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             if isinstance(node.ctx, ast.Store):
                 assigned.add(node.attr)
             else:
                 found.append((node.lineno, node.attr))
     found = [(line, name) for line, name in found if name not in defined | assigned]
-    return found + [(n.lineno, n.name) for n in cls.body if isinstance(n, ast.FunctionDef)
-                    and n.name.startswith("_") and not n.name.startswith("__")
-                    and hasattr(base, n.name)]
+    return found + [
+        (n.lineno, n.name)
+        for n in cls.body
+        if isinstance(n, ast.FunctionDef)
+        and n.name.startswith("_")
+        and not n.name.startswith("__")
+        and hasattr(base, n.name)
+    ]
 
 
 def test_every_private_name_in_the_package_is_listed():
@@ -334,10 +391,7 @@ def _unused_parts(internal, private, imported, named):
             return [first]
     else:
         names = [first.split(".")[-1]] + others
-    return [
-        name for name in names
-        if name not in (private if name.startswith("_") else named)
-    ]
+    return [name for name in names if name not in (private if name.startswith("_") else named)]
 
 
 def test_every_listed_internal_is_used():
@@ -345,8 +399,7 @@ def test_every_listed_internal_is_used():
     # a row whose internal the package no longer reads is a stale promise.
     found = _package_names()
     stale = {
-        internal: unused for internal in _doc_rows()
-        if (unused := _unused_parts(internal, *found))
+        internal: unused for internal in _doc_rows() if (unused := _unused_parts(internal, *found))
     }
     assert not stale, (
         "docs/private_apis.md lists internals the package no longer uses (remove "
@@ -360,20 +413,31 @@ def test_private_modules_are_imported_only_by_internals():
         if path == PACKAGE / "utils" / "internals.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
-                      for name in names if name.startswith(PRIVATE_MODULES)]
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
+                for name in names
+                if name.startswith(PRIVATE_MODULES)
+            ]
     assert not found, f"Import private modules through keras_transfer.utils.internals only: {found}"
 
 
 def test_supported_versions_match_setup_cfg():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    required = {r.name: r.specifier
-                for r in map(Requirement, config["options"]["install_requires"].split())}
-    supported = {r.name: r.specifier
-                 for r in map(Requirement, re.split(r", | and ", internals.SUPPORTED_VERSIONS))}
+    required = {
+        r.name: r.specifier for r in map(Requirement, config["options"]["install_requires"].split())
+    }
+    supported = {
+        r.name: r.specifier
+        for r in map(Requirement, re.split(r", | and ", internals.SUPPORTED_VERSIONS))
+    }
     assert supported == {name: required[name] for name in supported}
     for name, specifier in supported.items():
         installed = importlib.metadata.version(name)
@@ -415,8 +479,11 @@ def test_optional_internals_degrade_with_one_warning(monkeypatch):
         assert internals.loss_count(object()) is None
     _one_warning(record, "Model._loss_tracker")
     with pytest.warns(UserWarning) as record:
-        batches = [sorted(b.numpy()) for shuffle in (True, "batch")
-                   for b in internals.array_index_batches(5, 5, shuffle)]
+        batches = [
+            sorted(b.numpy())
+            for shuffle in (True, "batch")
+            for b in internals.array_index_batches(5, 5, shuffle)
+        ]
     assert batches == [[0, 1, 2, 3, 4]] * 2
     _one_warning(record, "ArrayDataAdapter")
     with pytest.warns(UserWarning) as record:
@@ -439,8 +506,10 @@ def test_essential_internals_fail_naming_the_internal_and_versions(monkeypatch, 
         (lambda: internals.created_trainable_variables(object()), "object._trainable_variables"),
         (lambda: internals.set_initial_epoch(object(), 1), "Model._initial_epoch"),
         (lambda: internals.record_built_variables(object(), []), "object._trainable_variables"),
-        (lambda: internals.call_context_args(keras.layers.Layer.__new__(keras.layers.Layer)),
-         "Layer._call_context_args"),
+        (
+            lambda: internals.call_context_args(keras.layers.Layer.__new__(keras.layers.Layer)),
+            "Layer._call_context_args",
+        ),
     ):
         with pytest.raises(internals.MissingInternalError) as error:
             call()
@@ -455,7 +524,11 @@ def test_print_msg_follows_keras_interactive_logging(capsys, monkeypatch):
     logged = []
     monkeypatch.setattr(internals.absl_logging, "info", logged.append)
     for interactive in (True, False):
-        monkeypatch.setattr(keras.config, "is_interactive_logging_enabled", lambda: interactive)
+        monkeypatch.setattr(
+            keras.config,
+            "is_interactive_logging_enabled",
+            lambda interactive=interactive: interactive,
+        )
         internals.print_msg(f"interactive={interactive}")
     assert capsys.readouterr().out == "interactive=True\n"
     assert logged == ["interactive=False"]
@@ -475,5 +548,8 @@ def test_the_scan_finds_private_reads_and_overridden_hooks(tmp_path):
         "        return self._current_epoch, self._mine\n"
     )
     assert sorted(name for _, name in _private_reads(probe)) == [
-        "_current_epoch", "_hidden", "_save_model", "_secret"
+        "_current_epoch",
+        "_hidden",
+        "_save_model",
+        "_secret",
     ]

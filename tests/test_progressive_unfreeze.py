@@ -96,7 +96,9 @@ def test_unfrozen_units_train_frozen_units_stay_bit_identical():
         if isinstance(layer, keras.layers.BatchNormalization):
             continue
         kernel = layer.weights[0]
-        assert not np.array_equal(recorder.at_epoch_begin[2][kernel.path], end[kernel.path]), layer.name
+        assert not np.array_equal(recorder.at_epoch_begin[2][kernel.path], end[kernel.path]), (
+            layer.name
+        )
     # ...units still frozen do not, nor do BatchNorm statistics (even unfrozen ones).
     for layer in rest + [l for l in top6 if isinstance(l, keras.layers.BatchNormalization)]:
         for v in layer.weights:
@@ -113,9 +115,7 @@ def test_train_bn_true_updates_batchnorm_statistics():
     bn = [l for l in bn if isinstance(l, keras.layers.BatchNormalization)]
     assert bn
     moving = [v for l in bn for v in l.weights if "moving" in v.path]
-    assert any(
-        not np.array_equal(start[v.path], keras.ops.convert_to_numpy(v)) for v in moving
-    )
+    assert any(not np.array_equal(start[v.path], keras.ops.convert_to_numpy(v)) for v in moving)
 
 
 def test_logs_record_phase_trainable_params_and_backbone_rate(tmp_path):
@@ -128,7 +128,11 @@ def test_logs_record_phase_trainable_params_and_backbone_rate(tmp_path):
         on_epoch_end=lambda epoch, logs: seen.append(_phase.current_phase(model))
     )
     history = model.fit(
-        x, y, batch_size=BATCH, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=2,
+        verbose=0,
         callbacks=[unfreeze, keras.callbacks.CSVLogger(str(csv)), watch],
     )
     assert [(i.index, i.depth, i.changed) for i in seen] == [(0, 0, True), (1, 4, True)]
@@ -215,7 +219,12 @@ SCHEDULE = {1: 2, 2: 4}
 def _uninterrupted(x, y, epochs=4):
     model, base = tiny_model()
     model.fit(
-        x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
         callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     return _train_state(model)
@@ -226,12 +235,23 @@ def test_resume_with_initial_epoch_matches_uninterrupted_run():
     expected = _uninterrupted(x, y)
     model, base = tiny_model()
     model.fit(
-        x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
         callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     # A fresh callback, resuming in the middle of phase 2.
     model.fit(
-        x, y, batch_size=BATCH, epochs=4, initial_epoch=2, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=4,
+        initial_epoch=2,
+        shuffle=False,
+        verbose=0,
         callbacks=[ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0)],
     )
     _assert_same_state(_train_state(model), expected)
@@ -255,7 +275,12 @@ def test_backup_and_restore_after_crash_mid_phase_matches_uninterrupted_run(tmp_
     model, base = tiny_model()
     with pytest.raises(RuntimeError, match="simulated crash"):
         model.fit(
-            x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=4,
+            shuffle=False,
+            verbose=0,
             callbacks=[
                 keras.callbacks.BackupAndRestore(backup),
                 ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0),
@@ -266,7 +291,12 @@ def test_backup_and_restore_after_crash_mid_phase_matches_uninterrupted_run(tmp_
     # here with the BackupAndRestore callback listed first.
     model, base = tiny_model(seed=1)
     model.fit(
-        x, y, batch_size=BATCH, epochs=4, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=4,
+        shuffle=False,
+        verbose=0,
         callbacks=[
             keras.callbacks.BackupAndRestore(backup),
             ProgressiveUnfreeze(base, SCHEDULE, unit="weighted_layers", verbose=0),
@@ -281,10 +311,17 @@ def test_works_with_early_stopping_checkpoint_and_reduce_lr_on_plateau(tmp_path)
     checkpoint = tmp_path / "best.keras"
     unfreeze = ProgressiveUnfreeze(base, {1: 4}, unit="weighted_layers", lr_ratio=0.1, verbose=0)
     history = model.fit(
-        x, y, batch_size=BATCH, epochs=4, verbose=0, validation_data=(x, y),
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=4,
+        verbose=0,
+        validation_data=(x, y),
         callbacks=[
             unfreeze,
-            keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="loss", factor=0.5, patience=0, min_delta=10.0
+            ),
             keras.callbacks.ModelCheckpoint(str(checkpoint), save_best_only=True),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
         ],
@@ -303,8 +340,11 @@ def test_gradual_schedule_and_adamw_with_learning_rate_schedule():
     model, base = tiny_model(keras.optimizers.AdamW(schedule))
     x, y = _data()
     unfreeze = ProgressiveUnfreeze(
-        base, GradualSchedule(start_epoch=1, every=1, max_depth=2, step=2),
-        unit="weighted_layers", lr_decay=2.6, verbose=0,
+        base,
+        GradualSchedule(start_epoch=1, every=1, max_depth=2, step=2),
+        unit="weighted_layers",
+        lr_decay=2.6,
+        verbose=0,
     )
     history = model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[unfreeze], verbose=0)
     assert unfreeze.phases == [(0, 0), (1, 2)]
@@ -344,7 +384,10 @@ def test_depth_past_the_backbone_fails_before_any_epoch():
     ran = RecordWeights([])
     with pytest.raises(ConfigurationError, match=f"only {count} layers"):
         model.fit(
-            x, y, epochs=2, verbose=0,
+            x,
+            y,
+            epochs=2,
+            verbose=0,
             callbacks=[ProgressiveUnfreeze(base, {1: count + 1}, unit="layers"), ran],
         )
     assert ran.at_epoch_begin == {}
@@ -354,8 +397,13 @@ def test_decreasing_depth_is_refused():
     model, base = tiny_model()
     x, y = _data(n=8)
     with pytest.raises(ConfigurationError, match="must not decrease"):
-        model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[ProgressiveUnfreeze(base, {1: 4, 2: 2}, unit="weighted_layers")])
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[ProgressiveUnfreeze(base, {1: 4, 2: 2}, unit="weighted_layers")],
+        )
 
 
 def test_backbone_not_in_the_model_is_refused():
@@ -363,8 +411,13 @@ def test_backbone_not_in_the_model_is_refused():
     _, other = tiny_model(seed=3)
     x, y = _data(n=8)
     with pytest.raises(ConfigurationError, match="not part of the model"):
-        model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[ProgressiveUnfreeze(other, {1: 4}, unit="weighted_layers")])
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[ProgressiveUnfreeze(other, {1: 4}, unit="weighted_layers")],
+        )
 
 
 def test_unknown_layer_name_and_uncompiled_model_are_refused():
@@ -413,7 +466,11 @@ def test_mixed_precision_run_completes_and_unfreezes():
         start = _snapshot(base.layers)
         head = RecordWeights([model.get_layer("head")])
         model.fit(
-            x, y, batch_size=BATCH, epochs=2, verbose=0,
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=2,
+            verbose=0,
             callbacks=[ProgressiveUnfreeze(base, {1: 2}, unit="weighted_layers", verbose=0), head],
         )
     finally:
@@ -476,7 +533,9 @@ def test_mirrored_strategy_on_two_logical_cpus_unfreezes():
 
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]

@@ -86,10 +86,14 @@ PER_CLASS = 4
 # export_model's signature (tests/test_export.py runs exports).
 SUBSTITUTIONS = (
     ("unfreeze_blocks=(0, 2, 4, 8), unfreeze_epoch=3,", "unfreeze_blocks=(2,), unfreeze_epoch=3,"),
-    ("tuner.search(train_ds, validation_data=val_ds, epochs=8)",
-     "tuner.search(train_ds, validation_data=val_ds, epochs=4)"),
-    ('keras_transfer.export_model(model, "model.onnx", format="onnx")',
-     'inspect.signature(keras_transfer.export_model).bind(model, "model.onnx", format="onnx")'),
+    (
+        "tuner.search(train_ds, validation_data=val_ds, epochs=8)",
+        "tuner.search(train_ds, validation_data=val_ds, epochs=4)",
+    ),
+    (
+        'keras_transfer.export_model(model, "model.onnx", format="onnx")',
+        'inspect.signature(keras_transfer.export_model).bind(model, "model.onnx", format="onnx")',
+    ),
 )
 # Slow tier: the comparison's wall-clock budgets shrink (15 runs of 1.5
 # minutes would be 20 minutes on their own).
@@ -322,9 +326,7 @@ class Runner:
         for option, value in SLOW_SUBSTITUTIONS:
             if option in argv:
                 argv[argv.index(option) + 1] = value
-        subprocess.run(
-            argv, cwd=self.checkout, env={**os.environ, **env}, check=True, timeout=1800
-        )
+        subprocess.run(argv, cwd=self.checkout, env={**os.environ, **env}, check=True, timeout=1800)
 
 
 def run_documents(checkout, results_path, slow):
@@ -334,7 +336,9 @@ def run_documents(checkout, results_path, slow):
         for line, language, code, directives in read_blocks(text):
             if language == "text":
                 continue
-            results[f"{document}:{line}"] = run_block(runner, document, line, language, code, directives)
+            results[f"{document}:{line}"] = run_block(
+                runner, document, line, language, code, directives
+            )
     pathlib.Path(results_path).write_text(json.dumps(results, indent=1))
 
 
@@ -349,10 +353,13 @@ def run_block(runner, document, line, language, code, directives):
         outcome = {"ok": False, "error": traceback.format_exc()}
     outcome["seconds"] = round(time.perf_counter() - start, 1)
     outcome["cpu_seconds"] = round(time.process_time() - cpu, 1)
-    print(f"{document}:{line} ({language}): {outcome['seconds']} s "
-          f"({outcome['cpu_seconds']} s CPU), "
-          f"{'ok' if outcome['ok'] else 'FAILED'}\n{outcome['error']}",
-          file=sys.stderr, flush=True)
+    print(
+        f"{document}:{line} ({language}): {outcome['seconds']} s "
+        f"({outcome['cpu_seconds']} s CPU), "
+        f"{'ok' if outcome['ok'] else 'FAILED'}\n{outcome['error']}",
+        file=sys.stderr,
+        flush=True,
+    )
     return outcome
 
 
@@ -375,8 +382,12 @@ def block_results(tmp_path_factory):
         f"test_readme.run_documents({str(checkout)!r}, {str(results_path)!r}, {SLOW})"
     )
     child = subprocess.run(
-        [sys.executable, "-c", script], cwd=checkout, env=env, capture_output=True,
-        text=True, timeout=7200 if SLOW else 600,
+        [sys.executable, "-c", script],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=7200 if SLOW else 600,
     )
     if not results_path.exists():
         pytest.fail(f"the documents' runner died ({child.returncode}):\n{child.stderr[-6000:]}")

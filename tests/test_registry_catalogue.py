@@ -57,7 +57,11 @@ NEW = sorted(
 )
 # Built in every run: the smallest of each family (a few seconds each).
 BUILT = [
-    "mobilenet_v3_small", "efficientnet_v2_b0", "convnext_tiny", "resnet50_v2", "xception",
+    "mobilenet_v3_small",
+    "efficientnet_v2_b0",
+    "convnext_tiny",
+    "resnet50_v2",
+    "xception",
     "inception_v3",
 ]
 LICENSES = {"Apache-2.0", "MIT", "BSD-3-Clause"}
@@ -96,9 +100,11 @@ def _check_built(spec, model):
 # layer order: the layer that closes each block, and whether it belongs to it.
 SEGMENTS = {
     # A block ends where the next one's first layer starts.
-    "xception": lambda groups: [("block2_sepconv1", False)]
-    + [(f"block{i}_sepconv1_act", False) for i in range(3, 14)]
-    + [("block14_sepconv1", False), (None, True)],
+    "xception": lambda groups: (
+        [("block2_sepconv1", False)]
+        + [(f"block{i}_sepconv1_act", False) for i in range(3, 14)]
+        + [("block14_sepconv1", False), (None, True)]
+    ),
     "inception_v3": lambda groups: [(name, True) for name, _ in groups],
     "inception_resnet_v2": lambda groups: [_closing_of_irv2_block(name) for name, _ in groups],
 }
@@ -155,8 +161,9 @@ def test_every_backbone_builds(name):
 
 def test_the_catalogue_is_registered():
     assert set(NEW) <= set(keras_transfer.list_backbones())
-    assert keras_transfer.list_backbones("convnext*") == [f"convnext_{v}" for v in (
-        "base", "large", "small", "tiny", "xlarge")]
+    assert keras_transfer.list_backbones("convnext*") == [
+        f"convnext_{v}" for v in ("base", "large", "small", "tiny", "xlarge")
+    ]
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -178,8 +185,7 @@ def test_weights_files_are_named_as_keras_caches_them():
     names = {
         "efficientnet_v2_s": "efficientnetv2-s_notop.h5",
         "convnext_xlarge": "convnext_xlarge_notop.h5",
-        "mobilenet_v3_large_minimalistic":
-            "weights_mobilenet_v3_large_minimalistic_224_1.0_float_no_top_v2.h5",
+        "mobilenet_v3_large_minimalistic": "weights_mobilenet_v3_large_minimalistic_224_1.0_float_no_top_v2.h5",
         "mobilenet_v3_small_075": "weights_mobilenet_v3_small_224_0.75_float_no_top_v2.h5",
         "resnet152_v2": "resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "densenet201": "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -199,9 +205,11 @@ def test_block_lists_follow_keras_tables():
     for variant, coefficient in depth.items():
         stages = efficientnet_v2.DEFAULT_BLOCKS_ARGS[f"efficientnetv2-{variant}"]
         repeats = [math.ceil(coefficient * s["num_repeat"]) for s in stages]
-        expected = ["stem"] + [
-            f"block{i}{chr(97 + j)}" for i, r in enumerate(repeats, 1) for j in range(r)
-        ] + ["top"]
+        expected = (
+            ["stem"]
+            + [f"block{i}{chr(97 + j)}" for i, r in enumerate(repeats, 1) for j in range(r)]
+            + ["top"]
+        )
         assert list(keras_transfer.get_backbone(f"efficientnet_v2_{variant}").block_names) == (
             expected
         )

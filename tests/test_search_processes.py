@@ -19,15 +19,25 @@ SHAPE = (32, 32, 3)
 
 def build_tuner(directory, max_trials, overwrite, honour_overwrite=True, grid=False):
     hypermodel = keras_transfer.TransferHyperModel(
-        num_classes=2, backbones=("mobilenet_v2_035",), input_shape=SHAPE,
-        weights=None, unfreeze_blocks=(0, 1, 2), unfreeze_epoch=0,
-        head_units=0, head_dropout=0.0 if grid else (0.0, 0.2),
-        head_learning_rate=1e-3, backbone_lr_ratio=0.1,
+        num_classes=2,
+        backbones=("mobilenet_v2_035",),
+        input_shape=SHAPE,
+        weights=None,
+        unfreeze_blocks=(0, 1, 2),
+        unfreeze_epoch=0,
+        head_units=0,
+        head_dropout=0.0 if grid else (0.0, 0.2),
+        head_learning_rate=1e-3,
+        backbone_lr_ratio=0.1,
     )
     tuner_class = kt.GridSearch if grid else kt.RandomSearch
     return tuner_class(
-        hypermodel, objective="val_accuracy", max_trials=max_trials, seed=0,
-        directory=directory, project_name="search",
+        hypermodel,
+        objective="val_accuracy",
+        max_trials=max_trials,
+        seed=0,
+        directory=directory,
+        project_name="search",
         overwrite=overwrite if honour_overwrite else True,
     )
 

@@ -71,8 +71,12 @@ def torch_run():
     env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-c", TORCH_SCRIPT, *TORCH_SUBSET], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", TORCH_SCRIPT, *TORCH_SUBSET],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     fits, lines = {}, []
     for line in result.stdout.splitlines():

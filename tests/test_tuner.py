@@ -183,7 +183,11 @@ def test_oracles_search_the_conditional_space(tmp_path, tuner_class):
         ({"backbones": ("mobilenet_v9",)}, "Unknown backbone"),
         ({"optimizer": 3}, "optimizer"),
         (
-            {"backbones": (dataclasses.replace(keras_transfer.get_backbone(BACKBONE), name="mine"),)},
+            {
+                "backbones": (
+                    dataclasses.replace(keras_transfer.get_backbone(BACKBONE), name="mine"),
+                )
+            },
             "not registered",
         ),
     ],
@@ -231,9 +235,9 @@ def test_later_builds_reuse_the_backbone_reset_to_its_weights():
 @pytest.mark.filterwarnings("ignore:.*input_shape.*:UserWarning")
 def test_reused_backbone_holds_the_imagenet_weights(seeded_keras_home):
     tuner_lib.clear_backbone_cache()
-    reference = find_backbone(
-        keras_transfer.build_classifier(BACKBONE, 2, input_shape=SHAPE)
-    )[0].get_weights()
+    reference = find_backbone(keras_transfer.build_classifier(BACKBONE, 2, input_shape=SHAPE))[
+        0
+    ].get_weights()
     hypermodel = _hypermodel(weights="imagenet")
     for _ in range(2):  # A fresh build, then a reused one.
         model = hypermodel.build(kt.HyperParameters())
@@ -295,9 +299,7 @@ def test_grid_search_over_two_freeze_depths_ranks_the_trials(tmp_path):
         directory=tmp_path / "search",
     )
     tensorboard = keras.callbacks.TensorBoard(str(tmp_path / "logs"))
-    tuner.search(
-        train_ds, validation_data=val_ds, epochs=1, verbose=0, callbacks=[tensorboard]
-    )
+    tuner.search(train_ds, validation_data=val_ds, epochs=1, verbose=0, callbacks=[tensorboard])
 
     trials = tuner.oracle.get_best_trials(10)
     assert sorted(t.hyperparameters["unfreeze_blocks"] for t in trials) == [0, 2]
@@ -385,7 +387,9 @@ def test_trials_with_the_same_frozen_layers_share_their_features(tmp_path):
     weights = tmp_path / "backbone.weights.h5"
     find_backbone(seed_model)[0].save_weights(weights)
     hypermodel = _hypermodel(
-        weights=str(weights), unfreeze_blocks=2, head_dropout=(0.0, 0.5),
+        weights=str(weights),
+        unfreeze_blocks=2,
+        head_dropout=(0.0, 0.5),
         reuse_backbones=False,
     )
     tuner = Recording(hypermodel, objective="val_accuracy", directory=tmp_path / "search")

@@ -111,13 +111,23 @@ def test_random_search_on_jax_trains_each_trial_as_its_schedule_says(tmp_path, w
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     logs = tmp_path / "logs"
     result = subprocess.run(
-        [sys.executable, "-c", SEARCH_SCRIPT, str(weights_dir / WEIGHTS_FILE),
-         str(tmp_path / "search"), str(logs)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            SEARCH_SCRIPT,
+            str(weights_dir / WEIGHTS_FILE),
+            str(tmp_path / "search"),
+            str(logs),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     lines = [l for l in result.stdout.splitlines() if l.startswith("REPORT ")]
     assert result.returncode == 0 and lines, result.stderr[-4000:]
-    report = json.loads(lines[-1][len("REPORT "):])
+    report = json.loads(lines[-1][len("REPORT ") :])
     assert report["backend"] == "jax"
 
     # Both trials completed, one per freeze depth, ranked by their score.

@@ -22,16 +22,25 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     script = _load_script()
     args = script.parse_args(
         [
-            "--local", "2",
+            "--local",
+            "2",
             "--synthetic",
-            "--weights", "none",
-            "--backbone", "mobilenet_v1_025",
-            "--image-size", "32",
-            "--epochs", "1",
-            "--max-trials", "2",
-            "--threads", "1",
-            "--timeout", "240",
-            "--directory", str(tmp_path / "search"),
+            "--weights",
+            "none",
+            "--backbone",
+            "mobilenet_v1_025",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--max-trials",
+            "2",
+            "--threads",
+            "1",
+            "--timeout",
+            "240",
+            "--directory",
+            str(tmp_path / "search"),
         ]
     )
     # Starts the processes, kills any still running when it returns or raises.

@@ -217,7 +217,8 @@ def efficientnet_tutorial(augment, weights_dir):
     backbone = model
     model = keras.Model(inputs, outputs, name="EfficientNet")
     model.compile(
-        keras.optimizers.Adam(learning_rate=1e-2), "categorical_crossentropy",
+        keras.optimizers.Adam(learning_rate=1e-2),
+        "categorical_crossentropy",
         metrics=["accuracy"],
     )
     return model, backbone
@@ -230,7 +231,8 @@ def efficientnet_fine_tune(model, base_model):
         if not isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = True
     model.compile(
-        keras.optimizers.Adam(learning_rate=1e-5), "categorical_crossentropy",
+        keras.optimizers.Adam(learning_rate=1e-5),
+        "categorical_crossentropy",
         metrics=["accuracy"],
     )
 
@@ -283,9 +285,12 @@ def keras_hub_classifier(augment, weights_dir):
     """
     keras_hub = pytest.importorskip("keras_hub")
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 8], stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2], block_type="bottleneck_block",
+        input_conv_filters=[8],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 8],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="bottleneck_block",
         use_pre_activation=True,
         image_shape=(SIZE, SIZE, 3),
     )
@@ -325,27 +330,38 @@ def whole(base_model):
 
 CASES = {
     "seed script": Tutorial(
-        seed_script, seed_script_fine_tune, layers_unfreeze(lambda b: 20, 0.1),
+        seed_script,
+        seed_script_fine_tune,
+        layers_unfreeze(lambda b: 20, 0.1),
         augmented=False,
     ),
     "keras guide, Xception nested": Tutorial(
-        keras_guide, keras_guide_fine_tune, layers_unfreeze(whole, 0.01),
+        keras_guide,
+        keras_guide_fine_tune,
+        layers_unfreeze(whole, 0.01),
         size=XCEPTION_SIZE,
     ),
     "tensorflow tutorial, fine_tune_at": Tutorial(
-        tensorflow_tutorial, tensorflow_tutorial_fine_tune,
+        tensorflow_tutorial,
+        tensorflow_tutorial_fine_tune,
         layers_unfreeze(lambda b: len(b.layers) - FINE_TUNE_AT, 0.1),
     ),
     # model.layers[-20:] less the head's 4 layers: the backbone's last 16.
     "efficientnet tutorial, input_tensor=": Tutorial(
-        efficientnet_tutorial, efficientnet_fine_tune, layers_unfreeze(lambda b: 16, 1e-3),
+        efficientnet_tutorial,
+        efficientnet_fine_tune,
+        layers_unfreeze(lambda b: 16, 1e-3),
         one_hot=True,
     ),
     "from-scratch augmentation, pretrained backbone": Tutorial(
-        from_scratch_style, from_scratch_fine_tune, layers_unfreeze(lambda b: 20, 0.1),
+        from_scratch_style,
+        from_scratch_fine_tune,
+        layers_unfreeze(lambda b: 20, 0.1),
     ),
     "keras-hub ImageClassifier": Tutorial(
-        keras_hub_classifier, keras_hub_fine_tune, layers_unfreeze(whole, 0.01),
+        keras_hub_classifier,
+        keras_hub_fine_tune,
+        layers_unfreeze(whole, 0.01),
         augmented=False,
     ),
 }
@@ -459,7 +475,8 @@ def fit_with_keras_transfer(case, photos, weights_dir, augment=True, cache=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(
-            **fit_kwargs(case, photos), epochs=2,
+            **fit_kwargs(case, photos),
+            epochs=2,
             callbacks=[case.unfreeze(base_model), snapshots],
         )
     layers = flatten_layers(base_model, include_self=False)
@@ -484,8 +501,10 @@ class StopAtTrainBegin(keras.callbacks.Callback):
 
 
 AUGMENTATION = (
-    keras.layers.RandomFlip, keras.layers.RandomRotation,
-    keras.layers.RandomTranslation, keras.layers.RandomContrast,
+    keras.layers.RandomFlip,
+    keras.layers.RandomRotation,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomContrast,
 )
 
 
@@ -510,7 +529,8 @@ def cache_decision(case, photos, weights_dir):
     with warnings.catch_warnings(record=True) as caught, pytest.raises(DecisionMade):
         warnings.simplefilter("always")
         model.fit(
-            **fit_kwargs(case, photos), epochs=2,
+            **fit_kwargs(case, photos),
+            epochs=2,
             callbacks=[case.unfreeze(base_model), StopAtTrainBegin()],
         )
     return cache_warnings(caught), caching.feature_cache_info(model), names
@@ -528,16 +548,17 @@ def assert_same_training(cached, uncached):
     assert uncached.info is None
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(
-            cached.history[key], uncached.history[key], rtol=TOLERANCE, atol=TOLERANCE,
+            cached.history[key],
+            uncached.history[key],
+            rtol=TOLERANCE,
+            atol=TOLERANCE,
             err_msg=key,
         )
     # Weights too: a randomly initialised backbone (Xception here) can give
     # losses that hardly leave log(2), where the head's steps still differ.
     final, reference = cached.snapshots[-1], uncached.snapshots[-1]
     for path, value in reference.items():
-        np.testing.assert_allclose(
-            final[path], value, rtol=TOLERANCE, atol=TOLERANCE, err_msg=path
-        )
+        np.testing.assert_allclose(final[path], value, rtol=TOLERANCE, atol=TOLERANCE, err_msg=path)
 
 
 def assert_trains_as_written(ours, written):
@@ -556,9 +577,7 @@ def assert_trains_as_written(ours, written):
 @pytest.mark.parametrize(
     "case", [pytest.param(case, id=name, marks=case.marks) for name, case in CASES.items()]
 )
-def test_tutorial_trains_the_same_layers_and_caches_only_what_it_may(
-    case, photos, weights_dir
-):
+def test_tutorial_trains_the_same_layers_and_caches_only_what_it_may(case, photos, weights_dir):
     written = fit_as_written(case, photos, weights_dir)
     if case.augmented:
         # Augmentation draws anew each epoch: never one cached clean view.
@@ -619,9 +638,9 @@ def test_augmentation_inside_the_backbone_is_not_silently_dropped(
     if unfreeze:
         # Names base_model as the backbone, the augmentation among its
         # layers; its unfreezing starts after this fit's epochs.
-        callbacks.append(keras_transfer.ProgressiveUnfreeze(
-            base_model, {3: 10}, unit="layers", verbose=0
-        ))
+        callbacks.append(
+            keras_transfer.ProgressiveUnfreeze(base_model, {3: 10}, unit="layers", verbose=0)
+        )
     (x, y), _ = photos(SIZE)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -112,7 +112,10 @@ def test_nested_model_among_the_layers_is_one_unit():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     block = keras.Sequential(
-        [keras.layers.Conv2D(4, 3, name="inner_conv"), keras.layers.BatchNormalization(name="inner_bn")],
+        [
+            keras.layers.Conv2D(4, 3, name="inner_conv"),
+            keras.layers.BatchNormalization(name="inner_bn"),
+        ],
         name="block",
     )
     x = keras.layers.Conv2D(4, 1, name="stem")(inputs)
@@ -151,14 +154,20 @@ def _classic(kind, size=32):
     base.trainable = False
     if kind == "sequential":
         model = keras.Sequential(
-            [keras.Input((size, size, 3)), base, keras.layers.GlobalAveragePooling2D(),
-             keras.layers.Dense(2, activation="softmax")]
+            [
+                keras.Input((size, size, 3)),
+                base,
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(2, activation="softmax"),
+            ]
         )
     else:
         x = keras.layers.GlobalAveragePooling2D()(base.output)
         x = keras.layers.Dropout(0.2)(x)
         model = keras.Model(base.input, keras.layers.Dense(2, activation="softmax")(x))
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return model, base
 
 

@@ -43,8 +43,15 @@ def _fit_both(make_optimizer, depth, steps=2):
     """
     x, y = _data(n=BATCH * steps)
     model, base = tiny_model(make_optimizer())
-    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-              callbacks=[_unfreeze(base, {0: depth})])
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[_unfreeze(base, {0: depth})],
+    )
     unfrozen = _weights(model)
 
     plain, plain_base = tiny_model(make_optimizer())
@@ -52,7 +59,7 @@ def _fit_both(make_optimizer, depth, steps=2):
     plain_base.trainable = True
     weight_layers = [layer for layer in plain_base.layers if layer.weights]
     for layer in plain_base.layers:
-        top = layer in weight_layers[len(weight_layers) - depth:]
+        top = layer in weight_layers[len(weight_layers) - depth :]
         layer.trainable = top and not isinstance(layer, keras.layers.BatchNormalization)
     plain.compile(make_optimizer(), "sparse_categorical_crossentropy")
     plain.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
@@ -80,8 +87,7 @@ def test_an_option_acts_as_with_one_optimizer_over_the_same_weights(option):
     moved = [path for path in plain if not np.array_equal(plain[path], initial[path])]
     assert {"conv1/kernel", "conv2/kernel", "head/kernel"} <= set(moved)
     for path in plain:
-        np.testing.assert_allclose(unfrozen[path], plain[path], rtol=1e-6, atol=1e-6,
-                                   err_msg=path)
+        np.testing.assert_allclose(unfrozen[path], plain[path], rtol=1e-6, atol=1e-6, err_msg=path)
 
 
 def test_global_clipnorm_clips_the_gradients_of_head_and_backbone_together():
@@ -107,8 +113,15 @@ def test_a_backbone_weight_excluded_from_weight_decay_is_not_decayed(how):
     kernel = keras.ops.convert_to_numpy(conv.kernel)
     bias = keras.ops.convert_to_numpy(conv.bias)
     x, y = _data(n=BATCH * steps)
-    model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-              callbacks=[_unfreeze(base, {1: 2})])
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[_unfreeze(base, {1: 2})],
+    )
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel), kernel)
     # The bias is not excluded: AdamW decays it at each of the phase's steps.
     np.testing.assert_allclose(
@@ -119,10 +132,14 @@ def test_a_backbone_weight_excluded_from_weight_decay_is_not_decayed(how):
 @pytest.mark.parametrize(
     "option, optimizer",
     [
-        ("gradient_accumulation_steps",
-         lambda: keras.optimizers.Adam(1e-3, gradient_accumulation_steps=2)),
-        ("ema_overwrite_frequency",
-         lambda: keras.optimizers.Adam(1e-3, use_ema=True, ema_overwrite_frequency=2)),
+        (
+            "gradient_accumulation_steps",
+            lambda: keras.optimizers.Adam(1e-3, gradient_accumulation_steps=2),
+        ),
+        (
+            "ema_overwrite_frequency",
+            lambda: keras.optimizers.Adam(1e-3, use_ema=True, ema_overwrite_frequency=2),
+        ),
     ],
 )
 def test_an_option_counted_per_group_is_refused_with_its_name(option, optimizer):
@@ -130,6 +147,5 @@ def test_an_option_counted_per_group_is_refused_with_its_name(option, optimizer)
     compiled = model.optimizer
     x, y = _data(n=BATCH)
     with pytest.raises(ConfigurationError, match=option):
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
-                  callbacks=[_unfreeze(base, {1: 2})])
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[_unfreeze(base, {1: 2})])
     assert model.optimizer is compiled

@@ -71,8 +71,11 @@ def test_the_callback_training_follows_its_plan():
     y = rng.integers(0, 2, 16)
     model.fit(x, y, epochs=2, batch_size=8, callbacks=[unfreeze], verbose=0)
     changed = {
-        name for name, values in before.items()
-        if any(not np.array_equal(v, w.numpy()) for v, w in zip(values, base.get_layer(name).weights))
+        name
+        for name, values in before.items()
+        if any(
+            not np.array_equal(v, w.numpy()) for v, w in zip(values, base.get_layer(name).weights)
+        )
     }
     assert changed == {l.name for l in plan.trainable_layers(plan.depth_at(1))} == {"conv2"}
 

@@ -48,9 +48,7 @@ def test_imagenet_loads_offline_from_the_keras_cache(seeded_keras_home, weights_
     assert keras_config.keras_home() != str(seeded_keras_home)
 
 
-def test_imagenet_at_another_size_falls_back_to_the_cached_default(
-    seeded_keras_home, weights_dir
-):
+def test_imagenet_at_another_size_falls_back_to_the_cached_default(seeded_keras_home, weights_dir):
     spec = keras_transfer.get_backbone("mobilenet_v2_050")
     offline = dataclasses.replace(spec, weights_source=UNREACHABLE)
     with pytest.warns(UserWarning, match="_0.5_96_no_top.h5"):
@@ -226,9 +224,7 @@ def test_a_cached_link_to_nothing_is_named_with_the_fix(keras_home, weights_dir)
 
 
 @pytest.mark.parametrize("content", ["lfs_pointer", "truncated"])
-def test_a_cached_file_that_is_not_hdf5_is_named_with_its_size(
-    keras_home, weights_dir, content
-):
+def test_a_cached_file_that_is_not_hdf5_is_named_with_its_size(keras_home, weights_dir, content):
     cached = keras_home / "models" / MNV2_050
     if content == "lfs_pointer":
         cached.write_text("version https://git-lfs.github.com/spec/v1\nsize 5000000\n")

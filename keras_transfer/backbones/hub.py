@@ -161,8 +161,15 @@ class KerasHubBuilder:
     """
 
     def __init__(
-        self, name, hub_class, config, preset="", scale=None, offset=None,
-        token_pooling="", source=None,
+        self,
+        name,
+        hub_class,
+        config,
+        preset="",
+        scale=None,
+        offset=None,
+        token_pooling="",
+        source=None,
     ):
         self.name = name
         self.hub_class = hub_class
@@ -308,8 +315,14 @@ def keras_hub_backbone_spec(backbone, name=None, image_converter=None, blocks=No
     size = _converter_size(image_converter) or (fixed[0] if fixed else 224)
     name = name or (os.path.basename(preset.rstrip("/")) if preset else template.name)
     builder = KerasHubBuilder(
-        name, type(template), config, preset, image_converter.scale, image_converter.offset,
-        _token_pooling(template, config), None if preset else template,
+        name,
+        type(template),
+        config,
+        preset,
+        image_converter.scale,
+        image_converter.offset,
+        _token_pooling(template, config),
+        None if preset else template,
     )
     spec = KerasHubBackboneSpec(
         name=name,
@@ -347,7 +360,8 @@ def wrap_backbone(backbone, shape, name, scale=None, offset=None, token_pooling=
     x = inputs
     if scale is not None or offset is not None:
         x = keras.layers.Rescaling(
-            1.0 if scale is None else scale, 0.0 if offset is None else offset,
+            1.0 if scale is None else scale,
+            0.0 if offset is None else offset,
             name="image_converter",
         )(x)
     x = backbone(x)

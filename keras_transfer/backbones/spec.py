@@ -126,9 +126,7 @@ class BackboneSpec:
                 f"Unrecognized value for preprocessing of backbone {self.name!r}: "
                 f"{self.preprocessing!r}. Expected one of {PREPROCESSING_MODES}."
             )
-        blocks = tuple(
-            b if isinstance(b, Block) else Block(*b) for b in (self.blocks or ())
-        )
+        blocks = tuple(b if isinstance(b, Block) else Block(*b) for b in (self.blocks or ()))
         if not blocks:
             raise ConfigurationError(
                 f"BackboneSpec {self.name!r} has no blocks. Give at least one, "
@@ -316,9 +314,7 @@ class BackboneSpec:
         if unmatched or empty:
             problems = []
             if unmatched:
-                problems.append(
-                    f"layers with weights outside every block: {_shorten(unmatched)}"
-                )
+                problems.append(f"layers with weights outside every block: {_shorten(unmatched)}")
             if empty:
                 problems.append(f"blocks matching no layer: {_shorten(empty)}")
             raise ConfigurationError(
@@ -341,4 +337,3 @@ class BackboneSpec:
 def _shorten(names, limit=5):
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-

@@ -49,12 +49,14 @@ class PhasePlan:
     constant: set
     trains: object
 
+
 def make_phase_plan(graph, trains):
     constant = graph.constant_ids(trains)
     suffix = [s for s in graph.steps if not set(s.outputs) <= constant]
     cuts = {k for s in suffix for k in s.inputs if k in constant}
     cuts |= {k for k in graph.output_ids if k in constant}
     return PhasePlan(tuple(sorted(cuts, key=graph.order.get)), suffix, constant, trains)
+
 
 @dataclasses.dataclass
 class CachePlan:
@@ -66,6 +68,7 @@ class CachePlan:
     shuffle: object  # for dataset inputs: whether to reshuffle each epoch
     note: str = None
     views: int = 1  # augmented views of the training data (epoch e reads e % views)
+
 
 def make_plan(model, kw):
     """The `CachePlan` of a `fit` with arguments `kw`, or a `Fallback` saying why not."""
@@ -103,7 +106,10 @@ def make_plan(model, kw):
     if not any(s.weighted and set(s.outputs) <= most_frozen for s in graph.steps):
         return Fallback(note)
     keys, pooled = feature_keys(graph, phase_plans)
-    return CachePlan(graph, phase_plans, keys, pooled, prefix_steps(graph, keys), shuffle, note, views)
+    return CachePlan(
+        graph, phase_plans, keys, pooled, prefix_steps(graph, keys), shuffle, note, views
+    )
+
 
 def check_fit_inputs(model, kw):
     """A `Fallback` when the model or `fit`'s data rule the cache out.
@@ -113,9 +119,7 @@ def check_fit_inputs(model, kw):
     """
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
-        return Fallback(
-            f"it needs the TensorFlow or JAX backend (this is {backend!r})."
-        )
+        return Fallback(f"it needs the TensorFlow or JAX backend (this is {backend!r}).")
     if not getattr(model, "compiled", False) or kw["epochs"] <= kw["initial_epoch"]:
         return Fallback()
     if len(model.inputs) != 1:
@@ -163,6 +167,7 @@ def check_fit_inputs(model, kw):
         )
     return shuffle
 
+
 def _check_dataset(dataset, role):
     """`inspect_dataset(dataset)`, or a `Fallback` for an endless or unlabelled one."""
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
@@ -170,6 +175,7 @@ def _check_dataset(dataset, role):
     if not isinstance(dataset.element_spec, tuple) or len(dataset.element_spec) < 2:
         return Fallback()  # No labels: Keras reports it.
     return inspect_dataset(dataset)
+
 
 def make_phase_plans(graph, predicates):
     """One `PhasePlan` per distinct cut of the fit's phases, most frozen first.
@@ -184,6 +190,7 @@ def make_phase_plans(graph, predicates):
         phase_plans.setdefault(phase_plan.cut_ids, phase_plan)
     return sorted(phase_plans.values(), key=lambda r: len(r.suffix))
 
+
 def partial_cache_note(graph, most_frozen_regime):
     """Why frozen weighted layers are left out of the cache (random steps before them), or None."""
     ideal = graph.constant_ids(most_frozen_regime.trains, honour_randomness=False)
@@ -193,12 +200,17 @@ def partial_cache_note(graph, most_frozen_regime):
         for s in graph.steps
     ):
         return None
-    return blocked_note([
-        s for s in graph.steps
-        if s.draws_anew and set(s.outputs) <= ideal
-        and not set(s.outputs) <= most_frozen
-        and all(k in most_frozen for k in s.inputs)
-    ])
+    return blocked_note(
+        [
+            s
+            for s in graph.steps
+            if s.draws_anew
+            and set(s.outputs) <= ideal
+            and not set(s.outputs) <= most_frozen
+            and all(k in most_frozen for k in s.inputs)
+        ]
+    )
+
 
 def feature_keys(graph, phase_plans):
     """`(keys, pooled)`: each cut's feature name, and the head pooling applied before caching."""
@@ -212,6 +224,7 @@ def feature_keys(graph, phase_plans):
                     pooled[key] = pool
     return keys, pooled
 
+
 def prefix_steps(graph, keys):
     """The steps that compute every cut, in graph order."""
     needed = set(keys)
@@ -222,6 +235,7 @@ def prefix_steps(graph, keys):
             needed |= set(step.inputs)
     prefix.reverse()
     return prefix
+
 
 def distribution_fallback(model):
     """Why the model's distribution (tf.distribute, keras.distribution) rules the cache out, or None."""
@@ -242,16 +256,21 @@ def distribution_fallback(model):
         )
     return None
 
+
 def augmented_views(model):
     """The model's `augmented_views` as a number of views (1: no augmented views)."""
     views = check_int(
-        getattr(model, "augmented_views", None), "augmented_views", optional=True,
+        getattr(model, "augmented_views", None),
+        "augmented_views",
+        optional=True,
         hint="None or 0 trains uncached with random layers before frozen ones.",
     )
     return max(views or 1, 1)
 
+
 def blocked_note(blockers):
     """Why the frozen layers after `blockers` (random steps) cannot be cached."""
+
     def names(steps):
         return ", ".join(repr(s.op.name) for s in steps)
 
@@ -278,6 +297,7 @@ def blocked_note(blockers):
             )
     return "; ".join(parts) + ", so those frozen layers cannot be cached."
 
+
 def backbone_layer_ids(model):
     try:
         backbone, _ = find_backbone(model)
@@ -286,6 +306,7 @@ def backbone_layer_ids(model):
     if backbone is model:
         return set()
     return {id(l) for l in flatten_layers(backbone)}
+
 
 def head_pooling(graph, key):
     """The head's pooling layer when the head alone consumes a 4D tensor."""

@@ -67,7 +67,8 @@ class CachedFit:
         # Augmented views are random draws: each fit makes its own.
         key = (
             sharing_key(self.model, self.plan, kw)
-            if store is not None and self.plan.views == 1 else None
+            if store is not None and self.plan.views == 1
+            else None
         )
         shared = store.lookup(key) if key is not None else None
 
@@ -109,7 +110,10 @@ class CachedFit:
                 # Arrays: Keras' own order, so results match uncached fits.
                 reshuffle_each_epoch=not is_array(x),
             ),
-            y=None, sample_weight=None, batch_size=None, shuffle=False,
+            y=None,
+            sample_weight=None,
+            batch_size=None,
+            shuffle=False,
             validation_split=0.0,
         )
         if val is not None:
@@ -184,7 +188,7 @@ class CachedFit:
             return False
         saved, self._checksums = self._checksums, None
         inputs, self._inputs = self._inputs, None
-        current = weight_checksums(self._frozen_ops(self.plan.phase_plans[self._earliest:]))
+        current = weight_checksums(self._frozen_ops(self.plan.phase_plans[self._earliest :]))
         if all(saved[key] == value for key, value in current.items()):
             return False
         start = time.perf_counter()
@@ -210,13 +214,17 @@ class CachedFit:
                     shutil.rmtree(directory, ignore_errors=True)
         self._owns_features = True
         info = feature_cache_info(self.model)
-        object.__setattr__(self.model, INFO_ATTRIBUTE, dataclasses.replace(
-            info,
-            storage=_storage(views, val),
-            seconds=info.seconds + time.perf_counter() - start,
-            reused=False,
-            recomputed=True,
-        ))
+        object.__setattr__(
+            self.model,
+            INFO_ATTRIBUTE,
+            dataclasses.replace(
+                info,
+                storage=_storage(views, val),
+                seconds=info.seconds + time.perf_counter() - start,
+                reused=False,
+                recomputed=True,
+            ),
+        )
         return True
 
     def _boundary_names(self, phase_plan):
@@ -243,11 +251,14 @@ class CachedFit:
         if self._extract is None:
             self._extract = make_extractor(self.model, self.plan)
         stores = [
-            FeatureBatches(self._spill_directory, label, limit // count)
-            for _ in range(count)
+            FeatureBatches(self._spill_directory, label, limit // count) for _ in range(count)
         ]
         # The pass can take minutes on CPU: show it, as fit shows its epochs.
-        progress = keras.utils.Progbar(steps, unit_name="batch") if self._verbose == 1 and training else None
+        progress = (
+            keras.utils.Progbar(steps, unit_name="batch")
+            if self._verbose == 1 and training
+            else None
+        )
         for step, (images, y, sample_weight) in enumerate(batches, 1):
             # A one-input model also takes its input in a dict or list.
             images = keras.tree.flatten(images)[0]
@@ -310,6 +321,7 @@ class CachedFit:
             return outputs[0]
         return keras.tree.pack_sequence_as(self.model.output, outputs)
 
+
 class PhaseSwitch(keras.callbacks.Callback):
     """Switches the traced steps to the phase_plan of each epoch's phase.
 
@@ -343,14 +355,20 @@ def _split_validation(kw):
     validation = kw["validation_data"]
     if not (is_array(x) and kw["validation_split"] and validation is None):
         return x, y, sample_weight, validation
-    x, y, sample_weight = (
-        None if v is None else np.asarray(v) for v in (x, y, sample_weight)
-    )
+    x, y, sample_weight = (None if v is None else np.asarray(v) for v in (x, y, sample_weight))
     split = int(math.floor(len(x) * (1.0 - kw["validation_split"])))
-    validation = (x[split:], slice_structure(y, split, None),
-                  slice_structure(sample_weight, split, None))
-    return (x[:split], slice_structure(y, 0, split),
-            slice_structure(sample_weight, 0, split), validation)
+    validation = (
+        x[split:],
+        slice_structure(y, split, None),
+        slice_structure(sample_weight, split, None),
+    )
+    return (
+        x[:split],
+        slice_structure(y, 0, split),
+        slice_structure(sample_weight, 0, split),
+        validation,
+    )
+
 
 def _describe_cache(info, store):
     """The line a verbose cached fit prints once its features are ready."""
@@ -369,6 +387,7 @@ def _describe_cache(info, store):
         f"start from {', '.join(info.boundaries[0])}{then}."
     )
 
+
 def _storage(views, val):
     stores = list(views) + ([val] if val is not None else [])
     return "disk" if any(b.storage == "disk" for b in stores) else "memory"
@@ -378,6 +397,7 @@ def _has_callbacks(callbacks):
     if isinstance(callbacks, keras.callbacks.CallbackList):
         callbacks = callbacks.callbacks
     return bool(callbacks)
+
 
 def _with_callback(callbacks, callback):
     if isinstance(callbacks, keras.callbacks.CallbackList):

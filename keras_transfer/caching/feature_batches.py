@@ -27,36 +27,47 @@ from keras_transfer.utils.internals import array_index_batches
 
 _SPILL_CHUNK_BYTES = 256 * 2**20
 
+
 def slice_structure(value, start, stop):
     if value is None:
         return None
     return keras.tree.map_structure(lambda v: np.asarray(v)[start:stop], value)
 
+
 def array_batches(x, y, sample_weight, batch_size):
     x = np.asarray(x)
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
-        yield x[start:stop], slice_structure(y, start, stop), slice_structure(sample_weight, start, stop)
+        yield (
+            x[start:stop],
+            slice_structure(y, start, stop),
+            slice_structure(sample_weight, start, stop),
+        )
+
 
 def dataset_batches(dataset):
     for batch in dataset:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         yield x, _to_numpy(y), _to_numpy(sample_weight)
 
+
 def _to_numpy(value):
     if value is None:
         return None
     return keras.tree.map_structure(lambda v: np.asarray(v), value)
+
 
 def _nbytes(structure):
     if structure is None:
         return 0
     return sum(np.asarray(v).nbytes for v in keras.tree.flatten(structure))
 
+
 def _concat(parts):
     if parts[0] is None:
         return None
     return keras.tree.map_structure(lambda *v: np.concatenate(v), *parts)
+
 
 def _columns(features, y, sample_weight):
     """One flat {column name: array} for a batch: features, label and weight leaves."""
@@ -66,6 +77,7 @@ def _columns(features, y, sample_weight):
             for i, leaf in enumerate(keras.tree.flatten(value)):
                 columns[f"{prefix}/{i}"] = np.asarray(leaf)
     return columns
+
 
 class FeatureBatches:
     """A split's features, labels and sample weights: in memory, or on disk past a limit.
@@ -187,15 +199,19 @@ class FeatureBatches:
     def signature(self, rename):
         """(dtype, row shape) of each column a fit reads, features under its names."""
         columns = {
-            f"feature/{name}": self.columns[f"feature/{stored}"]
-            for name, stored in rename.items()
+            f"feature/{name}": self.columns[f"feature/{stored}"] for name, stored in rename.items()
         }
         columns.update({k: v for k, v in self.columns.items() if not k.startswith("feature/")})
         return {k: (v.dtype, v.shape[1:]) for k, v in sorted(columns.items())}
 
+
 def _read_rows(columns, indices):
     """The rows `indices` of each column, read in increasing order for locality."""
-    if len(indices) and indices[-1] - indices[0] == len(indices) - 1 and np.all(np.diff(indices) == 1):
+    if (
+        len(indices)
+        and indices[-1] - indices[0] == len(indices) - 1
+        and np.all(np.diff(indices) == 1)
+    ):
         start, stop = int(indices[0]), int(indices[-1]) + 1
         return [np.array(c[start:stop]) for c in columns]
     order = np.argsort(indices, kind="stable")
@@ -203,6 +219,7 @@ def _read_rows(columns, indices):
     restore = np.empty_like(order)
     restore[order] = np.arange(len(order))
     return [np.asarray(c[rows])[restore] for c in columns]
+
 
 class FeatureSource:
     """The features that a fit's pipelines read, and the pipelines.
@@ -294,11 +311,13 @@ class FeatureSource:
             .prefetch(tf.data.AUTOTUNE)
         )
 
+
 def _pack(by_name, prefix, structure):
     leaves = keras.tree.flatten(structure)
     return keras.tree.pack_sequence_as(
         structure, [by_name[f"{prefix}/{i}"] for i in range(len(leaves))]
     )
+
 
 def _new_order_each_epoch(count, batch_size):
     """Batches of a uniformly random permutation of `range(count)`, new at each epoch.

@@ -56,8 +56,7 @@ class FeatureStore:
     def __init__(self, max_bytes=defaults.CACHE_MEMORY_LIMIT):
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ConfigurationError(
-                "max_bytes must be a number of bytes >= 0. Received: "
-                f"max_bytes={max_bytes!r}"
+                f"max_bytes must be a number of bytes >= 0. Received: max_bytes={max_bytes!r}"
             )
         self.max_bytes = max_bytes
         self.hits = 0

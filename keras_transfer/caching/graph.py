@@ -56,8 +56,10 @@ _KNOWN_MODULES = ("keras.", "keras_transfer.")
 # Keras' preprocessing layers (public names only). Those of them that hold a
 # SeedGenerator are augmentation: RandomFlip ... RandAugment, MixUp, CutMix.
 _PREPROCESSING_LAYERS = tuple(
-    layer for layer in vars(keras.layers).values()
-    if isinstance(layer, type) and issubclass(layer, keras.layers.Layer)
+    layer
+    for layer in vars(keras.layers).values()
+    if isinstance(layer, type)
+    and issubclass(layer, keras.layers.Layer)
     and ".preprocessing." in layer.__module__
 )
 
@@ -128,6 +130,7 @@ class Step:
         for key, value in zip(self.outputs, self.call(values, training)):
             values[key] = value
 
+
 class Graph:
     """The model's graph as a flat list of steps in topological order."""
 
@@ -176,21 +179,34 @@ class Graph:
                     for t in op.inputs + op.outputs:
                         self.tensors[id(t)] = t
                     self.steps.append(
-                        Step(None, None, [id(t) for t in outer],
-                              [id(t) for t in op.inputs],
-                              casts=[t.dtype for t in op.inputs])
+                        Step(
+                            None,
+                            None,
+                            [id(t) for t in outer],
+                            [id(t) for t in op.inputs],
+                            casts=[t.dtype for t in op.inputs],
+                        )
                     )
                     self._flatten(op, inner_backbone)
                     self.steps.append(
-                        Step(None, None, [id(t) for t in op.outputs],
-                              [id(t) for t in node.outputs],
-                              casts=[None] * len(node.outputs), name=op.name)
+                        Step(
+                            None,
+                            None,
+                            [id(t) for t in op.outputs],
+                            [id(t) for t in node.outputs],
+                            casts=[None] * len(node.outputs),
+                            name=op.name,
+                        )
                     )
                 else:
                     self.steps.append(
-                        Step(op, node, [id(t) for t in node.input_tensors],
-                              [id(t) for t in node.outputs],
-                              in_backbone=inner_backbone)
+                        Step(
+                            op,
+                            node,
+                            [id(t) for t in node.input_tensors],
+                            [id(t) for t in node.outputs],
+                            in_backbone=inner_backbone,
+                        )
                     )
 
     def constant_ids(self, trains, honour_randomness=True):
@@ -214,6 +230,7 @@ class Graph:
                 return step.name
         return getattr(self.tensors.get(key), "name", str(key))
 
+
 def _expandable(op, node, calls):
     """Whether a nested functional model can be flattened into its caller."""
     return (
@@ -228,6 +245,7 @@ def _expandable(op, node, calls):
         and len(keras.tree.flatten(node.arguments.args[0])) == len(op.inputs)
     )
 
+
 def is_random_layer(op):
     if not isinstance(op, keras.layers.Layer):
         return False
@@ -235,6 +253,7 @@ def is_random_layer(op):
         isinstance(layer, keras.layers.Dropout) or _holds_seed_generator(layer)
         for layer in flatten_layers(op, include_self=True)
     )
+
 
 def is_augmentation_layer(op):
     """Whether `op` is, or holds, one of Keras' random preprocessing layers."""
@@ -245,8 +264,10 @@ def is_augmentation_layer(op):
         for layer in flatten_layers(op, include_self=True)
     )
 
+
 def _holds_seed_generator(layer):
     return any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+
 
 def mark_per_view(graph, predicates):
     """Marks the random steps before frozen layers as constant per augmented view.
@@ -272,15 +293,18 @@ def mark_per_view(graph, predicates):
             if (
                 step.draws_anew
                 and step.finding in (None, RANDOM, TRAINING_MODE)
-                and set(step.outputs) <= ideal and feeds_frozen & set(step.outputs)
+                and set(step.outputs) <= ideal
+                and feeds_frozen & set(step.outputs)
             ):
                 marked[id(step)] = step
     for step in marked.values():
         step.per_view = True
     return [s for s in graph.steps if id(s) in marked]
 
+
 def trains_now(op):
     return isinstance(op, keras.layers.Layer) and bool(op.trainable_weights)
+
 
 def runs_user_code(op):
     """Whether `op`, or a layer inside it, runs code that is not Keras' or ours."""
@@ -292,6 +316,7 @@ def runs_user_code(op):
         or not type(layer).__module__.startswith(_KNOWN_MODULES)
         for layer in layers
     )
+
 
 def steps_to_probe(graph, predicates):
     """The steps of user code whose outputs would be cached if they were not random.
@@ -306,11 +331,15 @@ def steps_to_probe(graph, predicates):
     # Inside the backbone only the steps before its weights can be
     # augmentation (fed through input_tensor=); the rest run in inference.
     return [
-        s for s in graph.steps
-        if s.op is not None and not s.random
+        s
+        for s in graph.steps
+        if s.op is not None
+        and not s.random
         and (not s.in_backbone or (s.before_weights and not s.weighted))
-        and set(s.outputs) <= cacheable and runs_user_code(s.op)
+        and set(s.outputs) <= cacheable
+        and runs_user_code(s.op)
     ]
+
 
 def probe_steps(graph, steps, sample):
     """Marks as random those of `steps` that do not give constant outputs in training.
@@ -363,9 +392,11 @@ def probe_steps(graph, steps, sample):
                     f"{tuple(sample.shape)}, it raised {failure}",
                 )
 
+
 def _mark(step, finding):
     step.random = True
     step.finding = finding
+
 
 def _probe(step, values):
     """What makes `step` not constant (or None), and its outputs in inference."""
@@ -376,9 +407,7 @@ def _probe(step, values):
 
     if keras.backend.backend() == "jax":
         variables = getattr(step.op, "variables", [])
-        outputs, inference, found = jax_backend.probe_calls(
-            call, variables, tensors, PROBE_CALLS
-        )
+        outputs, inference, found = jax_backend.probe_calls(call, variables, tensors, PROBE_CALLS)
     else:
         outputs, inference, found = _tf_probe_calls(call, tensors)
     outputs = [_numpy(o) for o in outputs]
@@ -388,8 +417,10 @@ def _probe(step, values):
         return TRAINING_MODE, inference
     return None, inference
 
+
 def _tf_probe_calls(call, tensors):
     """`PROBE_CALLS` outputs in training, the outputs in inference, the random ops traced."""
+
     def traced(training):
         # Traced as in fit's training step, where a layer may behave otherwise
         # than eagerly; one trace, then called again and again.
@@ -399,6 +430,7 @@ def _tf_probe_calls(call, tensors):
     graph_def = train.get_concrete_function(*tensors).graph.as_graph_def()
     outputs = [train(*tensors) for _ in range(PROBE_CALLS)]
     return outputs, traced(False)(*tensors), random_ops(graph_def)
+
 
 def _describe(error):
     # Keras re-raises a layer's error with its arguments and terminal
@@ -416,8 +448,10 @@ def _describe(error):
     kind = type(error).__name__
     return message if message.startswith(f"{kind}:") else f"{kind}: {message}"
 
+
 def _numpy(tensors):
     return [np.asarray(keras.ops.convert_to_numpy(t)) for t in tensors]
+
 
 def _same(a, b):
     # Bit for bit: a deterministic layer repeats itself exactly, and random

@@ -47,6 +47,7 @@ class FeatureCacheInfo:
     recomputed: bool = False
     views: int = 1
 
+
 def feature_cache_info(model):
     """Returns the `FeatureCacheInfo` of the model's last cached `fit`, or None.
 
@@ -60,6 +61,7 @@ def feature_cache_info(model):
     """
     return getattr(model, INFO_ATTRIBUTE, None)
 
+
 def running_cache_info(model):
     """The `FeatureCacheInfo` of the cached `fit` running now, or None.
 
@@ -69,6 +71,7 @@ def running_cache_info(model):
     if getattr(model, SESSION_ATTRIBUTE, None) is None:
         return None
     return feature_cache_info(model)
+
 
 def fit_start_time(model):
     """The `time.time()` at which the running `fit` of `model` began.

@@ -17,14 +17,24 @@ _FREE_DIMENSION = 32
 
 
 _RANDOM_OPS = (
-    "TruncatedNormal", "ParameterizedTruncatedNormal", "Multinomial",
-    "RngReadAndSkip", "RngSkip", "StatelessMultinomial",
+    "TruncatedNormal",
+    "ParameterizedTruncatedNormal",
+    "Multinomial",
+    "RngReadAndSkip",
+    "RngSkip",
+    "StatelessMultinomial",
     "StatelessParameterizedTruncatedNormal",
 )
 
-_RANDOM_OP_PREFIXES = ("Random", "StatelessRandom", "StatelessTruncatedNormal",
-                       "StatefulUniform", "StatefulStandardNormal",
-                       "StatefulTruncatedNormal")
+_RANDOM_OP_PREFIXES = (
+    "Random",
+    "StatelessRandom",
+    "StatelessTruncatedNormal",
+    "StatefulUniform",
+    "StatefulStandardNormal",
+    "StatefulTruncatedNormal",
+)
+
 
 class Fallback:
     """Why a fit trains uncached (`reason` None: say nothing, Keras will)."""
@@ -43,8 +53,13 @@ class FallbackError(Exception):
 
 # tf.data datasets that run a user function on each element.
 _FUNCTION_DATASETS = (
-    "MapDataset", "ParallelMapDataset", "FilterDataset", "FlatMapDataset",
-    "InterleaveDataset", "ParallelInterleaveDataset", "_ScanDataset",
+    "MapDataset",
+    "ParallelMapDataset",
+    "FilterDataset",
+    "FlatMapDataset",
+    "InterleaveDataset",
+    "ParallelInterleaveDataset",
+    "_ScanDataset",
 )
 
 
@@ -52,6 +67,7 @@ def is_array(value):
     return isinstance(value, (np.ndarray, tf.Tensor)) or (
         hasattr(value, "__array__") and hasattr(value, "shape")
     )
+
 
 def inspect_dataset(dataset):
     """Whether a dataset reshuffles each epoch, or a `Fallback` if it is random."""
@@ -68,7 +84,8 @@ def inspect_dataset(dataset):
             if "Shuffle" in name and getattr(ds, "_reshuffle_each_iteration", True):
                 shuffles = True
             wrappers = [
-                value for value in vars(ds).values()
+                value
+                for value in vars(ds).values()
                 if type(value).__name__ == "StructuredFunctionWrapper"
             ]
             if not wrappers and name.endswith(_FUNCTION_DATASETS):
@@ -90,6 +107,7 @@ def inspect_dataset(dataset):
             "to silence this warning."
         )
     return shuffles
+
 
 def sample_batch(x, model_input):
     """A few inputs like those `fit` will read, to call the model's layers on.
@@ -127,6 +145,7 @@ def sample_batch(x, model_input):
         return rng.integers(0, 2, shape).astype(bool)
     return None
 
+
 def random_ops(graph_def):
     """The names of the random operations in a TensorFlow `GraphDef`.
 
@@ -139,7 +158,4 @@ def random_ops(graph_def):
     ops = [n.op for n in graph_def.node]
     for function in graph_def.library.function:
         ops.extend(n.op for n in function.node_def)
-    return {
-        op for op in ops
-        if op in _RANDOM_OPS or op.startswith(_RANDOM_OP_PREFIXES)
-    }
+    return {op for op in ops if op in _RANDOM_OPS or op.startswith(_RANDOM_OP_PREFIXES)}

@@ -25,10 +25,19 @@ else:  # JAX is an optional extra: only its backend needs it.
 
 # Primitives through which JAX draws random numbers: `jax.random`'s keys
 # and bits (Keras' JAX random functions among them) and XLA's generators.
-RANDOM_PRIMITIVES = frozenset({
-    "random_bits", "random_seed", "random_wrap", "random_unwrap", "random_split",
-    "random_fold_in", "threefry2x32", "rng_bit_generator", "rng_uniform",
-})
+RANDOM_PRIMITIVES = frozenset(
+    {
+        "random_bits",
+        "random_seed",
+        "random_wrap",
+        "random_unwrap",
+        "random_split",
+        "random_fold_in",
+        "threefry2x32",
+        "rng_bit_generator",
+        "rng_uniform",
+    }
+)
 
 
 def distribution_fallback():
@@ -112,6 +121,7 @@ def extractor(model, extract, pad):
 
     def function(augment):
         if augment not in functions:
+
             def call(values, images):
                 return pure(values, images, augment)
 
@@ -125,9 +135,7 @@ def extractor(model, extract, pad):
         if pad and count < largest[0]:
             filler = np.repeat(images[-1:], largest[0] - count, axis=0)
             images = np.concatenate([images, filler])
-        features, updates = function(bool(augment))(
-            [v.value for v in variables], _shard(images)
-        )
+        features, updates = function(bool(augment))([v.value for v in variables], _shard(images))
         for index, value in updates.items():
             variables[index].assign(value)
         return {name: np.asarray(value)[:count] for name, value in features.items()}

@@ -25,6 +25,7 @@ def is_feature_batch(inputs):
         and all(isinstance(k, str) and k.startswith(FEATURE_KEY) for k in inputs)
     )
 
+
 def call_on_features(model, inputs, training=None):
     """Runs the trained part of `model` on a batch of cached features."""
     session = getattr(model, SESSION_ATTRIBUTE, None)
@@ -34,6 +35,7 @@ def call_on_features(model, inputs, training=None):
             f"({sorted(inputs)}) outside a cached fit. Pass images instead."
         )
     return session.forward(inputs, training)
+
 
 def fit(model, fit_fn, fit_kwargs):
     """Runs `fit_fn(**fit_kwargs)` on cached features when it is possible.
@@ -52,8 +54,7 @@ def fit(model, fit_fn, fit_kwargs):
     if isinstance(plan, Fallback):
         if plan.reason:
             warnings.warn(
-                f"Training {model.name!r} without the frozen-feature cache: "
-                f"{plan.reason}",
+                f"Training {model.name!r} without the frozen-feature cache: {plan.reason}",
                 stacklevel=3,
             )
         return fit_fn(**fit_kwargs)

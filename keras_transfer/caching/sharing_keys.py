@@ -33,9 +33,7 @@ class SharedFeatures:
         self._finalizer = None
         if self.directory is not None:
             # Also at interpreter exit: spilled features never outlive us.
-            self._finalizer = weakref.finalize(
-                self, shutil.rmtree, self.directory, True
-            )
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
 
     def alive(self):
         return all(ref() is not None for ref in self.datasets)
@@ -45,6 +43,7 @@ class SharedFeatures:
         if self._finalizer is not None:
             self._finalizer()
 
+
 @dataclasses.dataclass(frozen=True)
 class SharingKey:
     data: tuple  # what the fit reads, hashable
@@ -52,8 +51,10 @@ class SharingKey:
     plan_names: dict  # cut tensor id -> feature name in this fit
     datasets: tuple
 
+
 class Unshareable(Exception):
     pass
+
 
 def sharing_key(model, plan, kw):
     """What determines this fit's cached features, or None if it cannot be said."""
@@ -74,8 +75,10 @@ def sharing_key(model, plan, kw):
         return None
     return SharingKey(data, cuts, dict(plan.keys), tuple(datasets))
 
+
 def _digest(value):
     return hashlib.sha1(repr(value).encode()).hexdigest()
+
 
 def _fingerprint(value, datasets):
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -87,9 +90,7 @@ def _fingerprint(value, datasets):
             raise Unshareable() from None
         return ("dataset", id(value))
     if isinstance(value, dict):
-        return ("dict",) + tuple(
-            (k, _fingerprint(v, datasets)) for k, v in sorted(value.items())
-        )
+        return ("dict",) + tuple((k, _fingerprint(v, datasets)) for k, v in sorted(value.items()))
     if isinstance(value, (tuple, list)):
         return (type(value).__name__,) + tuple(_fingerprint(v, datasets) for v in value)
     if not is_array(value):
@@ -101,6 +102,7 @@ def _fingerprint(value, datasets):
     # against a backbone pass over them of 20 s or more.
     contiguous = np.ascontiguousarray(array)
     return ("array", array.shape, array.dtype.str, zlib.crc32(contiguous.view(np.uint8)))
+
 
 def _cut_signatures(plan):
     """For each cached tensor, a digest of everything that computes it."""
@@ -125,6 +127,7 @@ def _cut_signatures(plan):
         cuts[key] = _digest((digests[key], pooling))
     return cuts
 
+
 def _layer_signature(op, with_weights):
     try:
         config = dict(op.get_config())
@@ -135,6 +138,7 @@ def _layer_signature(op, with_weights):
     text = json.dumps(config, sort_keys=True, default=repr)
     weights = weight_checksums([op])[id(op)] if with_weights else ()
     return (type(op).__module__, type(op).__qualname__, text, weights)
+
 
 def weight_checksums(ops):
     """`{id(op): (shape, dtype, crc32) of each weight}`: tells whether weights changed.
@@ -155,13 +159,18 @@ def weight_checksums(ops):
     """
     return {
         id(op): tuple(
-            (tuple(w.shape), str(w.dtype), zlib.crc32(
-                np.ascontiguousarray(keras.ops.convert_to_numpy(w)).reshape(-1).view(np.uint8)
-            ))
+            (
+                tuple(w.shape),
+                str(w.dtype),
+                zlib.crc32(
+                    np.ascontiguousarray(keras.ops.convert_to_numpy(w)).reshape(-1).view(np.uint8)
+                ),
+            )
             for w in op.weights
         )
         for op in ops
     }
+
 
 def _call_arguments(node):
     """The non-tensor arguments a layer was called with."""

@@ -84,8 +84,9 @@ class SummaryWriters:
                 for name, value in values.items():
                     _summary().scalar(f"epoch_{name}", float(value), step=epoch)
 
-    def write_epoch(self, epoch, phase_index, seconds, train_seconds, steps,
-                    samples, trainable_params, rates):
+    def write_epoch(
+        self, epoch, phase_index, seconds, train_seconds, steps, samples, trainable_params, rates
+    ):
         """Writes the per-epoch series of the `phases` run.
 
         Throughput is written only when the epoch's training time is known,
@@ -96,9 +97,7 @@ class SummaryWriters:
             summary.scalar("phase/index", phase_index, step=epoch)
             summary.scalar("epoch/seconds", seconds, step=epoch)
             if train_seconds > 0:
-                summary.scalar(
-                    "epoch/steps_per_second", steps / train_seconds, step=epoch
-                )
+                summary.scalar("epoch/steps_per_second", steps / train_seconds, step=epoch)
                 if samples is not None:
                     summary.scalar(
                         "epoch/images_per_second",
@@ -122,9 +121,7 @@ class SummaryWriters:
             summary.scalar("phase/epochs", phase.epochs, step=step)
             summary.scalar("phase/steps", phase.steps, step=step)
             if images_per_second is not None:
-                summary.scalar(
-                    "phase/images_per_second", images_per_second, step=step
-                )
+                summary.scalar("phase/images_per_second", images_per_second, step=step)
             summary.text(
                 "phase/summary",
                 phase_markdown(phase, duration, retrace, images_per_second),
@@ -230,6 +227,4 @@ def _is_scalar(value):
     # Not utils.checks.is_number: a NaN or infinite loss is written, as
     # keras.callbacks.TensorBoard writes it, and Keras may log a value as a
     # one-element array.
-    return isinstance(value, numbers.Real) or (
-        isinstance(value, np.ndarray) and value.size == 1
-    )
+    return isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.size == 1)

@@ -301,9 +301,7 @@ class PhaseTimer(keras.callbacks.Callback):
             retrace = max(0.0, self._epoch_executions[0] - typical)
         train_seconds = 0.0
         if self._epoch_train_start is not None:
-            train_seconds = max(
-                self._epoch_train_end - self._epoch_train_start - retrace, 0.0
-            )
+            train_seconds = max(self._epoch_train_end - self._epoch_train_start - retrace, 0.0)
         phase.epochs += 1
         phase.steps += self._epoch_steps
         phase.train_seconds += train_seconds
@@ -352,9 +350,7 @@ class PhaseTimer(keras.callbacks.Callback):
         else:
             start = self._epoch_start
             self._close_phase(start)
-        self._phase = PhaseRecord(
-            index=index, info=info, start_time=start, start_epoch=self._epoch
-        )
+        self._phase = PhaseRecord(index=index, info=info, start_time=start, start_epoch=self._epoch)
         self._epoch_opens_phase = True
 
     def _close_phase(self, end):

@@ -175,8 +175,7 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             )
         if warmup_steps != "auto" and (not is_int(warmup_steps) or warmup_steps < 0):
             raise ConfigurationError(
-                "`warmup_steps` must be an integer >= 0 or 'auto'. "
-                f"Received: {warmup_steps!r}"
+                f"`warmup_steps` must be an integer >= 0 or 'auto'. Received: {warmup_steps!r}"
             )
         self.backbone = backbone
         self.schedule = schedule
@@ -344,9 +343,8 @@ class ProgressiveUnfreeze(keras.callbacks.Callback):
             rates = [r for k, r in info.learning_rates.items() if k != "head"]
             what = (
                 f"last {info.depth} {self.unit} trainable ({span}), backbone "
-                f"lr {max(rates):.3g}" + (
-                    f" to {min(rates):.3g}" if min(rates) != max(rates) else ""
-                )
+                f"lr {max(rates):.3g}"
+                + (f" to {min(rates):.3g}" if min(rates) != max(rates) else "")
             )
         print_msg(
             f"\nProgressiveUnfreeze: epoch {epoch + 1}: phase {info.index}, "

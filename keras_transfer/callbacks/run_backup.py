@@ -86,8 +86,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         if name.lstrip(".").startswith(cls._PREFIX):
             return name.endswith(cls._SUFFIX)
         return any(
-            name == own
-            or (name.startswith(f".{own}.") and name.endswith((".tmp", ".tmp.keras")))
+            name == own or (name.startswith(f".{own}.") and name.endswith((".tmp", ".tmp.keras")))
             for own in (cls.METADATA, cls.BEST_MODEL, cls.AVERAGE)
         )
 
@@ -163,8 +162,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             model.load_weights(path)
         except Exception as e:  # h5py's OSError, Keras' ValueError...
             raise ConfigurationError(
-                f"Cannot restore the backup {path}: {e}. Delete {self.backup_dir} "
-                "to start over."
+                f"Cannot restore the backup {path}: {e}. Delete {self.backup_dir} to start over."
             ) from e
         model.optimizer.learning_rate = self.learning_rate
         set_initial_epoch(model, metadata["epoch"])
@@ -173,9 +171,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         folder = self.backup_dir
         os.makedirs(folder, exist_ok=True)
         name = f"{self._PREFIX}{self._current_epoch:04d}{self._SUFFIX}"
-        temporary = os.path.join(
-            folder, f".{self._PREFIX}{os.getpid()}.tmp{self._SUFFIX}"
-        )
+        temporary = os.path.join(folder, f".{self._PREFIX}{os.getpid()}.tmp{self._SUFFIX}")
         try:
             self.model.save_weights(temporary, overwrite=True)
             fsync_file(temporary)

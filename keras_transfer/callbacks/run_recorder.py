@@ -95,9 +95,7 @@ class RunRecorder(keras.callbacks.Callback):
             phase=0 if phase is None else int(phase.index),
             partial=bool(steps) and self._steps < steps,
         )
-        self.trainable_params[record["phase"]] = count_params(
-            self.model.trainable_weights
-        )
+        self.trainable_params[record["phase"]] = count_params(self.model.trainable_weights)
         self.history.append(record)
         if self.on_epoch is not None:
             self.on_epoch(record)

@@ -197,9 +197,7 @@ def build_parser():
         prog=PROG,
         description="Transfer learning for image classification with Keras 3.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__version__}"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_verbose_argument(parser, default=False)
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True

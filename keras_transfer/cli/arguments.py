@@ -64,9 +64,7 @@ def _int_at_least(text, minimum, what=None):
         value = minimum - 1
     if value < minimum:
         unit = f" ({what})" if what else ""
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= {minimum}{unit}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{unit}, got {text!r}")
     return value
 
 
@@ -82,9 +80,7 @@ def fraction(text):
     """argparse type: a number in [0, 1)."""
     value = _float(text)
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a number in [0, 1), e.g. 0.2, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), e.g. 0.2, got {text!r}")
     return value
 
 
@@ -92,9 +88,7 @@ def unit_fraction(text):
     """argparse type: a number in (0, 1]."""
     value = _float(text)
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a number in (0, 1], e.g. 0.1, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.1, got {text!r}")
     return value
 
 
@@ -112,9 +106,7 @@ def learning_rate_argument(text):
     try:
         return positive_float(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number > 0 or 'auto', got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}") from None
 
 
 def _float(text):
@@ -191,8 +183,7 @@ def keras_file_path(path, option):
     """
     if not path.endswith(".keras"):
         raise ConfigurationError(
-            f"{option} must be a .keras file (the Keras model format). "
-            f"Received: {path!r}"
+            f"{option} must be a .keras file (the Keras model format). Received: {path!r}"
         )
     return writable_path(path, option)
 
@@ -209,9 +200,7 @@ def writable_path(path, option):
     """
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
-        raise ConfigurationError(
-            f"{option} must be a file path, but {path} is a folder."
-        )
+        raise ConfigurationError(f"{option} must be a file path, but {path} is a folder.")
     probe_folder(os.path.dirname(path), option, path)
     return path
 
@@ -225,9 +214,7 @@ def writable_dir(path, option):
     """
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigurationError(
-            f"{option} must be a folder, but {path} is a file."
-        )
+        raise ConfigurationError(f"{option} must be a folder, but {path} is a file.")
     probe_folder(path, option, path)
     return path
 

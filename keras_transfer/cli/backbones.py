@@ -151,6 +151,10 @@ def human_count(count):
 
 # One paragraph, wrapped to the terminal by argparse.
 COMMAND = Command(
-    "backbones", SUMMARY, DESCRIPTION, add_arguments, backbones_command,
+    "backbones",
+    SUMMARY,
+    DESCRIPTION,
+    add_arguments,
+    backbones_command,
     formatter_class=argparse.HelpFormatter,
 )

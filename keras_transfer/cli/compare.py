@@ -113,16 +113,14 @@ def _add_training_arguments(parser):
         type=int,
         default=defaults.SEED,
         metavar="N",
-        help="seed of the split, the shuffling and the initial weights "
-        "(default: %(default)s)",
+        help="seed of the split, the shuffling and the initial weights (default: %(default)s)",
     )
     parser.add_argument(
         "--target-accuracy",
         type=fraction,
         default=DEFAULT_TARGET_ACCURACY,
         metavar="FRACTION",
-        help="validation accuracy whose time-to-reach is reported "
-        "(default: %(default)s)",
+        help="validation accuracy whose time-to-reach is reported (default: %(default)s)",
     )
 
 

@@ -49,8 +49,7 @@ def add_arguments(parser):
         "--output-dir",
         default=".",
         metavar="DIR",
-        help=f"where to write {METRICS_FILE} and {CONFUSION_FILE} "
-        "(default: the current folder)",
+        help=f"where to write {METRICS_FILE} and {CONFUSION_FILE} (default: the current folder)",
     )
     add_batch_size_argument(parser)
     add_resize_argument(parser)
@@ -118,8 +117,11 @@ def evaluation_text(result):
     rows = [("CLASS", "PRECISION", "RECALL", "F1", "SUPPORT")]
     for name, scores in result.per_class.items():
         rows.append(
-            (name, *(_score(scores[key]) for key in ("precision", "recall", "f1")),
-             str(scores["support"]))
+            (
+                name,
+                *(_score(scores[key]) for key in ("precision", "recall", "f1")),
+                str(scores["support"]),
+            )
         )
     lines += format_table(rows)
     lines += ["", "Confusion matrix (rows: true class, columns: predicted class):"]

@@ -46,9 +46,7 @@ EXAMPLE = f"{PROG} predict flowers.keras new_photos/ --top-k 2 --output predicti
 def add_arguments(parser):
     """Declares the options of `predict`."""
     parser.add_argument("model", metavar="MODEL", help="the .keras model file")
-    parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="image files or folders of images"
-    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     parser.add_argument(
         "--top-k",
         type=positive_int,

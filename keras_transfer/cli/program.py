@@ -19,7 +19,6 @@ EXIT_NON_FINITE_LOSS = 3
 EXIT_INTERRUPTED = 130
 
 
-
 def import_tensorflow(verbose=False):
     """Imports TensorFlow with its start-up lines kept out of the terminal unless `verbose`.
 
@@ -45,12 +44,14 @@ def import_tensorflow(verbose=False):
 
     if verbose or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401  (a no-op when already imported)
+
         return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # No file descriptor 2 (embedded Python).
         import tensorflow  # noqa: F401
+
         return
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)

@@ -119,8 +119,7 @@ def add_train_arguments(parser):
     parser.add_argument(
         "--history",
         metavar="PATH",
-        help="where to write the per-epoch history "
-        "(default: history.json beside --output)",
+        help="where to write the per-epoch history (default: history.json beside --output)",
     )
 
 
@@ -129,8 +128,7 @@ def _add_model_arguments(parser):
         "--backbone",
         default=defaults.BACKBONE,
         metavar="NAME",
-        help=f"registered backbone name (see '{PROG} backbones'; "
-        "default: %(default)s)",
+        help=f"registered backbone name (see '{PROG} backbones'; default: %(default)s)",
     )
     parser.add_argument(
         "--weights",
@@ -143,8 +141,7 @@ def _add_model_arguments(parser):
         "--image-size",
         type=image_size,
         metavar="PIXELS",
-        help="side of the square input images are resized to "
-        "(default: the backbone's input size)",
+        help="side of the square input images are resized to (default: the backbone's input size)",
     )
     add_resize_argument(parser, default=defaults.RESIZE)
 
@@ -155,8 +152,7 @@ def _add_recipe_arguments(parser):
         type=positive_int,
         default=defaults.HEAD_EPOCHS,
         metavar="N",
-        help="epochs training the head alone, the backbone frozen "
-        "(default: %(default)s)",
+        help="epochs training the head alone, the backbone frozen (default: %(default)s)",
     )
     parser.add_argument(
         "--fine-tune-epochs",
@@ -218,8 +214,7 @@ def _add_recipe_arguments(parser):
         type=fraction,
         default=defaults.VALIDATION_SPLIT,
         metavar="FRACTION",
-        help="fraction of each class held out for validation, 0 for none "
-        "(default: %(default)s)",
+        help="fraction of each class held out for validation, 0 for none (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",

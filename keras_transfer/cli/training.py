@@ -119,9 +119,7 @@ def run_training(config):
         seed=config.seed,
         resize=config.resize,
     )
-    backup = RunBackup(
-        config.backup_dir, config.backup_identity(class_names), config.learning_rate
-    )
+    backup = RunBackup(config.backup_dir, config.backup_identity(class_names), config.learning_rate)
     resume_epoch = backup.resume_epoch()
     if resume_epoch:
         print(
@@ -343,8 +341,7 @@ def _dtype(config):
         return None
     if not tf.config.list_physical_devices("GPU"):
         warnings.warn(
-            "--mixed-precision on a CPU is slow (float16 is emulated there); "
-            "it pays off on a GPU.",
+            "--mixed-precision on a CPU is slow (float16 is emulated there); it pays off on a GPU.",
             stacklevel=2,
         )
     return "mixed_float16"
@@ -356,13 +353,11 @@ def _class_weight(config, train_ds, class_names):
         return None
     # The class is the image's folder under DATA_DIR: no image is decoded.
     counts = collections.Counter(
-        os.path.relpath(path, config.data_dir).split(os.sep)[0]
-        for path in train_ds.file_paths
+        os.path.relpath(path, config.data_dir).split(os.sep)[0] for path in train_ds.file_paths
     )
     total = sum(counts.values())
     weights = {
-        label: total / (len(class_names) * counts[name])
-        for label, name in enumerate(class_names)
+        label: total / (len(class_names) * counts[name]) for label, name in enumerate(class_names)
     }
     print(
         "Class weights (balanced): "
@@ -423,10 +418,7 @@ def _stop_on_non_finite_loss(stop, model, config, run):
         if kept is None or kept[0] == guard.good_epoch:
             which = f"epoch {done}, the last finished one"
         else:
-            which = (
-                f"epoch {kept[0] + 1}, the best {MONITOR} ({kept[1]:.4f}) of the "
-                "finished ones"
-            )
+            which = f"epoch {kept[0] + 1}, the best {MONITOR} ({kept[1]:.4f}) of the finished ones"
         message = (
             f"{where}; training stopped. Saved the model of {which}, to {config.output}; "
             f"{config.history} keeps the finished epochs. "

@@ -104,11 +104,7 @@ def _label_range(dataset, model, outputs, max_batches):
         seen += labels.size
         if labels.size == 0:
             continue
-        one_hot = (
-            outputs > 1
-            and labels.ndim == (2 if batched else 1)
-            and labels.shape[-1] > 1
-        )
+        one_hot = outputs > 1 and labels.ndim == (2 if batched else 1) and labels.shape[-1] > 1
         if one_hot:
             columns = labels.shape[-1]
             if columns != outputs:

@@ -80,7 +80,6 @@ class ImageFolderInfo:
         return sum(len(paths) for paths in self.files.values())
 
 
-
 def scan_image_folder(directory):
     """Lists and checks the images of a folder-per-class tree.
 
@@ -148,10 +147,7 @@ def list_image_folder(directory):
     checks = check_files([p for paths in candidates.values() for p in paths])
     errors = {path: check.error for path, check in checks.items() if check.error}
     notes = tuple((path, check.note) for path, check in checks.items() if check.note)
-    files = {
-        name: tuple(p for p in paths if p not in errors)
-        for name, paths in candidates.items()
-    }
+    files = {name: tuple(p for p in paths if p not in errors) for name, paths in candidates.items()}
     unreadable = [name for name, paths in files.items() if not paths]
     if unreadable:
         raise DataError(

@@ -225,7 +225,9 @@ def _resized(image, size, resize):
     scale = min(tw / w, th / h)
     fw, fh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
     canvas = Image.new("RGB", size, PAD_FILL)
-    canvas.paste(image.resize((fw, fh), Image.Resampling.BILINEAR), ((tw - fw) // 2, (th - fh) // 2))
+    canvas.paste(
+        image.resize((fw, fh), Image.Resampling.BILINEAR), ((tw - fw) // 2, (th - fh) // 2)
+    )
     return canvas
 
 

@@ -126,18 +126,14 @@ def load_image_folder(
 
     class_names = list(info.class_names)
     if verbose:
-        message = (
-            f"Found {info.num_images} images belonging to {len(class_names)} classes"
-        )
+        message = f"Found {info.num_images} images belonging to {len(class_names)} classes"
         if validation_split > 0:
             message += f" ({len(train)} for training, {len(val)} for validation)"
         print(message + ".")
 
     if shuffle:
         train = [train[i] for i in permutation(len(train), seed, "train")]
-    train_ds = image_dataset(
-        train, (height, width), batch_size, cache, shuffle, seed, resize
-    )
+    train_ds = image_dataset(train, (height, width), batch_size, cache, shuffle, seed, resize)
     train_ds.class_names = class_names
     train_ds.file_paths = [path for path, _ in train]
     val_ds = None
@@ -168,9 +164,7 @@ def _check_seed(seed):
     if seed is None:
         return int(np.random.randint(2**31 - 1))
     if not is_int(seed):
-        raise ConfigurationError(
-            f"seed must be an integer or None. Received: seed={seed!r}"
-        )
+        raise ConfigurationError(f"seed must be an integer or None. Received: seed={seed!r}")
     return seed
 
 

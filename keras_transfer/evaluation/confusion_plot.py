@@ -5,7 +5,6 @@ count, and its colour the share of the row (the class's recall on the
 diagonal), so that a small class reads as clearly as a large one.
 """
 
-
 import numpy as np
 
 from keras_transfer.utils.files import atomic_save_figure
@@ -40,7 +39,12 @@ def write_confusion_matrix_png(path, evaluation):
     for i in range(len(names)):
         for j in range(len(names)):
             axes.text(
-                j, i, str(confusion[i, j]), ha="center", va="center", fontsize=9,
+                j,
+                i,
+                str(confusion[i, j]),
+                ha="center",
+                va="center",
+                fontsize=9,
                 color="white" if shares[i, j] > 0.5 else "black",
             )
     axes.set_xticks(range(len(names)), names, rotation=45, ha="right")

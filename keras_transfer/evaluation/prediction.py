@@ -115,9 +115,7 @@ def _images_in(folder):
     return found
 
 
-def predict_images(
-    model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_SIZE, resize=None
-):
+def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_SIZE, resize=None):
     """Predicts the `top_k` classes of each image file, with their probabilities.
 
     Example:

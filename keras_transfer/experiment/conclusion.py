@@ -55,9 +55,7 @@ def conclude(results):
         )
     if results["skipped"]:
         names = ", ".join(s["backbone"] for s in results["skipped"])
-        sentences.append(
-            f"Not compared: {names} (weights unavailable, see Skipped above)."
-        )
+        sentences.append(f"Not compared: {names} (weights unavailable, see Skipped above).")
     return sentences
 
 

@@ -13,8 +13,7 @@ from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.errors import DataError
 
 FLOWER_PHOTOS_URL = (
-    "https://storage.googleapis.com/download.tensorflow.org/example_images/"
-    "flower_photos.tgz"
+    "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 )
 
 
@@ -70,9 +69,6 @@ def _writable_keras_home():
 
 def _has_class_folders(path):
     try:
-        return any(
-            entry.is_dir() and not entry.name.startswith(".")
-            for entry in os.scandir(path)
-        )
+        return any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(path))
     except OSError:
         return False

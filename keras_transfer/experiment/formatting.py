@@ -62,9 +62,7 @@ def limit_text(results, short=False):
     if results["epochs"]:
         parts.append(plural(results["epochs"], "epoch"))
     if results["budget_minutes"]:
-        parts.append(
-            f"{format_duration(results['budget_minutes'] * 60)} of wall-clock time"
-        )
+        parts.append(f"{format_duration(results['budget_minutes'] * 60)} of wall-clock time")
     if short or len(parts) < 2:
         return " or ".join(parts)
     return " or ".join(parts) + ", whichever came first"

@@ -59,9 +59,7 @@ def draw_figure(results):
     axes = figure.subplots()
     backbones = list(dict.fromkeys(run["backbone"] for run in results["runs"]))
     colors = {name: f"C{i % 10}" for i, name in enumerate(backbones)}
-    order = sorted(
-        results["runs"], key=lambda run: -_STYLES[run["method"]]["linewidth"]
-    )
+    order = sorted(results["runs"], key=lambda run: -_STYLES[run["method"]]["linewidth"])
     for run in order:
         _plot_run(axes, run, colors[run["backbone"]])
     _decorate(axes, results)
@@ -105,9 +103,7 @@ def _plot_run(axes, run, color):
 
 
 def _decorate(axes, results):
-    axes.axhline(
-        100 * results["target_accuracy"], color="0.6", linewidth=0.8, linestyle="-."
-    )
+    axes.axhline(100 * results["target_accuracy"], color="0.6", linewidth=0.8, linestyle="-.")
     if results["budget_minutes"]:
         axes.axvline(
             results["budget_minutes"] * 60,
@@ -134,8 +130,7 @@ def _legends(axes, colors, results):
     if not results["runs"]:
         return
     backbone_handles = [
-        Line2D([], [], color=color, linewidth=3, label=name)
-        for name, color in colors.items()
+        Line2D([], [], color=color, linewidth=3, label=name) for name, color in colors.items()
     ]
     methods = [m for m in METHODS if any(r["method"] == m for r in results["runs"])]
     method_handles = [
@@ -147,12 +142,18 @@ def _legends(axes, colors, results):
             Line2D([], [], color="0.6", linewidth=0.8, linestyle="-.", label="budget")
         )
     backbones = axes.legend(
-        handles=backbone_handles, title="backbone (colour)", fontsize=8,
-        title_fontsize=8, loc="lower right",
+        handles=backbone_handles,
+        title="backbone (colour)",
+        fontsize=8,
+        title_fontsize=8,
+        loc="lower right",
     )
     # A second legend replaces the first unless the first is kept as an artist.
     axes.add_artist(backbones)
     axes.legend(
-        handles=method_handles, title="method (line, marker)", fontsize=8,
-        title_fontsize=8, loc="lower left",
+        handles=method_handles,
+        title="method (line, marker)",
+        fontsize=8,
+        title_fontsize=8,
+        loc="lower left",
     )

@@ -122,9 +122,7 @@ class RunProgress(keras.callbacks.Callback):
                 )
             self._phase = record["phase"]
         self.log.write(self._epoch_line(record))
-        self._values = [
-            (key, record[key]) for key in _SHOWN if record[key] is not None
-        ]
+        self._values = [(key, record[key]) for key in _SHOWN if record[key] is not None]
         self._update(record["epoch"] + 1)
 
     def finish(self):

@@ -29,8 +29,14 @@ from keras_transfer.utils.metrics import confusion_matrix_lines
 from keras_transfer.utils.metrics import format_table
 
 __all__ = [
-    "LOG_FILE", "PLOT_FILE", "REPORT_FILE", "RESULTS_FILE", "class_lines",
-    "not_reached_text", "report_text", "write_outputs",
+    "LOG_FILE",
+    "PLOT_FILE",
+    "REPORT_FILE",
+    "RESULTS_FILE",
+    "class_lines",
+    "not_reached_text",
+    "report_text",
+    "write_outputs",
 ]
 
 
@@ -48,9 +54,7 @@ def write_outputs(output_dir, results):
     """
     atomic_write_json(os.path.join(output_dir, RESULTS_FILE), results)
     write_plot(os.path.join(output_dir, PLOT_FILE), results)
-    atomic_write_text(
-        os.path.join(output_dir, REPORT_FILE), report_text(results, output_dir)
-    )
+    atomic_write_text(os.path.join(output_dir, REPORT_FILE), report_text(results, output_dir))
 
 
 def report_text(results, output_dir):
@@ -113,8 +117,7 @@ def class_lines(results):
     if not runs:
         return []
     recalls = [("recall",) + tuple(names)] + [
-        (run["label"],) + tuple(format_percent(r) for r in run["per_class_recall"])
-        for run in runs
+        (run["label"],) + tuple(format_percent(r) for r in run["per_class_recall"]) for run in runs
     ]
     lines = [
         "## Per class (validation set, final model of each run)",
@@ -174,11 +177,8 @@ def not_reached_text(phase, run, results):
     if run.get("stopped_by") == "budget" and results.get("budget_minutes"):
         limit = f"the {format_duration(results['budget_minutes'] * 60)} budget"
     else:
-        limit = plural(len(run.get('history') or ()) or results.get('epochs'), "epoch")
-    return (
-        f"{phase['trainable']} from epoch {phase['start_epoch'] + 1}: not reached "
-        f"within {limit}"
-    )
+        limit = plural(len(run.get("history") or ()) or results.get("epochs"), "epoch")
+    return f"{phase['trainable']} from epoch {phase['start_epoch'] + 1}: not reached within {limit}"
 
 
 def _warmup_lines(results):
@@ -205,11 +205,11 @@ def _table_lines(results):
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in results["runs"]:
-        phases = [f"setup {format_duration(run['setup_seconds'])}"] + [
-            f"{p['trainable']} {format_duration(p['seconds'])}" for p in run["phases"]
-        ] + [
-            f"{p['trainable']} not reached" for p in run.get("phases_not_reached") or ()
-        ]
+        phases = (
+            [f"setup {format_duration(run['setup_seconds'])}"]
+            + [f"{p['trainable']} {format_duration(p['seconds'])}" for p in run["phases"]]
+            + [f"{p['trainable']} not reached" for p in run.get("phases_not_reached") or ()]
+        )
         reached = run["seconds_to_target"]
         total = format_duration(run["total_seconds"])
         if run["stopped_by"] == "budget":

@@ -40,8 +40,11 @@ from keras_transfer.experiment.warmup import warm_up
 
 # Public here as before; defined where the command line reads them cheaply.
 __all__ = [
-    "DEFAULT_EPOCHS", "DEFAULT_LEARNING_RATE", "DEFAULT_OUTPUT_DIR",
-    "DEFAULT_TARGET_ACCURACY", "run_comparison",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_LEARNING_RATE",
+    "DEFAULT_OUTPUT_DIR",
+    "DEFAULT_TARGET_ACCURACY",
+    "run_comparison",
 ]
 
 
@@ -152,17 +155,41 @@ def run_comparison(
     log = ComparisonLog(output_dir, verbose=verbose)
     try:
         return _compare(
-            data_dir, specs, output_dir, epochs, budget_minutes, budget_seconds,
-            size, batch_size, learning_rate, validation_split, seed,
-            target_accuracy, schedule, log,
+            data_dir,
+            specs,
+            output_dir,
+            epochs,
+            budget_minutes,
+            budget_seconds,
+            size,
+            batch_size,
+            learning_rate,
+            validation_split,
+            seed,
+            target_accuracy,
+            schedule,
+            log,
         )
     finally:
         log.close()
 
 
-def _compare(data_dir, specs, output_dir, epochs, budget_minutes, budget_seconds,
-             size, batch_size, learning_rate, validation_split, seed,
-             target_accuracy, schedule, log):
+def _compare(
+    data_dir,
+    specs,
+    output_dir,
+    epochs,
+    budget_minutes,
+    budget_seconds,
+    size,
+    batch_size,
+    learning_rate,
+    validation_split,
+    seed,
+    target_accuracy,
+    schedule,
+    log,
+):
     """`run_comparison` once its arguments are checked."""
     say = log.say
     if data_dir is None:
@@ -173,10 +200,7 @@ def _compare(data_dir, specs, output_dir, epochs, budget_minutes, budget_seconds
         data_dir, size, batch_size, validation_split, seed, verbose=bool(log.verbose)
     )
     data_seconds = time.perf_counter() - data_start
-    say(
-        f"Read and decoded the images in {format_duration(data_seconds)} "
-        "(not counted in any run)."
-    )
+    say(f"Read and decoded the images in {format_duration(data_seconds)} (not counted in any run).")
 
     results = {
         "data_dir": os.path.abspath(os.fspath(data_dir)),
@@ -272,7 +296,10 @@ def _run_all(specs, settings, schedule, results, say):
                     )
             try:
                 run = train_run(
-                    spec, method, settings, schedule=run_schedule,
+                    spec,
+                    method,
+                    settings,
+                    schedule=run_schedule,
                     position=(number, total),
                 )
             except WeightsError as e:

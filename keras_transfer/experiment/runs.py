@@ -126,8 +126,15 @@ def train_run(spec, method, settings, schedule=None, position=(1, 1)):
     deadline = None if budget_seconds is None else start + budget_seconds
     model = build_run_model(spec, method, settings)
     fitted = fit_run(
-        model, method, settings, train_ds, val_ds, schedule, log_dir,
-        start=start, deadline=deadline,
+        model,
+        method,
+        settings,
+        train_ds,
+        val_ds,
+        schedule,
+        log_dir,
+        start=start,
+        deadline=deadline,
     )
     total_seconds = time.perf_counter() - start
     scores = validation_scores(model, val_ds, settings.num_classes)
@@ -139,7 +146,10 @@ def train_run(spec, method, settings, schedule=None, position=(1, 1)):
     run.update(scores)
     run["stopped_by"] = "budget" if fitted.budget.stopped else "epochs"
     run["phases"] = _phases(
-        method, unfreeze, recorder.history, recorder.fit_start - start,
+        method,
+        unfreeze,
+        recorder.history,
+        recorder.fit_start - start,
         recorder.trainable_params,
     )
     run["phases_not_reached"] = _phases_not_reached(unfreeze, run["phases"])
@@ -160,8 +170,18 @@ class FittedRun:
     unfreeze: object  # ProgressiveUnfreeze, or None
 
 
-def fit_run(model, method, settings, train_ds, val_ds, schedule, log_dir,
-            start=None, deadline=None, progress=True):
+def fit_run(
+    model,
+    method,
+    settings,
+    train_ds,
+    val_ds,
+    schedule,
+    log_dir,
+    start=None,
+    deadline=None,
+    progress=True,
+):
     """Fits `model` as a run of `method` does, with the run's callbacks.
 
     The warm-up (`experiment.warmup`) calls it on a few images, the runs on
@@ -196,7 +216,10 @@ def fit_run(model, method, settings, train_ds, val_ds, schedule, log_dir,
     reporter = None
     if progress and settings.log is not None:
         reporter = RunProgress(
-            settings.log, settings.epochs, start, deadline,
+            settings.log,
+            settings.epochs,
+            start,
+            deadline,
             phase_name=lambda index: _phase_description(method, unfreeze, index),
         )
     recorder = RunRecorder(start, on_epoch=reporter.epoch_done if reporter else None)
@@ -280,9 +303,7 @@ def validation_scores(model, val_ds, num_classes):
         predictions.append(np.asarray(model.predict_on_batch(images)).argmax(axis=-1))
     if not labels:
         return {"per_class_recall": None, "confusion_matrix": None}
-    confusion = confusion_matrix(
-        np.concatenate(labels), np.concatenate(predictions), num_classes
-    )
+    confusion = confusion_matrix(np.concatenate(labels), np.concatenate(predictions), num_classes)
     return {
         "per_class_recall": [s["recall"] for s in per_class_scores(confusion)],
         "confusion_matrix": confusion.tolist(),
@@ -331,9 +352,7 @@ def _phases(method, unfreeze, history, setup_seconds, trainable_params):
                     "seconds": 0.0,
                 }
             )
-        phases[-1]["seconds"] = round(
-            phases[-1]["seconds"] + record["seconds"] - previous_end, 3
-        )
+        phases[-1]["seconds"] = round(phases[-1]["seconds"] + record["seconds"] - previous_end, 3)
         previous_end = record["seconds"]
     return phases
 

@@ -62,8 +62,14 @@ def warm_up(spec, settings, schedule=None):
             run_schedule = phases if method == "fine_tune" else None
             epochs = 1 + len(phases) if method == "fine_tune" else 1
             fit_run(
-                model, method, _with_epochs(settings, epochs), data.train_dataset(),
-                data.validation_dataset(), run_schedule, log_dir, progress=False,
+                model,
+                method,
+                _with_epochs(settings, epochs),
+                data.train_dataset(),
+                data.validation_dataset(),
+                run_schedule,
+                log_dir,
+                progress=False,
             )
             del model
     finally:

@@ -65,16 +65,13 @@ class LearningRateFinding:
         figure = Figure(figsize=(7, 4.5), layout="constrained")
         axes = figure.subplots()
         axes.plot(self.learning_rates, self.losses, color="0.75", label="loss")
-        axes.plot(self.learning_rates, self.smoothed_losses, color="C0",
-                  label="smoothed loss")
+        axes.plot(self.learning_rates, self.smoothed_losses, color="C0", label="smoothed loss")
         for (rule, rate), style in zip(self.suggestions.items(), ("-", "--", ":")):
             axes.axvline(rate, color="C1", linestyle=style, label=f"{rule}: {rate:.2g}")
         axes.set_xscale("log")
         axes.set_xlabel("learning rate")
         axes.set_ylabel("training loss")
-        axes.set_title(
-            f"Learning-rate range test: suggestion {self.suggestion:.2g} ({self.rule})"
-        )
+        axes.set_title(f"Learning-rate range test: suggestion {self.suggestion:.2g} ({self.rule})")
         # The divergence spike would flatten the interesting part.
         low, high = min(self.smoothed_losses), max(self.smoothed_losses[:5])
         axes.set_ylim(low - 0.1 * (high - low), high + 0.5 * (high - low))
@@ -96,8 +93,7 @@ def describe(finding):
     rates = finding.learning_rates
     stop = ", stopped: the loss diverged" if finding.diverged else ""
     others = ", ".join(
-        f"{rule} {rate:.2g}" for rule, rate in finding.suggestions.items()
-        if rule != finding.rule
+        f"{rule} {rate:.2g}" for rule, rate in finding.suggestions.items() if rule != finding.rule
     )
     return (
         f"Learning-rate range test ({len(rates)} steps, {rates[0]:.2g} to "

@@ -139,18 +139,13 @@ def _check_arguments(model, min_lr, max_lr, rule):
         )
     for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
         if not is_number(value) or not 0 < value < math.inf:
-            raise ConfigurationError(
-                f"{name} must be a number > 0. Received: {name}={value!r}"
-            )
+            raise ConfigurationError(f"{name} must be a number > 0. Received: {name}={value!r}")
     if min_lr >= max_lr:
         raise ConfigurationError(
-            f"min_lr must be below max_lr. Received: min_lr={min_lr!r}, "
-            f"max_lr={max_lr!r}"
+            f"min_lr must be below max_lr. Received: min_lr={min_lr!r}, max_lr={max_lr!r}"
         )
     if rule not in RULES:
-        raise ConfigurationError(
-            f"Unrecognized value for rule: {rule!r}. Expected one of {RULES}."
-        )
+        raise ConfigurationError(f"Unrecognized value for rule: {rule!r}. Expected one of {RULES}.")
 
 
 @contextlib.contextmanager
@@ -263,5 +258,3 @@ def _finding(recorder, rule):
         suggestion=suggestions[rule],
         diverged=recorder.diverged,
     )
-
-

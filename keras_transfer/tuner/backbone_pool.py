@@ -95,8 +95,12 @@ class BackbonePool:
         entry = self._free_entry(entries)
         if entry is None:
             model = build_classifier(
-                spec, num_classes, input_shape=shape, weights=weights,
-                dropout=dropout, head=head,
+                spec,
+                num_classes,
+                input_shape=shape,
+                weights=weights,
+                dropout=dropout,
+                head=head,
             )
             backbone, _ = find_backbone(model)
             entry = PooledBackbone(backbone, backbone.get_weights())
@@ -116,12 +120,14 @@ class BackbonePool:
             # and input layers, and their variables, alive. No live model
             # uses these nodes: the last user of the backbone is gone.
             forget_call_nodes(entry.backbone)
-            handout = dataclasses.replace(
-                spec, constructor=_HandOut(entry.backbone)
-            )
+            handout = dataclasses.replace(spec, constructor=_HandOut(entry.backbone))
             model = build_classifier(
-                handout, num_classes, input_shape=shape, weights=None,
-                dropout=dropout, head=head,
+                handout,
+                num_classes,
+                input_shape=shape,
+                weights=None,
+                dropout=dropout,
+                head=head,
             )
         entry.user = weakref.ref(model)
         return model

@@ -275,9 +275,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             )
         model.feature_store = self.feature_store
         model.compile(
-            optimizer=copy_optimizer(
-                self.optimizer, float(values["head_learning_rate"])
-            ),
+            optimizer=copy_optimizer(self.optimizer, float(values["head_learning_rate"])),
             loss=self.loss,
             metrics=self.metrics,
         )
@@ -325,9 +323,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             verbose=0 if kwargs.get("verbose", "auto") == 0 else 1,
         )
         callbacks = [unfreeze, UnfrozenBlocksLogger()] + callbacks
-        tensorboards = [
-            c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)
-        ]
+        tensorboards = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
         trial = _tuner_trial(callbacks)
         hparams = None
         if tensorboards and trial is not None and keras.backend.backend() != "tensorflow":

@@ -33,19 +33,14 @@ def results_table(tuner, num_trials=None):
     oracle = getattr(tuner, "oracle", tuner)
     trials = oracle.get_best_trials(num_trials or max(len(oracle.trials), 1))
     objective = _objective_name(oracle)
-    names = [
-        n
-        for n in HYPERPARAMETERS
-        if any(n in t.hyperparameters.values for t in trials)
-    ]
-    extra = [
-        n
-        for n in ("tuner/epochs",)
-        if any(n in t.hyperparameters.values for t in trials)
-    ]
-    header = ["rank", "trial", objective] + names + [
-        "epochs" if n == "tuner/epochs" else n for n in extra
-    ] + ["fine-tuned"]
+    names = [n for n in HYPERPARAMETERS if any(n in t.hyperparameters.values for t in trials)]
+    extra = [n for n in ("tuner/epochs",) if any(n in t.hyperparameters.values for t in trials)]
+    header = (
+        ["rank", "trial", objective]
+        + names
+        + ["epochs" if n == "tuner/epochs" else n for n in extra]
+        + ["fine-tuned"]
+    )
     rows = []
     for rank, trial in enumerate(trials, start=1):
         values = trial.hyperparameters.values

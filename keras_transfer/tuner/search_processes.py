@@ -35,7 +35,9 @@ from keras_transfer.utils.internals import MissingInternalError
 from keras_transfer.utils.internals import missing_message
 
 
-def search_in_subprocesses(build_tuner, search_arguments, trials_per_process=5, overwrite=False, verbose=1):
+def search_in_subprocesses(
+    build_tuner, search_arguments, trials_per_process=5, overwrite=False, verbose=1
+):
     """Runs `tuner.search` in a series of fresh processes, a few trials each.
 
     Both functions run in every child process (TensorFlow objects, datasets
@@ -109,8 +111,14 @@ def search_in_subprocesses(build_tuner, search_arguments, trials_per_process=5, 
         queue = context.Queue()
         child = context.Process(
             target=_run_some_trials,
-            args=(build_tuner, search_arguments, trials_per_process,
-                  overwrite and process_index == 0, done, queue),
+            args=(
+                build_tuner,
+                search_arguments,
+                trials_per_process,
+                overwrite and process_index == 0,
+                done,
+                queue,
+            ),
             name=f"keras-transfer-search-{process_index}",
         )
         child.start()
@@ -159,8 +167,11 @@ def _wait_for(child, queue):
                     raise RuntimeError(
                         f"Search process {child.name} (pid {child.pid}) exited "
                         f"with status {child.exitcode} without a report"
-                        + (" (killed by signal "
-                           f"{-child.exitcode}; out of memory?)" if child.exitcode < 0 else "")
+                        + (
+                            f" (killed by signal {-child.exitcode}; out of memory?)"
+                            if child.exitcode < 0
+                            else ""
+                        )
                         + ". The trials finished before it are kept in the "
                         "tuner's directory: run again with overwrite=False to "
                         "continue, and lower trials_per_process if it ran out "

@@ -78,8 +78,7 @@ def check_range(name, value, kind, low, high, note="", lower_open=False, upper_o
     elif isinstance(value, (list, tuple)):
         if not value:
             raise ConfigurationError(
-                f"{name} must not be an empty list: give a value or a list of "
-                "choices."
+                f"{name} must not be an empty list: give a value or a list of choices."
             )
         checked = list(value)
     else:
@@ -92,9 +91,8 @@ def check_range(name, value, kind, low, high, note="", lower_open=False, upper_o
             ok = v < high if upper_open else v <= high
         if not ok:
             lower = f"{'>' if lower_open else '>='} {low}"
-            bound = (
-                f"{'an integer' if kind is int else 'a number'} {lower}"
-                + (f" and {'<' if upper_open else '<='} {high}" if high is not None else "")
+            bound = f"{'an integer' if kind is int else 'a number'} {lower}" + (
+                f" and {'<' if upper_open else '<='} {high}" if high is not None else ""
             )
             raise ConfigurationError(
                 f"Every value of {name} must be {bound}{' ' + note if note else ''}. "
@@ -202,22 +200,32 @@ def check_search_space(specs, **ranges):
     smallest = min(specs, key=lambda spec: len(spec.blocks)).name
     return {
         "unfreeze_blocks": check_range(
-            "unfreeze_blocks", ranges["unfreeze_blocks"], int, 0, min_blocks,
+            "unfreeze_blocks",
+            ranges["unfreeze_blocks"],
+            int,
+            0,
+            min_blocks,
             f"(backbone {smallest!r} has {min_blocks} blocks)",
         ),
-        "unfreeze_epoch": check_range(
-            "unfreeze_epoch", ranges["unfreeze_epoch"], int, 0, None
-        ),
+        "unfreeze_epoch": check_range("unfreeze_epoch", ranges["unfreeze_epoch"], int, 0, None),
         "head_units": check_range("head_units", ranges["head_units"], int, 0, None),
         "head_dropout": check_range(
             "head_dropout", ranges["head_dropout"], float, 0.0, 1.0, upper_open=True
         ),
         "head_learning_rate": check_range(
-            "head_learning_rate", ranges["head_learning_rate"], float, 0.0, None,
+            "head_learning_rate",
+            ranges["head_learning_rate"],
+            float,
+            0.0,
+            None,
             lower_open=True,
         ),
         "backbone_lr_ratio": check_range(
-            "backbone_lr_ratio", ranges["backbone_lr_ratio"], float, 0.0, 1.0,
+            "backbone_lr_ratio",
+            ranges["backbone_lr_ratio"],
+            float,
+            0.0,
+            1.0,
             lower_open=True,
         ),
     }

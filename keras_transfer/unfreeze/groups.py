@@ -91,9 +91,7 @@ def install_unfreeze_optimizer(model, groups):
             )
         optimizer = UnfreezeOptimizer(head, group_specs)
         all_variables, seen = [], set()
-        for variable in list(head._trainable_variables) + [
-            v for g in groups for v in g["vars"]
-        ]:
+        for variable in list(head._trainable_variables) + [v for g in groups for v in g["vars"]]:
             if id(variable) not in seen:
                 seen.add(id(variable))
                 all_variables.append(variable)

@@ -45,7 +45,6 @@ import keras
 from keras import ops
 
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.utils.tensors import to_float
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")

@@ -113,8 +113,7 @@ def check_schedule(schedule):
         return
     if not schedule:
         raise ConfigurationError(
-            "The schedule is empty. Give at least one {epoch: depth} entry, "
-            "e.g. {5: 3}."
+            "The schedule is empty. Give at least one {epoch: depth} entry, e.g. {5: 3}."
         )
     for epoch, depth in schedule.items():
         if not is_int(epoch) or epoch < 0:

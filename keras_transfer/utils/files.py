@@ -155,6 +155,5 @@ def check_model_file(path):
     """
     if not os.path.isfile(path):
         raise ConfigurationError(
-            f"Model file not found: {path}. Pass a .keras file saved by "
-            "'keras-transfer train'."
+            f"Model file not found: {path}. Pass a .keras file saved by 'keras-transfer train'."
         )

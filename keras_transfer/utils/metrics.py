@@ -100,9 +100,7 @@ def per_class_scores(confusion):
         recall = _ratio(right[i], actual[i])
         f1 = None
         if precision is not None and recall is not None:
-            f1 = 0.0 if precision + recall == 0 else (
-                2 * precision * recall / (precision + recall)
-            )
+            f1 = 0.0 if precision + recall == 0 else (2 * precision * recall / (precision + recall))
         scores.append(
             {
                 "precision": precision,
