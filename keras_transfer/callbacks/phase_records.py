@@ -11,7 +11,6 @@ import statistics
 
 import keras
 
-from keras_transfer.utils.internals import loss_count
 from keras_transfer.utils.tensors import to_float
 
 # The only group name used when no `ProgressiveUnfreeze` publishes groups.
@@ -73,9 +72,10 @@ class PhaseRecord:
 
 
 def samples_seen(model):
-    """Training samples averaged by the loss tracker since the last reset.
+    """Training samples averaged by the `loss` metric since the last reset.
 
-    Keras' train step updates the `loss` metric with the batch size as its
+    Keras' train step updates the `loss` metric (the first of the compiled
+    model's `metrics`, a `keras.metrics.Mean`) with the batch size as its
     weight, so its `count` is the number of samples in the epoch so far.
 
     Example:
@@ -84,10 +84,11 @@ def samples_seen(model):
     samples_seen(model)  # 40 after an epoch over 40 images; None if unknown
     ```
     """
-    count = loss_count(model)
+    tracker = next((m for m in getattr(model, "metrics", ()) if m.name == "loss"), None)
+    count = getattr(tracker, "count", None)
     if count is None:
         return None
-    return int(round(count)) or None
+    return int(round(float(keras.ops.convert_to_numpy(count)))) or None
 
 
 def optimizer_iterations(model):

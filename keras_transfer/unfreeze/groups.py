@@ -71,7 +71,7 @@ def install_unfreeze_optimizer(model, groups):
     if isinstance(head, UnfreezeOptimizer):
         if getattr(head, "_keras_transfer_signature", None) == signature:
             for group in groups:
-                group["schedule"] = head.group_optimizer(group["name"])._learning_rate
+                group["schedule"] = head._keras_transfer_schedules[group["name"]]
             return head
         head = head.head_optimizer
     with _variable_scope(model):
@@ -97,6 +97,8 @@ def install_unfreeze_optimizer(model, groups):
                 all_variables.append(variable)
         optimizer.build(all_variables)
     optimizer._keras_transfer_signature = signature
+    # The groups' schedules, for a later fit that keeps this optimizer.
+    optimizer._keras_transfer_schedules = {g["name"]: g["schedule"] for g in groups}
     if loss_scale is not None:
         loss_scale.inner_optimizer = optimizer
         if keras.backend.backend() == "jax":

@@ -101,7 +101,7 @@ def warn_missing(internal, used_by, consequence):
     Example:
 
     ```python
-    warn_missing("Model._loss_tracker", "PhaseTimer", "images/s is not reported")
+    warn_missing("TensorBoard._writers", "FlushingTensorBoard", "events are flushed at exit only")
     ```
     """
     if internal in _warned:
@@ -235,25 +235,6 @@ def call_context_args(op):
     if not hasattr(op, "_call_context_args"):
         raise MissingInternalError(missing_message("Layer._call_context_args", "the feature cache"))
     return frozenset(op._call_context_args)
-
-
-def loss_count(model):
-    """Samples the loss tracker has averaged since its last reset, or None.
-
-    Keras weights the `loss` metric (`model._loss_tracker`) by the batch size,
-    so its `count` is the epoch's samples. Without it: one warning, and None.
-
-    Example:
-
-    ```python
-    loss_count(model)  # 40.0 after an epoch over 40 images
-    ```
-    """
-    if not hasattr(model, "_loss_tracker"):
-        warn_missing("Model._loss_tracker", "PhaseTimer", "images/s are not reported")
-        return None
-    count = getattr(model._loss_tracker, "count", None)
-    return None if count is None else float(keras.ops.convert_to_numpy(count))
 
 
 def set_initial_epoch(model, epoch):
