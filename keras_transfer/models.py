@@ -2,7 +2,7 @@
 
 The model is a `TransferClassifier`, a functional `keras.Model`:
 
-    image -> BackbonePreprocessing -> backbone (frozen, inference mode) -> ClassifierHead
+    image -> preprocessing -> backbone (frozen, inference mode) -> pool -> head
 
 whose `fit` computes the output of the frozen layers once per image instead
 of once per epoch (see `keras_transfer.caching`).
@@ -29,8 +29,8 @@ from keras_transfer.backbones import find_backbone  # noqa: F401  (public path)
 from keras_transfer import caching
 from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.layers import BackbonePreprocessing
-from keras_transfer.layers import ClassifierHead
+from keras_transfer import layers as layers_lib
+from keras_transfer.data.images import check_resize
 from keras_transfer.layers import class_names_of  # noqa: F401  (public path)
 from keras_transfer.layers import resize_of  # noqa: F401  (public path)
 from keras_transfer import portable
@@ -38,6 +38,7 @@ from keras_transfer.portable import load_model  # noqa: F401  (public path)
 from keras_transfer.portable import save_model  # noqa: F401  (public path)
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.internals import releasing_custom_gradients
+from keras_transfer.utils.tensors import global_dtype_policy
 
 _HEAD_ARGS = ("hidden_units", "pooling", "dropout")
 
@@ -91,8 +92,10 @@ def build_classifier(
             possible), None for random initialisation, or the path to a
             weights file for this backbone.
         dropout: dropout rate of the head. Defaults to 0.2.
-        head: None, or a dict of further `ClassifierHead` arguments, e.g.
-            `{"hidden_units": 256, "pooling": "max"}`.
+        head: None, or a dict of further head arguments: `hidden_units`
+            (a hidden ReLU layer's width, 0 for none, see
+            `keras_transfer.layers.classifier_head`) and `pooling` (`"avg"`
+            or `"max"`), e.g. `{"hidden_units": 256, "pooling": "max"}`.
         name: the model's name; defaults to `"<backbone>_classifier"`.
         cache_frozen_features: bool, whether `fit` computes the output of
             the frozen layers once and trains on it. Defaults to True.
@@ -103,7 +106,7 @@ def build_classifier(
             probabilities, and `compile` adds loss scaling for float16.
         class_names: None (default), or the `num_classes` distinct names of
             the classes, in label order (e.g. the `class_names` of
-            `load_image_folder`). They are saved with the model in its head;
+            `load_image_folder`). They are saved with the model;
             `keras_transfer.layers.class_names_of(model)` returns them.
         resize: how the training images are fitted to the input size
             (`"stretch"`, `"crop"`, `"pad"`: the `resize` of
@@ -113,8 +116,11 @@ def build_classifier(
             `keras_transfer.layers.resize_of(model)` reads it.
 
     Returns:
-        A `TransferClassifier` with input `"image"`, layers
-        `"preprocessing"`, the backbone, and `"head"`.
+        A `TransferClassifier` with input `"image"` and layers
+        `"preprocessing"` (`keras_transfer.layers.backbone_preprocessing`),
+        the backbone, `"pool"` (for a backbone that outputs feature maps)
+        and `"head"` (`keras_transfer.layers.classifier_head`): all Keras'
+        own classes, so a saved model is plain Keras.
 
     Raises:
         ConfigurationError: unknown backbone, bad input shape, fewer than two
@@ -127,36 +133,34 @@ def build_classifier(
     # grayscale and RGBA images, so a mismatch here is a configuration slip.
     shape = spec.check_input_shape(input_shape)
     head_kwargs = _head_kwargs(head, dropout)
+    pooling = head_kwargs.pop("pooling", "avg")
     policy = _dtype_policy(dtype)
     # keras.applications constructors take no dtype: the global policy,
     # set for the duration of the build, reaches every layer.
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy or previous)
-    try:
-        # Validate the head before the (possibly slow) backbone build.
-        classifier_head = ClassifierHead(
-            num_classes,
-            name="head",
-            class_names=class_names,
-            resize=resize,
-            **head_kwargs,
-        )
+    with global_dtype_policy(policy or keras.config.dtype_policy()):
+        # Checked before the (possibly slow) backbone build.
+        pool = layers_lib.global_pooling(pooling)
+        classifier_head = layers_lib.classifier_head(num_classes, **head_kwargs)
+        layers_lib.check_class_names(class_names, num_classes)
+        check_resize(resize)
 
         features = spec.build(input_shape=shape, weights=weights)
         features.trainable = False
 
         inputs = keras.Input(shape=shape, name="image")
-        x = BackbonePreprocessing(spec.preprocessing, name="preprocessing")(inputs)
+        x = layers_lib.backbone_preprocessing(spec.preprocessing, shape)(inputs)
         x = features(x, training=False)
+        if len(x.shape) == 4:
+            x = pool(x)
         outputs = classifier_head(x)
         return TransferClassifier(
             inputs,
             outputs,
             name=name or f"{spec.name}_classifier",
             cache_frozen_features=cache_frozen_features,
+            class_names=class_names,
+            resize=resize,
         )
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _dtype_policy(dtype):
@@ -175,6 +179,10 @@ def _dtype_policy(dtype):
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class TransferClassifier(keras.Model):
     """A functional model whose `fit` computes frozen layers once per image.
+
+    It also keeps what its outputs mean: `class_names` and `resize`, saved
+    with it (`keras_transfer.layers.class_names_of(model)` and `resize_of`
+    read them).
 
     `build_classifier` returns one. While layers are frozen (the backbone,
     or its lower blocks while `ProgressiveUnfreeze` trains the top ones),
@@ -239,7 +247,7 @@ class TransferClassifier(keras.Model):
     unfreeze = keras_transfer.ProgressiveUnfreeze(schedule={2: 3}, verbose=0)
     model.fit(x, y, epochs=4, callbacks=[unfreeze], verbose=0)
     keras_transfer.caching.feature_cache_info(model).boundaries
-    # (('mobilenetv2_0.35_64:pooled',), ('block_14_add',))
+    # (('pool',), ('block_14_add',))
     ```
 
     Args:
@@ -261,6 +269,11 @@ class TransferClassifier(keras.Model):
             ones make `fit` train uncached), or an int K >= 1: cache K
             augmented views of each training image, epoch `e` training on
             view `e % K`. Also settable as the `augmented_views` attribute.
+        class_names: None (default), or one distinct name per output, in
+            output order. Kept as the tuple `class_names`.
+        resize: None (default), or how the training images were fitted to
+            the input size: `"stretch"`, `"crop"` or `"pad"` (see
+            `keras_transfer.data.decode_image_file`). Kept as `resize`.
         **kwargs: `name` and the other arguments of a functional
             `keras.Model`.
     """
@@ -273,6 +286,8 @@ class TransferClassifier(keras.Model):
         cache_dir=None,
         feature_store=None,
         augmented_views=None,
+        class_names=None,
+        resize=None,
         **kwargs,
     ):
         if not isinstance(cache_frozen_features, bool):
@@ -306,6 +321,11 @@ class TransferClassifier(keras.Model):
             hint="None or 0 trains uncached when random layers precede frozen ones.",
         )
         super().__init__(*args, **kwargs)
+        outputs = self.outputs if len(self.outputs) == 1 else ()
+        num_classes = int(outputs[0].shape[-1] or 0) if outputs else 0
+        # A tuple: Keras would wrap a list attribute in a tracking list.
+        self._class_names = layers_lib.check_class_names(class_names, num_classes)
+        self.resize = None if resize is None else check_resize(resize)
         self.augmented_views = augmented_views or None
         self.feature_store = feature_store
         self.cache_frozen_features = cache_frozen_features
@@ -356,6 +376,9 @@ class TransferClassifier(keras.Model):
                 f"({type(model).__name__}) has no inputs: start a Sequential with "
                 "keras.Input(shape), or build the model with keras.Model(inputs, outputs)."
             )
+        # A model that knows what its outputs mean keeps it.
+        for name in ("class_names", "resize"):
+            cache_options.setdefault(name, layers_lib.stored_metadata(model, name))
         classifier = cls(inputs, outputs, name=model.name, **cache_options)
         if model.compiled:
             try:
@@ -366,6 +389,14 @@ class TransferClassifier(keras.Model):
                     f"({error}). Call it before compile, or compile the result yourself."
                 ) from None
         return classifier
+
+    # What `keras_transfer.layers.class_names_of` and `resize_of` read.
+    stores_metadata = True
+
+    @property
+    def class_names(self):
+        """The name of each output as a list, or None when not given."""
+        return None if self._class_names is None else list(self._class_names)
 
     def __call__(self, *args, **kwargs):
         # During a cached fit the traced steps receive feature dictionaries
@@ -429,9 +460,9 @@ class TransferClassifier(keras.Model):
         """Saves a `.keras` file that plain Keras loads, without keras_transfer.
 
         The file holds `keras_transfer.portable.portable_model(self)`: the
-        same layers and weights, with the preprocessing and the head made of
-        Keras' built-in layers, in a plain functional model (so Keras'
-        `ModelCheckpoint` writes such files too). `keras.models.load_model`
+        same layers and weights in a plain functional model (so Keras'
+        `ModelCheckpoint` writes such files too), and the class names and
+        cache settings beside them. `keras.models.load_model`
         gives that functional model back (its `fit` does not cache:
         `TransferClassifier.from_model(model)`);
         `keras_transfer.models.load_model` gives back this class, with the
@@ -463,6 +494,8 @@ class TransferClassifier(keras.Model):
                 "cache_frozen_features": self.cache_frozen_features,
                 "cache_memory_limit": self.cache_memory_limit,
                 "augmented_views": self.augmented_views,
+                "class_names": self.class_names,
+                "resize": self.resize,
             }
         )
         return config
@@ -473,7 +506,7 @@ def _head_kwargs(head, dropout):
         head = {}
     if not isinstance(head, dict):
         raise ConfigurationError(
-            f"head must be None or a dict of ClassifierHead arguments, e.g. "
+            f"head must be None or a dict of head arguments, e.g. "
             f"{{'hidden_units': 256}}. Received: head={head!r}"
         )
     unknown = sorted(set(head) - set(_HEAD_ARGS))

@@ -1,31 +1,25 @@
 """Model files that plain Keras loads: no `import keras_transfer` needed.
 
-A model built by `build_classifier` holds three keras_transfer classes:
-`TransferClassifier` (the feature cache of `fit`), `BackbonePreprocessing`
-and `ClassifierHead`. Keras only finds classes of its own (and of KerasHub)
-when it loads a file, so a file that names them fails in a Python that never
-imported keras_transfer ("Could not locate class 'TransferClassifier'").
+A model built by `build_classifier` is made of Keras' own layers (see
+`keras_transfer.layers`) except for its class, `TransferClassifier` (the
+feature cache of `fit`). Keras only finds classes of its own (and of
+KerasHub) when it loads a file, so a file that names it would fail in a
+Python that never imported keras_transfer ("Could not locate class
+'TransferClassifier'").
 
 `save_model` (what `keras-transfer train` and `BestCheckpoint` write) and
-`TransferClassifier.save` (hence `ModelCheckpoint`) write instead the same
-model made of Keras' own classes (`portable_model`):
+`TransferClassifier.save` (hence `ModelCheckpoint`) write the same layers in
+a plain functional `keras.Model` (`portable_model`), with the compile
+settings and the optimizer with its state, except that
+`ProgressiveUnfreeze`'s per-group optimizer (`UnfreezeOptimizer`) is
+replaced by a fresh copy of its head optimizer (the callback rebuilds the
+groups; nothing outside keras_transfer could). Nothing is converted: every
+layer and weight is the model's own.
 
-- a plain functional `keras.Model` with the model's name and layers;
-- `"preprocessing"`: a `keras.Sequential` of a float32 `Rescaling` (and, for
-  the "caffe" mode, a frozen `Dense` that reverses the channels), the same
-  arithmetic as `BackbonePreprocessing`;
-- `"head"`: a `keras.Sequential` of the head's own pooling, dropout and
-  `Dense` layers;
-- the compile settings and the optimizer with its state, except that
-  `ProgressiveUnfreeze`'s per-group optimizer (`UnfreezeOptimizer`) is
-  replaced by a fresh copy of its head optimizer (the callback rebuilds the
-  groups; nothing outside keras_transfer could).
-
-Every weight is the model's own (shared, not copied), so predictions are the
-same. The file also holds a `keras_transfer.json` entry, which Keras ignores:
-the class names and the resize mode (`read_metadata(path)["class_names"]`,
-`["resize"]`, readable with `zipfile` and `json` alone) and what `load_model` needs to give back the
-keras_transfer model itself.
+The file also holds a `keras_transfer.json` entry, which Keras ignores: the
+class names and the resize mode (`read_metadata(path)["class_names"]`,
+`["resize"]`, readable with `zipfile` and `json` alone) and the model's
+class and cache settings.
 
 What loads what:
 
@@ -34,12 +28,12 @@ What loads what:
   `keras_transfer.TransferClassifier.from_model(model)`.
 - `keras_transfer.load_model(path)` (this module's `load_model`, through
   `keras_transfer.models`): the model as it was saved (a
-  `TransferClassifier` with `BackbonePreprocessing` and a `ClassifierHead`
-  that carries the class names), compiled as Keras would compile it.
-  Files of earlier releases (keras_transfer classes in the file) load too.
+  `TransferClassifier` with its class names, resize mode and cache
+  settings), compiled as Keras would compile it. Files of earlier releases
+  load too: those with keras_transfer layer classes in them
+  (`keras_transfer.legacy_layers`), and those whose head held the pooling.
 """
 
-import contextlib
 import json
 import os
 import warnings
@@ -48,24 +42,28 @@ import zipfile
 import keras
 
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.layers import BackbonePreprocessing
-from keras_transfer.layers import ClassifierHead
-from keras_transfer.layers import class_names_of
-from keras_transfer.layers import resize_of
+from keras_transfer import legacy_layers
+from keras_transfer.layers import POOLINGS
+from keras_transfer.layers import global_pooling
+from keras_transfer.layers import stored_metadata
 from keras_transfer.utils.files import fsync_file
 from keras_transfer.utils.files import remove_stale_temporaries
 from keras_transfer.utils.tensors import copy_optimizer
+from keras_transfer.utils.tensors import global_dtype_policy
 
 METADATA_NAME = "keras_transfer.json"
 FORMAT = "keras_transfer.portable"
-FORMAT_VERSION = 1
-_REPLACED = (BackbonePreprocessing, ClassifierHead)
-# What a functional model's `get_config` holds; a subclass adds its own keys.
-_FUNCTIONAL_KEYS = ("name", "trainable", "layers", "input_layers", "output_layers")
+# 2: the model's own layers; 1: the head held the pooling, and the file
+# said which keras_transfer layers each Sequential stood for.
+FORMAT_VERSION = 2
+# What a functional model's `get_config` holds, and the metadata kept apart;
+# a subclass adds its own keys.
+_NOT_SETTINGS = ("name", "trainable", "layers", "input_layers", "output_layers")
+_METADATA = ("class_names", "resize")
 
 
 def portable_model(model):
-    """`model` made of Keras' own classes, sharing its weights.
+    """`model` as a plain functional `keras.Model` of the same layers.
 
     Example:
 
@@ -73,35 +71,21 @@ def portable_model(model):
     model = keras_transfer.build_classifier("mobilenet_v2_035", 2, weights=None)
     plain = portable_model(model)
     [layer.__class__.__name__ for layer in plain.layers]
-    # ['InputLayer', 'Sequential', 'Functional', 'Sequential']
+    # ['InputLayer', 'Sequential', 'Functional', 'GlobalAveragePooling2D', 'Sequential']
     ```
 
     Args:
         model: a built functional or `Sequential` model.
 
     Returns:
-        A functional `keras.Model` with the same name, inputs and outputs,
-        whose `BackbonePreprocessing` and `ClassifierHead` layers are
-        `keras.Sequential` models of built-in layers with the same names;
-        every other layer is `model`'s own. Compiled with `model`'s
-        settings when `model` is compiled (see the module docstring for
-        the optimizer).
+        A functional `keras.Model` with the same name, inputs, outputs and
+        layers (not copies). Compiled with `model`'s settings when `model`
+        is compiled (see the module docstring for the optimizer).
 
     Raises:
         ConfigurationError: a subclassed or unbuilt model.
     """
-    view = _functional_view(model)
-    replacements = {}
-
-    def call(layer, *args, **kwargs):
-        if isinstance(layer, _REPLACED):
-            if id(layer) not in replacements:
-                replacements[id(layer)] = _builtin_sequential(layer, args[0])
-            layer = replacements[id(layer)]
-            kwargs = {k: v for k, v in kwargs.items() if k == "training"}
-        return layer(*args, **kwargs)
-
-    plain = keras.models.clone_model(view, clone_function=lambda layer: layer, call_function=call)
+    plain = _functional_view(model)
     if getattr(model, "compiled", False):
         _compile_like(plain, model)
     return plain
@@ -196,7 +180,8 @@ def read_metadata(path):
     Returns:
         A dict with `format`, `version`, `class_names` (a list, or None),
         `resize` (how training images met the input size; absent from files
-        saved before it existed, which were stretched), `model` and `layers` (what `load_model` rebuilds); None for a file
+        saved before it existed, which were stretched) and `model` (its
+        class, cache settings and dtype policy); None for a file
         without it (saved by Keras, or by an earlier release).
 
     Raises:
@@ -227,12 +212,13 @@ def load_model(path, compile=True, safe_mode=True):
     """Loads a `.keras` file, giving back the keras_transfer model that was saved.
 
     For a file with keras_transfer metadata (`save_model`, `model.save` of a
-    `TransferClassifier`): the plain model that Keras loads, with its
-    preprocessing and head turned back into `BackbonePreprocessing` and
-    `ClassifierHead` (class names included) and the model into its class
-    (`TransferClassifier`, with its cache settings). Other layers, weights,
-    compile settings and the optimizer state are the loaded ones. Any other
-    file: what `keras.models.load_model` gives.
+    `TransferClassifier`): the model that Keras loads, in its class
+    (`TransferClassifier`, with its class names, resize mode and cache
+    settings). Layers, weights, compile settings and the optimizer state
+    are the loaded ones. A `TransferClassifier` of a release that saved
+    keras_transfer layers comes back with today's layers (see
+    `keras_transfer.legacy_layers`). Any other file: what
+    `keras.models.load_model` gives.
 
     Example:
 
@@ -257,10 +243,12 @@ def load_model(path, compile=True, safe_mode=True):
     """
     metadata = read_metadata(path)
     loaded = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
-    if metadata is None:
-        return loaded
     try:
-        return _restore(loaded, metadata, safe_mode)
+        if metadata is not None:
+            return _restore(loaded, metadata)
+        if legacy_layers.holds_legacy_layers(loaded) and getattr(loaded, "stores_metadata", False):
+            return _restore_legacy(loaded)
+        return loaded
     except (ValueError, TypeError, KeyError) as e:
         reason = " ".join(str(e).split())[:300]
         raise ConfigurationError(
@@ -283,15 +271,6 @@ def _functional_view(model):
         f"Only functional and Sequential models can be made Keras-only; {model.name!r} "
         f"({type(model).__name__}) has no inputs: build it with keras.Model(inputs, outputs)."
     )
-
-
-def _builtin_sequential(layer, inputs):
-    if isinstance(layer, ClassifierHead):
-        layers = layer.builtin_layers(len(inputs.shape))
-    else:
-        layers = layer.builtin_layers()
-    source = keras.Input(batch_shape=inputs.shape, dtype=inputs.dtype)
-    return keras.Sequential([source, *layers], name=layer.name)
 
 
 def _compile_like(plain, model):
@@ -333,39 +312,20 @@ def _metadata(model):
     if not type(model).__module__.startswith("keras."):
         model_class = keras.saving.get_registered_name(type(model))
     config = model.get_config() if model_class else {}
-    layers = {}
-    for layer in getattr(model, "layers", ()):
-        if isinstance(layer, _REPLACED):
-            layers[layer.name] = keras.saving.serialize_keras_object(layer)
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "class_names": class_names_of(model),
-        "resize": resize_of(model),
+        **{name: stored_metadata(model, name) for name in _METADATA},
         "model": {
             "registered_name": model_class,
-            "config": {k: v for k, v in config.items() if k not in _FUNCTIONAL_KEYS},
+            "config": {k: v for k, v in config.items() if k not in _NOT_SETTINGS + _METADATA},
             "dtype_policy": model.dtype_policy.name,
         },
-        "layers": layers,
     }
 
 
-def _restore(loaded, metadata, safe_mode):
-    saved = metadata["layers"]
-    restored_layers = {}
-
-    def call(layer, *args, **kwargs):
-        if layer.name in saved and isinstance(layer, keras.Sequential):
-            if layer.name not in restored_layers:
-                original = keras.saving.deserialize_keras_object(
-                    saved[layer.name], safe_mode=safe_mode
-                )
-                restored_layers[layer.name] = (original, layer)
-            layer = restored_layers[layer.name][0]
-            kwargs = {k: v for k, v in kwargs.items() if k == "training"}
-        return layer(*args, **kwargs)
-
+def _restore(loaded, metadata):
+    """The model of a file with metadata, from what Keras loaded."""
     info = metadata["model"]
     model_class = keras.Model
     if info["registered_name"]:
@@ -375,23 +335,56 @@ def _restore(loaded, metadata, safe_mode):
                 f"the model class {info['registered_name']} is not registered: "
                 "import the module that defines it first"
             )
+    settings = dict(info["config"])
+    if model_class is not keras.Model:
+        settings.update({name: metadata.get(name) for name in _METADATA})
+    inputs, outputs = loaded.input, loaded.output
+    if metadata["version"] == 1:
+        inputs, outputs = _pooling_out_of_the_head(loaded)
     # The model's policy: a mixed-precision model compiles with loss scaling.
-    with _global_dtype_policy(info["dtype_policy"]):
-        graph = keras.models.clone_model(
-            keras.Model(loaded.input, loaded.output, name=loaded.name),
-            clone_function=lambda layer: layer,
-            call_function=call,
-        )
-        model = model_class(graph.input, graph.output, name=loaded.name, **info["config"])
-    for original, plain in restored_layers.values():
-        if isinstance(original, ClassifierHead):
-            for layer in original.builtin_layers():
-                if layer.weights:
-                    layer.set_weights(plain.get_layer(layer.name).get_weights())
+    with global_dtype_policy(info["dtype_policy"]):
+        model = model_class(inputs, outputs, name=loaded.name, **settings)
+    _compile_as_loaded(model, loaded)
+    return model
+
+
+def _restore_legacy(loaded):
+    """A model of a release that saved keras_transfer layers, with today's layers."""
+    inputs, outputs, metadata = legacy_layers.upgrade_legacy_layers(loaded)
+    config = loaded.get_config()
+    settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+    settings.update({k: v for k, v in metadata.items() if v is not None})
+    with global_dtype_policy(loaded.dtype_policy.name):
+        model = type(loaded)(inputs, outputs, name=loaded.name, **settings)
+    _compile_as_loaded(model, loaded)
+    return model
+
+
+def _pooling_out_of_the_head(loaded):
+    """`(inputs, outputs)` of a format-1 model, its head's pooling moved before the head."""
+
+    def call(layer, *args, **kwargs):
+        first = layer.layers[0] if isinstance(layer, keras.Sequential) and layer.layers else None
+        if layer.name == "head" and isinstance(first, _GLOBAL_POOLINGS):
+            x = first(args[0])
+            return keras.Sequential(layer.layers[1:], name=layer.name)(x)
+        return layer(*args, **kwargs)
+
+    graph = keras.models.clone_model(
+        keras.Model(loaded.input, loaded.output, name=loaded.name),
+        clone_function=lambda layer: layer,
+        call_function=call,
+    )
+    return graph.input, graph.output
+
+
+_GLOBAL_POOLINGS = tuple(type(global_pooling(pooling)) for pooling in POOLINGS)
+
+
+def _compile_as_loaded(model, loaded):
     if getattr(loaded, "compiled", False):
         model.compile_from_config(loaded.get_compile_config())
         _copy_optimizer_state(loaded.optimizer, model)
-    return model
 
 
 def _copy_optimizer_state(source, model):
@@ -408,17 +401,6 @@ def _copy_optimizer_state(source, model):
     ):
         for a, b in pairs:
             b.assign(a)
-
-
-@contextlib.contextmanager
-def _global_dtype_policy(policy):
-    """Keras' global dtype policy for a block: models take it when built."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _keras_transfer_classes(config):

@@ -29,7 +29,6 @@ from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.internals import MissingInternalError
 from keras_transfer.utils.internals import flatten_layers
-from keras_transfer.layers import ClassifierHead
 from keras_transfer.unfreeze.plan import plan_from_callbacks
 
 # The tf.distribute strategies under which a fit is cached (the pass runs
@@ -63,7 +62,6 @@ class CachePlan:
     graph: Graph
     phase_plans: list  # most frozen first
     keys: dict  # cut id -> feature key
-    pooled: dict  # cut id -> pooling layer applied before caching
     prefix: list  # steps computing every cut
     shuffle: object  # for dataset inputs: whether to reshuffle each epoch
     note: str = None
@@ -105,10 +103,8 @@ def make_plan(model, kw):
     most_frozen = phase_plans[0].constant
     if not any(s.weighted and set(s.outputs) <= most_frozen for s in graph.steps):
         return Fallback(note)
-    keys, pooled = feature_keys(graph, phase_plans)
-    return CachePlan(
-        graph, phase_plans, keys, pooled, prefix_steps(graph, keys), shuffle, note, views
-    )
+    keys = feature_keys(phase_plans)
+    return CachePlan(graph, phase_plans, keys, prefix_steps(graph, keys), shuffle, note, views)
 
 
 def check_fit_inputs(model, kw):
@@ -212,17 +208,13 @@ def partial_cache_note(graph, most_frozen_regime):
     )
 
 
-def feature_keys(graph, phase_plans):
-    """`(keys, pooled)`: each cut's feature name, and the head pooling applied before caching."""
-    keys, pooled = {}, {}
+def feature_keys(phase_plans):
+    """Each cut's feature name."""
+    keys = {}
     for phase_plan in phase_plans:
         for key in phase_plan.cut_ids:
-            if key not in keys:
-                keys[key] = f"{FEATURE_KEY}{len(keys)}"
-                pool = head_pooling(graph, key)
-                if pool is not None:
-                    pooled[key] = pool
-    return keys, pooled
+            keys.setdefault(key, f"{FEATURE_KEY}{len(keys)}")
+    return keys
 
 
 def prefix_steps(graph, keys):
@@ -306,14 +298,3 @@ def backbone_layer_ids(model):
     if backbone is model:
         return set()
     return {id(l) for l in flatten_layers(backbone)}
-
-
-def head_pooling(graph, key):
-    """The head's pooling layer when the head alone consumes a 4D tensor."""
-    consumers = graph.consumers.get(key, [])
-    if len(consumers) != 1 or key in graph.output_ids:
-        return None
-    head = consumers[0].op
-    if not isinstance(head, ClassifierHead) or len(graph.tensors[key].shape) != 4:
-        return None
-    return head.pool

@@ -228,10 +228,7 @@ class CachedFit:
         return True
 
     def _boundary_names(self, phase_plan):
-        return tuple(
-            self.plan.graph.name_of(k) + (":pooled" if k in self.plan.pooled else "")
-            for k in phase_plan.cut_ids
-        )
+        return tuple(self.plan.graph.name_of(k) for k in phase_plan.cut_ids)
 
     def select_view(self, epoch):
         """Points the training pipeline at the augmented view of `epoch` (`epoch % views`)."""

@@ -44,13 +44,7 @@ def _extract_function(model, plan):
                 # Only the augmentation trains: BatchNormalization and
                 # the rest of the frozen part stay in inference mode.
                 step.run(values, training=False)
-        features = {}
-        for key, name in plan.keys.items():
-            value = values[key]
-            if key in plan.pooled:
-                value = plan.pooled[key](value)
-            features[name] = value
-        return features
+        return {name: values[key] for key, name in plan.keys.items()}
 
     return extract
 

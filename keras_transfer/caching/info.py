@@ -23,8 +23,8 @@ class FeatureCacheInfo:
         seconds: wall-clock seconds spent computing the cache. This time
             passes before `on_train_begin`; add it when timing a run.
         boundaries: for each phase, from the most frozen on, the names of the
-            layers whose outputs are cached (`"<layer>:pooled"` when the
-            head's global pooling is applied before caching).
+            layers whose outputs are cached (for `build_classifier`'s models,
+            `"pool"` in the head-only phase).
         reused: whether the features came from the model's `FeatureStore`
             (computed by an earlier fit) instead of a pass over the images;
             `seconds` is then the time spent recognising them.

@@ -120,12 +120,7 @@ def _cut_signatures(plan):
         call = (_layer_signature(step.op, with_weights=True), _call_arguments(step.node))
         for index, key in enumerate(step.outputs):
             digests[key] = _digest((call, inputs, index))
-    cuts = {}
-    for key in plan.keys:
-        pool = plan.pooled.get(key)
-        pooling = None if pool is None else _layer_signature(pool, with_weights=False)
-        cuts[key] = _digest((digests[key], pooling))
-    return cuts
+    return {key: digests[key] for key in plan.keys}
 
 
 def _layer_signature(op, with_weights):

@@ -1,8 +1,8 @@
 """Loading a saved classifier and checking it is one `predict`/`evaluate` can use.
 
 A keras-transfer classifier takes `(batch, height, width, 3)` raw RGB pixels
-and ends in a `ClassifierHead` whose softmax gives one probability per class;
-its head may carry the class names (`class_names_of`). Any other model (a
+and ends in a layer named `"head"` whose softmax gives one probability per
+class; the model may carry the class names (`class_names_of`). Any other model (a
 plain Keras model, one with a single output unit, a file that does not load)
 is refused here with one line that says what the file is and what to pass.
 
@@ -19,7 +19,7 @@ import keras
 
 from keras_transfer import defaults
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.layers import find_classifier_head
+from keras_transfer.layers import class_names_of
 from keras_transfer.layers import resize_of
 from keras_transfer.models import load_model
 from keras_transfer.utils.files import check_model_file
@@ -73,7 +73,7 @@ def check_classifier(model, source="the model"):
         source: how to name the model in an error, e.g. its file.
 
     Raises:
-        ConfigurationError: the model has no `ClassifierHead` at its output,
+        ConfigurationError: the model does not end in a `"head"` layer,
             or its input is not a fixed-size RGB image.
     """
     fix = (
@@ -83,12 +83,13 @@ def check_classifier(model, source="the model"):
     if not isinstance(model, keras.Model):
         raise ConfigurationError(f"{source} is not a Keras model. {fix}")
     inputs, outputs = list(model.inputs or ()), list(model.outputs or ())
-    head = find_classifier_head(model)
-    if head is None or len(outputs) != 1 or outputs[0].shape[-1] != head.num_classes:
+    layers = getattr(model, "layers", None) or [None]
+    num_classes = outputs[0].shape[-1] if len(outputs) == 1 else None
+    if getattr(layers[-1], "name", None) != "head" or not num_classes or num_classes < 2:
         shapes = ", ".join(str(tuple(o.shape)) for o in outputs) or "none"
         raise ConfigurationError(
             f"{source} is not a keras-transfer classifier: it does not end in a "
-            f"ClassifierHead (output shape {shapes}). {fix}"
+            f"classification head (output shape {shapes}). {fix}"
         )
     shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
     if len(shape) != 4 or shape[3] != 3 or not all(shape[1:3]):
@@ -98,8 +99,8 @@ def check_classifier(model, source="the model"):
         )
     return ClassifierInfo(
         image_size=(int(shape[1]), int(shape[2])),
-        num_classes=int(head.num_classes),
-        class_names=head.class_names,
+        num_classes=int(num_classes),
+        class_names=class_names_of(model),
         resize=resize_of(model),
     )
 

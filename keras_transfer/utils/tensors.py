@@ -1,5 +1,6 @@
 """Reading Keras values: parameter counts, scalars, optimizer copies."""
 
+import contextlib
 import math
 
 import keras
@@ -56,3 +57,22 @@ def _copy_weight_decay_exclusions(source, target):
         return
     target.exclude_from_weight_decay(var_names=[pattern.pattern] if pattern else None)
     target._exclude_from_weight_decay = set(excluded or ())
+
+
+@contextlib.contextmanager
+def global_dtype_policy(policy):
+    """Keras' global dtype policy set to `policy` for a block: layers built in it take it.
+
+    Example:
+
+    ```python
+    with global_dtype_policy("mixed_float16"):
+        layer = keras.layers.Dense(2)  # computes in float16
+    ```
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
