@@ -89,7 +89,7 @@ def backbone_preprocessing(mode, input_shape=(None, None, 3), name="preprocessin
     """
     scale, offset = rescaling_of(mode)
     layers = [
-        keras.Input(shape=input_shape, dtype="float32"),
+        keras.Input(shape=input_shape, dtype="float32", name="pixels"),
         keras.layers.Rescaling(scale, offset, dtype="float32", name="rescaling"),
     ]
     if mode == "caffe":

@@ -46,6 +46,9 @@ class BackbonePreprocessing(keras.layers.Layer):
         self.mode = mode
         self.rescaling = keras.layers.Rescaling(scale, offset, dtype="float32")
 
+    def build(self, input_shape):
+        self.rescaling.build(input_shape)
+
     def call(self, inputs):
         x = self.rescaling(ops.cast(inputs, "float32"))
         if self.mode == "caffe":

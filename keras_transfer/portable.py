@@ -159,8 +159,9 @@ def save_portable(model, filepath, shown_as=None, **save_kwargs):
     if needed:
         warnings.warn(
             f"{shown_as or os.fspath(filepath)} needs keras_transfer to load: it holds "
-            f"{', '.join(needed)}, which plain Keras cannot build. Run `import "
-            "keras_transfer` before keras.models.load_model.",
+            f"{', '.join(needed)}, which plain Keras cannot build. Load it with "
+            "keras_transfer.load_model (or run `import keras_transfer.models` before "
+            "keras.models.load_model).",
             stacklevel=2,
         )
 

@@ -46,9 +46,9 @@ def count_images(model):
     counter = tf.Variable(0, dtype=tf.int64)
     original = layer.call
 
-    def call(inputs):
+    def call(inputs, **kwargs):
         counter.assign_add(tf.cast(tf.shape(inputs)[0], tf.int64))
-        return original(inputs)
+        return original(inputs, **kwargs)
 
     layer.call = call
     return counter

@@ -25,7 +25,8 @@ import pytest
 import tensorflow as tf
 
 from keras_transfer import caching
-from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import classifier_head
+from keras_transfer.layers import global_pooling
 from keras_transfer.models import TransferClassifier
 
 # Two replicas sum their halves of a batch in another order than one device.
@@ -39,7 +40,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import keras_transfer
 from keras_transfer import caching
-from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import classifier_head
+from keras_transfer.layers import global_pooling
 from keras_transfer.models import TransferClassifier
 
 SIZE = 32
@@ -70,7 +72,7 @@ def build(cache, strategy):
             x = keras.layers.ReLU(name=f"relu{i}")(x)
         backbone = keras.Model(inputs, x, name="tiny_backbone")
         backbone.trainable = False
-        x = ClassifierHead(3, name="head", dropout=0.0)(backbone(inputs, training=False))
+        x = classifier_head(3, dropout=0.0)(global_pooling()(backbone(inputs, training=False)))
         outputs = BatchSizes(name="batch_sizes")(x)
         model = TransferClassifier(inputs, outputs, name="tiny", cache_frozen_features=cache)
         model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
@@ -189,7 +191,7 @@ def test_untested_strategy_trains_uncached_and_says_which():
         inputs = keras.Input((8, 8, 3))
         backbone = keras.Sequential([keras.layers.Conv2D(4, 3)], name="frozen")
         backbone.trainable = False
-        outputs = ClassifierHead(2, name="head")(backbone(inputs, training=False))
+        outputs = classifier_head(2)(global_pooling()(backbone(inputs, training=False)))
         model = TransferClassifier(inputs, outputs)
         model.compile("adam", "sparse_categorical_crossentropy")
     x = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype("float32")

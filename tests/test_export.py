@@ -16,8 +16,9 @@ from keras_transfer import export
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.export import ExportCheckError
 from keras_transfer.export import export_model
-from keras_transfer.layers import BackbonePreprocessing
-from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import backbone_preprocessing
+from keras_transfer.layers import classifier_head
+from keras_transfer.layers import global_pooling
 
 SIZE = 48
 TOLERANCE = 1e-4
@@ -26,12 +27,12 @@ TOLERANCE = 1e-4
 def tiny_classifier():
     """A TransferClassifier as build_classifier makes them, with a tiny backbone.
 
-    Raw pixels -> BackbonePreprocessing -> frozen conv + BatchNormalization
-    -> ClassifierHead: the preprocessing must be inside every export.
+    Raw pixels -> preprocessing -> frozen conv + BatchNormalization
+    -> pooling -> head: the preprocessing must be inside every export.
     """
     keras.utils.set_random_seed(3)
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = BackbonePreprocessing("tf", name="preprocessing")(inputs)
+    x = backbone_preprocessing("tf", (SIZE, SIZE, 3))(inputs)
     backbone = keras.Sequential(
         [
             keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
@@ -42,7 +43,7 @@ def tiny_classifier():
     )
     backbone.trainable = False
     x = backbone(x, training=False)
-    outputs = ClassifierHead(3, dropout=0.0, name="head")(x)
+    outputs = classifier_head(3, dropout=0.0)(global_pooling()(x))
     return keras_transfer.TransferClassifier(inputs, outputs, name="tiny_classifier")
 
 

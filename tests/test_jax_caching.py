@@ -36,7 +36,8 @@ import json, os, sys, warnings
 import jax, keras, numpy as np
 import keras_transfer
 from keras_transfer import caching
-from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import classifier_head
+from keras_transfer.layers import global_pooling
 from keras_transfer.models import TransferClassifier
 
 assert keras.backend.backend() == "jax" and len(jax.devices()) == 2, jax.devices()
@@ -70,7 +71,7 @@ def tiny(cache):
         x = keras.layers.ReLU(name=f"relu{i}")(x)
     backbone = keras.Model(inputs, x, name="tiny_backbone")
     backbone.trainable = False
-    x = ClassifierHead(3, name="head", dropout=0.0)(backbone(inputs, training=False))
+    x = classifier_head(3, dropout=0.0)(global_pooling()(backbone(inputs, training=False)))
     model = TransferClassifier(inputs, Shards(name="shards")(x), name="tiny",
                                cache_frozen_features=cache)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
@@ -156,7 +157,7 @@ def frozen_after(layers, views=None):
     conv.trainable = False
     x = conv(x)
     record = RecordInputs(name="record")
-    model = TransferClassifier(inputs, ClassifierHead(2, name="head", dropout=0.0)(record(x)),
+    model = TransferClassifier(inputs, classifier_head(2, dropout=0.0)(global_pooling()(record(x))),
                                augmented_views=views)
     model.compile("adam", "sparse_categorical_crossentropy")
     return model, record
@@ -225,7 +226,7 @@ def test_cached_fit_on_jax_equals_uncached_across_unfreeze_phases(report):
     assert cached["cached"] and not cached["warnings"], cached["warnings"]
     assert not plain["cached"]
     # The head on the pooled backbone, then conv2 from relu1's cached output.
-    assert cached["boundaries"] == [["tiny_backbone:pooled"], ["relu1"]]
+    assert cached["boundaries"] == [["pool"], ["relu1"]]
     assert cached["history"]["unfreeze_phase"] == [0.0, 1.0]
     _assert_same_fit(cached, plain)
 

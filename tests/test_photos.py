@@ -172,19 +172,17 @@ def test_resize_is_stored_in_the_model_file(tmp_path):
     model.save(tmp_path / "m.keras")
     assert read_metadata(tmp_path / "m.keras")["resize"] == "pad"
     assert resize_of(keras_transfer.load_model(tmp_path / "m.keras")) == "pad"
-    # Plain Keras loads it too (the head becomes Keras' own layers).
+    # Plain Keras loads it too (the model is made of Keras' own layers).
     keras.models.load_model(tmp_path / "m.keras")
 
 
 def test_an_older_model_file_without_resize_means_stretch(tmp_path):
     save_model(small_classifier(), tmp_path / "old.keras")
-    # As files saved before `resize` existed: neither the head nor the entry has it.
+    # As files saved before `resize` existed: the entry does not have it.
     with zipfile.ZipFile(tmp_path / "old.keras") as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
     metadata = json.loads(entries["keras_transfer.json"])
     del metadata["resize"]
-    for layer in metadata["layers"].values():
-        layer["config"].pop("resize", None)
     entries["keras_transfer.json"] = json.dumps(metadata).encode()
     with zipfile.ZipFile(tmp_path / "older.keras", "w") as archive:
         for name, content in entries.items():
@@ -198,7 +196,7 @@ def test_predict_resizes_as_the_model_was_trained_unless_told(
 ):
     _photo(0).save(tmp_path / "a.png")
     model = small_classifier()
-    model.get_layer("head").resize = stored
+    model.resize = stored
     seen = []
     image_dataset = loading.image_dataset
 

@@ -1,8 +1,10 @@
 """Saved models load with plain Keras in a Python that never imports keras_transfer.
 
-`save_model`, `TransferClassifier.save` and so `ModelCheckpoint` write Keras'
-own layers (`keras_transfer.portable`); `portable.load_model` and
-`load_classifier` give back the keras_transfer model with its class names.
+`save_model`, `TransferClassifier.save` and so `ModelCheckpoint` write the
+model's layers, all Keras' own, in a plain functional model
+(`keras_transfer.portable`); `portable.load_model` and `load_classifier`
+give back the keras_transfer model with its class names. Files of earlier
+releases load too.
 """
 
 import json
@@ -20,9 +22,10 @@ from keras_transfer import cli
 from keras_transfer import portable
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.evaluation import load_classifier
-from keras_transfer.layers import BackbonePreprocessing
-from keras_transfer.layers import ClassifierHead
+from keras_transfer import layers as layers_lib
 from keras_transfer.layers import class_names_of
+from keras_transfer.legacy_layers import BackbonePreprocessing
+from keras_transfer.legacy_layers import ClassifierHead
 
 SIZE = 32
 NAMES = ["cats", "dogs", "owls"]
@@ -78,11 +81,7 @@ def load_without_keras_transfer(tmp_path, paths, images):
         return report, [saved[str(i)] for i in range(len(paths))]
 
 
-def tiny_classifier(mode="tf", head=None, pooled_backbone=False, class_names=NAMES):
-    """A TransferClassifier shaped as build_classifier makes them, small and fast."""
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = BackbonePreprocessing(mode, name="preprocessing")(inputs)
+def tiny_backbone(pooled_backbone=False):
     layers = [
         keras.Input((SIZE, SIZE, 3)),
         keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
@@ -92,9 +91,33 @@ def tiny_classifier(mode="tf", head=None, pooled_backbone=False, class_names=NAM
         layers.append(keras.layers.GlobalAveragePooling2D())
     backbone = keras.Sequential(layers, name="tiny_backbone")
     backbone.trainable = False
-    x = backbone(x, training=False)
-    head = ClassifierHead(3, name="head", class_names=class_names, **(head or {}))
-    return keras_transfer.TransferClassifier(inputs, head(x), name=f"tiny_{mode}")
+    return backbone
+
+
+def tiny_classifier(mode="tf", head=None, pooled_backbone=False, class_names=NAMES):
+    """A TransferClassifier shaped as build_classifier makes them, small and fast."""
+    keras.utils.set_random_seed(1)
+    head = dict(head or {})
+    pooling = head.pop("pooling", "avg")
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = layers_lib.backbone_preprocessing(mode, (SIZE, SIZE, 3))(inputs)
+    x = tiny_backbone(pooled_backbone)(x, training=False)
+    if not pooled_backbone:
+        x = layers_lib.global_pooling(pooling)(x)
+    outputs = layers_lib.classifier_head(3, **head)(x)
+    return keras_transfer.TransferClassifier(
+        inputs, outputs, name=f"tiny_{mode}", class_names=class_names
+    )
+
+
+def legacy_classifier(mode="caffe", class_names=NAMES):
+    """A model as earlier releases built them: keras_transfer layer classes."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = BackbonePreprocessing(mode, name="preprocessing")(inputs)
+    x = tiny_backbone()(x, training=False)
+    head = ClassifierHead(3, name="head", class_names=class_names, hidden_units=6, resize="pad")
+    return keras_transfer.TransferClassifier(inputs, head(x), name=f"legacy_{mode}")
 
 
 @pytest.fixture
@@ -159,7 +182,7 @@ def test_a_mixed_precision_model_loads_without_keras_transfer(tmp_path, images, 
     assert not [w for w in report["warnings"] if "Skipping variable loading" in w]
     restored = portable.load_model(tmp_path / "mixed.keras")
     np.testing.assert_array_equal(restored.predict(images, verbose=0), expected)
-    assert restored.get_layer("head").compute_dtype == "float16"
+    assert restored.get_layer("head").get_layer("hidden").compute_dtype == "float16"
 
 
 def test_a_cli_trained_model_loads_without_keras_transfer(
@@ -197,15 +220,16 @@ def test_load_model_gives_back_the_keras_transfer_model(tmp_path, images):
     plain = keras.models.load_model(tmp_path / "m.keras")
     assert type(plain) is keras.Model or type(plain).__name__ == "Functional"
     assert [type(layer).__name__ for layer in plain.layers] == [
-        "InputLayer", "Sequential", "Sequential", "Sequential",
+        "InputLayer", "Sequential", "Sequential", "GlobalAveragePooling2D", "Sequential",
     ]  # fmt: skip
-    assert class_names_of(plain) is None  # A plain model has no ClassifierHead.
+    assert class_names_of(plain) is None  # The names are in the file's metadata.
 
     restored = portable.load_model(tmp_path / "m.keras")
     assert isinstance(restored, keras_transfer.TransferClassifier)
-    assert isinstance(restored.get_layer("preprocessing"), BackbonePreprocessing)
     head = restored.get_layer("head")
-    assert isinstance(head, ClassifierHead) and (head.hidden_units, head.dropout) == (6, 0.3)
+    assert [layer.name for layer in head.layers] == [
+        "dropout", "hidden", "hidden_dropout", "predictions",
+    ]  # fmt: skip
     assert class_names_of(restored) == NAMES
     assert (restored.cache_memory_limit, restored.augmented_views) == (2**20, 2)
     np.testing.assert_array_equal(
@@ -219,6 +243,8 @@ def test_load_model_gives_back_the_keras_transfer_model(tmp_path, images):
     before = head.get_weights()
     restored.fit(images, np.arange(5) % 3, epochs=1, verbose=0)
     assert not np.array_equal(before[0], head.get_weights()[0])
+    # On pooled features in the head-only phase, as before saving.
+    assert keras_transfer.caching.feature_cache_info(restored).boundaries == (("pool",),)
 
 
 def test_model_checkpoint_writes_portable_files_with_class_names(tmp_path, images):
@@ -241,8 +267,10 @@ def test_model_checkpoint_writes_portable_files_with_class_names(tmp_path, image
     assert load_classifier(tmp_path / "unnamed.keras")[1].class_names is None
 
 
-def test_files_of_the_previous_release_still_load(tmp_path, images):
-    model = tiny_classifier("caffe")
+def test_files_with_keras_transfer_layers_still_load(tmp_path, images):
+    model = legacy_classifier("caffe")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(images, np.arange(5) % 3, epochs=1, verbose=0)
     # keras.saving.save_model bypasses TransferClassifier.save: the old format.
     keras.saving.save_model(model, tmp_path / "old.keras")
     config = zipfile.ZipFile(tmp_path / "old.keras").read("config.json").decode()
@@ -251,13 +279,51 @@ def test_files_of_the_previous_release_still_load(tmp_path, images):
     expected = model.predict(images, verbose=0)
 
     for loaded in (
-        keras.models.load_model(tmp_path / "old.keras"),
         portable.load_model(tmp_path / "old.keras"),
         load_classifier(tmp_path / "old.keras")[0],
     ):
+        # Today's layers, the old weights, the head's metadata on the model.
         assert isinstance(loaded, keras_transfer.TransferClassifier)
-        assert class_names_of(loaded) == NAMES
-        np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+        assert [type(layer).__name__ for layer in loaded.layers] == [
+            "InputLayer", "Sequential", "Sequential", "GlobalAveragePooling2D", "Sequential",
+        ]  # fmt: skip
+        assert (loaded.class_names, loaded.resize) == (NAMES, "pad")
+        np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
+    # Saved again, it is plain Keras.
+    loaded.save(tmp_path / "again.keras")
+    assert b"keras_transfer>" not in zipfile.ZipFile(tmp_path / "again.keras").read("config.json")
+
+
+def test_files_whose_head_held_the_pooling_still_load(tmp_path, images):
+    """Format 1: the head was a Sequential of the pooling and the Dense layers."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = layers_lib.backbone_preprocessing("tf", (SIZE, SIZE, 3))(inputs)
+    x = tiny_backbone()(x, training=False)
+    head = keras.Sequential(
+        [keras.Input(x.shape[1:]), layers_lib.global_pooling(), *layers_lib.head_layers(3)],
+        name="head",
+    )
+    model = keras.Model(inputs, head(x), name="format_1")
+    keras.saving.save_model(model, tmp_path / "v1.keras")
+    metadata = {
+        "format": portable.FORMAT, "version": 1, "class_names": NAMES, "resize": "crop",
+        "model": {
+            "registered_name": "keras_transfer>TransferClassifier",
+            "config": {"cache_frozen_features": True}, "dtype_policy": "float32",
+        },
+        "layers": {"head": {"class_name": "ClassifierHead"}},
+    }  # fmt: skip
+    with zipfile.ZipFile(tmp_path / "v1.keras", "a") as archive:
+        archive.writestr(portable.METADATA_NAME, json.dumps(metadata))
+
+    restored = portable.load_model(tmp_path / "v1.keras")
+    assert isinstance(restored, keras_transfer.TransferClassifier)
+    assert [layer.name for layer in restored.layers][-2:] == ["pool", "head"]
+    assert (restored.class_names, restored.resize) == (NAMES, "crop")
+    np.testing.assert_array_equal(
+        restored.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
 
 
 def test_a_file_that_still_needs_keras_transfer_says_so(tmp_path):
@@ -270,7 +336,7 @@ def test_a_file_that_still_needs_keras_transfer_says_so(tmp_path):
     with pytest.warns(UserWarning) as caught:
         model.save(tmp_path / "nested.keras")
     [message] = [str(w.message) for w in caught if "needs keras_transfer" in str(w.message)]
-    assert "ClassifierHead" in message and "`import keras_transfer`" in message
+    assert "ClassifierHead" in message and "keras_transfer.load_model" in message
     assert "\n" not in message
 
 
@@ -287,8 +353,7 @@ def test_unreadable_metadata_is_one_line(tmp_path):
 
 
 def test_keras_transfer_load_model_in_a_fresh_process_gives_the_transfer_classifier(tmp_path):
-    # The lazy package must register TransferClassifier on this path too: a
-    # fresh Python whose first keras_transfer name is `load_model`.
+    # A fresh Python whose first keras_transfer name is `load_model`.
     model = keras_transfer.build_classifier(
         "mobilenet_v2_035",
         2,

@@ -11,26 +11,25 @@ from conftest import write_image_folder
 from test_cli import _assert_one_line_error
 from test_cli import _run
 
+import keras_transfer
 from keras_transfer.data import load_image_folder
 from keras_transfer.evaluation import predict_images
-from keras_transfer.layers import BackbonePreprocessing
-from keras_transfer.layers import ClassifierHead
+from keras_transfer.layers import backbone_preprocessing
+from keras_transfer.layers import classifier_head
+from keras_transfer.layers import global_pooling
 
 
 def small_classifier(class_names=("cats", "dogs"), size=32, seed=0):
     """A classifier of the keras-transfer shape (preprocessing, features,
-    ClassifierHead) small enough to save and load in a fraction of a second."""
+    pooling, head) small enough to save and load in a fraction of a second."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3), name="image")
-    x = BackbonePreprocessing("tf", name="preprocessing")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    head = ClassifierHead(
-        len(class_names) if class_names else 3,
-        dropout=0.0,
-        name="head",
-        class_names=list(class_names) if class_names else None,
+    x = backbone_preprocessing("tf", (size, size, 3))(inputs)
+    x = global_pooling()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x))
+    head = classifier_head(len(class_names) if class_names else 3, dropout=0.0)
+    return keras_transfer.TransferClassifier(
+        inputs, head(x), class_names=list(class_names) if class_names else None
     )
-    return keras.Model(inputs, head(x))
 
 
 def saved_classifier(path, **kwargs):

@@ -41,7 +41,7 @@ import keras_transfer
 from keras_transfer import backbones
 from keras_transfer import cli
 from keras_transfer.backbones.blocks import own_weights
-from keras_transfer.layers import BackbonePreprocessing
+from keras_transfer.layers import backbone_preprocessing
 from keras_transfer.unfreeze import UnfreezePlan
 from keras_transfer.utils.internals import created_trainable_variables
 
@@ -177,7 +177,7 @@ def test_metadata_and_preprocessing_follow_keras(name):
     module = importlib.import_module(spec.resolve_constructor().__module__)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(module.preprocess_input(pixels.copy()))
-    got = keras.ops.convert_to_numpy(BackbonePreprocessing(spec.preprocessing)(pixels))
+    got = keras.ops.convert_to_numpy(backbone_preprocessing(spec.preprocessing)(pixels))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
