@@ -432,24 +432,7 @@ class TransferClassifier(keras.Model):
         validation_batch_size=None,
         validation_freq=1,
     ):
-        kwargs = dict(
-            x=x,
-            y=y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            validation_split=validation_split,
-            validation_data=validation_data,
-            shuffle=shuffle,
-            class_weight=class_weight,
-            sample_weight=sample_weight,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size,
-            validation_freq=validation_freq,
-        )
+        kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         # TensorFlow never frees the gradient functions a traced step registers.
         with releasing_custom_gradients():
             if not self.cache_frozen_features:

@@ -24,6 +24,7 @@ reads its trace for random operations (a `tf.function`'s graph on
 TensorFlow, a jaxpr's random primitives on JAX).
 """
 
+import inspect
 import re
 
 import keras
@@ -32,7 +33,6 @@ import tensorflow as tf
 
 from keras_transfer.caching import jax_backend
 from keras_transfer.caching.inputs import random_ops
-from keras_transfer.utils.internals import call_context_args
 from keras_transfer.utils.internals import flatten_layers
 from keras_transfer.utils.internals import functional_nodes_by_depth
 
@@ -115,7 +115,7 @@ class Step:
         args, kwargs = self.node.arguments.fill_in(values)
         # What Keras' Functional.call does: the outer `training` replaces the
         # one the layer was called with when the graph was built.
-        if training is not None and "training" in call_context_args(self.op):
+        if training is not None and takes_training(self.op):
             kwargs["training"] = training
         return keras.tree.flatten(self.op(*args, **kwargs))
 
@@ -460,3 +460,19 @@ def _same(a, b):
         x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
         for x, y in zip(a, b)
     )
+
+
+def takes_training(op):
+    """Whether `op` is a layer whose `call` takes `training`.
+
+    Keras decides it from the signature too (`Layer.__init__`): those are
+    the layers to which `Functional.call` passes the outer `training`.
+
+    Example:
+
+    >>> takes_training(keras.layers.Dropout(0.5)), takes_training(keras.layers.Dense(2))
+    (True, False)
+    """
+    if not isinstance(op, keras.layers.Layer):
+        return False
+    return "training" in inspect.signature(op.call).parameters

@@ -214,29 +214,6 @@ def created_trainable_variables(obj):
     return list(obj._trainable_variables)
 
 
-def call_context_args(op):
-    """The call arguments Keras passes down from the outer call (`training`).
-
-    Running a functional graph's layers by hand (the feature cache does) must
-    pass the outer `training` to those whose `_call_context_args` have it, as
-    `Functional.call` does. An operation that is not a layer takes none.
-
-    Raises:
-        MissingInternalError: a layer without `_call_context_args`; guessing
-            would run Dropout and BatchNormalization in the wrong mode.
-
-    Example:
-
-    >>> "training" in call_context_args(keras.layers.Dropout(0.5))
-    True
-    """
-    if not isinstance(op, keras.layers.Layer):
-        return frozenset()
-    if not hasattr(op, "_call_context_args"):
-        raise MissingInternalError(missing_message("Layer._call_context_args", "the feature cache"))
-    return frozenset(op._call_context_args)
-
-
 def set_initial_epoch(model, epoch):
     """Makes the next (or running) `fit` of `model` start at `epoch`.
 
