@@ -173,7 +173,7 @@ def run_floor(args, spec, weights):
     train, val, _ = load(args)
     backbone = spec.build(input_shape=(args.image_size, args.image_size, 3), weights=weights)
     inputs = keras.Input((args.image_size, args.image_size, 3))
-    x = keras_transfer.BackbonePreprocessing(spec.preprocessing)(inputs)
+    x = keras_transfer.layers.backbone_preprocessing(spec.preprocessing)(inputs)
     model = keras.Model(inputs, backbone(x, training=False))
     start = time.perf_counter()
     count = 0
@@ -209,7 +209,7 @@ def build_classic(spec, weights, image_size, num_classes, seed):
     if spec.preprocessing == "tf":
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1)(inputs)
     else:
-        x = keras_transfer.BackbonePreprocessing(spec.preprocessing)(inputs)
+        x = keras_transfer.layers.backbone_preprocessing(spec.preprocessing)(inputs)
     x = base_model(x, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.2)(x)

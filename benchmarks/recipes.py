@@ -314,18 +314,19 @@ def build(recipe, spec, weights, shape, class_names, seed):
     x = inputs
     for layer in augmentation_layers():
         x = layer(x)
-    x = keras_transfer.BackbonePreprocessing(spec.preprocessing, name="preprocessing")(x)
+    x = keras_transfer.layers.backbone_preprocessing(spec.preprocessing, shape)(x)
     backbone = spec.build(input_shape=shape, weights=weights)
     backbone.trainable = False
     x = backbone(x, training=False)
-    outputs = keras_transfer.ClassifierHead(
-        len(class_names), name="head", class_names=class_names, **(head or {})
-    )(x)
+    head = dict(head or {})
+    x = keras_transfer.layers.global_pooling(head.pop("pooling", "avg"))(x)
+    outputs = keras_transfer.layers.classifier_head(len(class_names), **head)(x)
     views = recipe.views if recipe.augmentation == "views" else None
     return keras_transfer.TransferClassifier(
         inputs,
         outputs,
         augmented_views=views,
+        class_names=class_names,
         cache_frozen_features=recipe.augmentation != "fresh",
         # K views of whole images (depth ALL) do not fit in the default 2 GiB.
         cache_memory_limit=12 * 2**30,

@@ -136,13 +136,12 @@ def classifier_head(num_classes, dropout=defaults.HEAD_DROPOUT, hidden_units=0, 
     with `"mixed_float16"` still outputs float32 probabilities (what the
     losses need for numerical stability).
 
-    Example:
-
-    >>> head = keras_transfer.layers.classifier_head(2, hidden_units=8)
-    >>> head(np.zeros((4, 1280))).shape
-    TensorShape([4, 2])
-    >>> [layer.name for layer in head.layers]
-    ['dropout', 'hidden', 'hidden_dropout', 'predictions']
+    Examples:
+        >>> head = keras_transfer.layers.classifier_head(2, hidden_units=8)
+        >>> head(np.zeros((4, 1280))).shape
+        TensorShape([4, 2])
+        >>> [layer.name for layer in head.layers]
+        ['dropout', 'hidden', 'hidden_dropout', 'predictions']
 
     Args:
         num_classes: number of classes, at least 2.
