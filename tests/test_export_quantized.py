@@ -194,6 +194,8 @@ def test_bad_quantize_arguments_are_refused(model, tmp_path, kwargs, fragment):
         (["--quantize", "float16"], "--quantize is for --format litert; got --format saved_model"),
         (["--format", "litert", "--quantize", "int8", "--max-accuracy-drop", "-1"],
          "--max-accuracy-drop must be at least 0"),
+        (["--format", "litert", "--calibration-data", "photos"],
+         "--calibration-data is for a quantized export"),
     ],
 )  # fmt: skip
 def test_cli_bad_quantize_options_are_refused_before_loading(tmp_path, capsys, argv, fragment):

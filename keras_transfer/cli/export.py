@@ -113,6 +113,11 @@ def export_command(args):
             f"--quantize is for --format litert; got --format {args.format}. "
             "Add --format litert, or drop --quantize."
         )
+    if args.calibration_data and not args.quantize:
+        raise ConfigurationError(
+            "--calibration-data is for a quantized export: add --format litert "
+            "--quantize int8 (or float16, dynamic), or drop --calibration-data."
+        )
     if not args.max_accuracy_drop >= 0:
         raise ConfigurationError(
             f"--max-accuracy-drop must be at least 0 (accuracy points); got {args.max_accuracy_drop}."
