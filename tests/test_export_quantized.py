@@ -19,7 +19,7 @@ from keras_transfer.export import export_model
 
 SIZE = 96
 CLASSES = ("daisy", "roses", "tulips")
-WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+WEIGHTS = "mobilenet_2_5_224_tf_no_top.h5"
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,13 @@ def photos(tmp_path_factory, flower_photos_dir):
 
 @pytest.fixture(scope="module")
 def model(photos, weights_dir):
-    """MobileNetV2 0.35 with ImageNet weights and a head fitted on the training half."""
+    """MobileNet v1 0.25 with ImageNet weights and a head fitted on the training half."""
     keras.utils.set_random_seed(0)
     train, _, names = keras_transfer.load_image_folder(
         photos, SIZE, batch_size=8, validation_split=0.5, verbose=False
     )
     model = keras_transfer.build_classifier(
-        "mobilenet_v2_035",
+        "mobilenet_v1_025",
         len(names),
         input_shape=(SIZE, SIZE, 3),
         weights=str(weights_dir / WEIGHTS),
