@@ -144,9 +144,10 @@ def export_model(
         calibration_data: for a quantized export, a folder of one subfolder
             per class (the model's classes): int8 is calibrated on its
             images, and every quantization is scored on them.
-        validation_split, seed: above 0, `calibration_data` is split as
+        validation_split: above 0, `calibration_data` is split as
             `load_image_folder` splits it: calibration on the training part,
             scores on the validation part. 0 (default): scores on all of it.
+        seed: the seed of that split (`defaults.SEED`, as `train`'s).
         max_accuracy_drop: the accuracy points a quantized export may lose
             against Keras; more is reported in `result.score` (the file is
             kept). Defaults to 1.5.
