@@ -4,8 +4,8 @@
    shared flower photos (2,500: 2,000 training, 500 validation, split 0.2,
    seed 1337), with the train defaults (MobileNetV2 0.5, 224 px, crop)
    except `--fine-tune-epochs 0`: the head alone, its 3 epochs on cached
-   frozen features (fine-tuning does not change what is measured here and
-   takes an hour on 2 shared cores). `--model` reuses a trained file.
+   frozen features, to keep the run short (fine-tuning is not what is
+   measured here). `--model` reuses a trained file.
 2. Exports it with `keras_transfer.export_model`: SavedModel, ONNX, LiteRT
    float32, float16, dynamic and int8 (int8 calibrated on 200 training
    images), each quantized file scored on the validation split as `train`
