@@ -9,8 +9,8 @@ Every export carries the model's class names, in the order of its outputs:
 | `onnx` | the model's `metadata_props["class_names"]` (a JSON list), and `<name>.labels.txt` |
 
 A `.tflite` file carries no names inside: TFLite's metadata writer
-(`tflite-support`) is unmaintained and needs `protobuf<4`, which TensorFlow
-2.16+ cannot install beside it. The labels file has one name a line, line
+(`tflite-support`, last released in 2023) needs `protobuf<4`, TensorFlow
+2.21 `protobuf>=6.31.1`: they cannot be installed together. The labels file has one name a line, line
 `i` naming output `i`, the format TFLite's and MediaPipe's label files use.
 """
 
