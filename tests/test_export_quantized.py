@@ -179,6 +179,10 @@ def test_a_calibration_folder_of_other_classes_names_both_lists(
     [
         ({"format": "litert", "quantize": "int4"}, "Unrecognized quantize value: 'int4'"),
         ({"format": "onnx", "quantize": "int8"}, "Quantization (--quantize int8) is for the"),
+        (
+            {"format": "litert", "quantize": "int8", "max_accuracy_drop": -1},
+            "max_accuracy_drop must be at least 0",
+        ),
     ],
 )
 def test_bad_quantize_arguments_are_refused(model, tmp_path, kwargs, fragment):

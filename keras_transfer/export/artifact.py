@@ -170,6 +170,10 @@ def export_model(
     """
     check_format(format, path)
     quantize = check_quantize(quantize, format)
+    if quantize and not max_accuracy_drop >= 0:
+        raise ConfigurationError(
+            f"max_accuracy_drop must be at least 0 (accuracy points); got {max_accuracy_drop!r}."
+        )
     path = os.path.abspath(os.fspath(path))
     _check_target(path, format)
     images = _check_images(model, images)
