@@ -135,7 +135,8 @@ def export_model(
         format: `"saved_model"` (default), `"litert"` or `"onnx"`.
         images: the images of the float32 check, a `(n, height, width, 3)`
             array of pixels in [0, 255]; None (default) checks 4 images of
-            seeded random pixels.
+            seeded random pixels. A quantized export is checked on its
+            held-out images instead.
         tolerance: the largest absolute difference of outputs accepted; None
             (default) for 1e-4, or 1e-2 for a mixed-precision model.
         quantize: None (default: float32), or for `"litert"` one of
