@@ -63,3 +63,15 @@ EXPORT_FORMATS = {
 
 # The format `export_model` and `keras-transfer export` write by default.
 EXPORT_FORMAT = "saved_model"
+
+# `export --quantize`: the LiteRT quantizations offered (TFLiteConverter's
+# float16 weights, dynamic-range int8 weights, full-integer int8).
+EXPORT_QUANTIZATIONS = ("float16", "dynamic", "int8")
+# Images a full-integer (int8) export is calibrated on: TensorFlow's guide
+# suggests a few hundred; spread over the classes.
+CALIBRATION_IMAGES = 200
+# The most a quantized export may lose, in accuracy points, against the
+# Keras model on held-out images before `export` says so and exits nonzero.
+MAX_ACCURACY_DROP = 1.5
+# Class names and scores a SavedModel's `serving_default` signature returns.
+SERVING_TOP_K = 5

@@ -1,6 +1,7 @@
 """`export_model` and `keras-transfer export`: each format, loaded by its own runtime, agrees with Keras."""
 
 import importlib.util
+import json
 
 import keras
 import numpy as np
@@ -22,6 +23,7 @@ from keras_transfer.layers import global_pooling
 
 SIZE = 48
 TOLERANCE = 1e-4
+CLASS_NAMES = ["daisy", "roses", "tulips"]
 
 
 def tiny_classifier():
@@ -44,7 +46,9 @@ def tiny_classifier():
     backbone.trainable = False
     x = backbone(x, training=False)
     outputs = classifier_head(3, dropout=0.0)(global_pooling()(x))
-    return keras_transfer.TransferClassifier(inputs, outputs, name="tiny_classifier")
+    return keras_transfer.TransferClassifier(
+        inputs, outputs, name="tiny_classifier", class_names=CLASS_NAMES
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +84,19 @@ def test_saved_model_export_runs_in_tensorflow(model, photos, tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "tiny"))
     _check_against_keras(model, photos, loaded.serve(tf.constant(photos)).numpy())
 
+    # TensorFlow Serving's default signature: probabilities and the top
+    # classes by name, most probable first (3 classes: all of them).
+    outputs = loaded.signatures["serving_default"](images=tf.constant(photos))
+    assert sorted(outputs) == ["classes", "probabilities", "scores"]
+    _check_against_keras(model, photos, outputs["probabilities"].numpy())
+    order = np.argsort(-model.predict(photos, verbose=0), axis=-1)
+    classes = outputs["classes"].numpy().astype(str)
+    assert classes.tolist() == np.array(CLASS_NAMES)[order].tolist()
+    scores = outputs["scores"].numpy()
+    np.testing.assert_allclose(scores, np.sort(outputs["probabilities"].numpy())[:, ::-1])
+    assert (tmp_path / "tiny" / "labels.txt").read_text() == "daisy\nroses\ntulips\n"
+    assert result.labels == str(tmp_path / "tiny" / "labels.txt")
+
 
 def test_litert_export_runs_in_the_litert_interpreter(model, photos, tmp_path):
     path = tmp_path / "tiny.tflite"
@@ -92,14 +109,24 @@ def test_litert_export_runs_in_the_litert_interpreter(model, photos, tmp_path):
     interpreter.set_tensor(source["index"], photos)
     interpreter.invoke()
     _check_against_keras(model, photos, interpreter.get_tensor(target["index"]))
+    assert (tmp_path / "tiny.labels.txt").read_text() == "daisy\nroses\ntulips\n"
 
 
-def test_onnx_export_runs_in_onnx_runtime(model, photos, tmp_path):
+def test_onnx_export_runs_in_onnx_runtime_at_any_batch_size(model, photos, tmp_path):
     path = tmp_path / "tiny.onnx"
     export_model(model, path, format="onnx", images=photos)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {session.get_inputs()[0].name: photos})[0]
-    _check_against_keras(model, photos, outputs)
+    assert session.get_inputs()[0].shape[0] != 1  # a named or unknown batch dimension
+    seven = np.concatenate([photos, photos[:1]])
+    for batch in (photos[:1], seven):
+        outputs = session.run(None, {session.get_inputs()[0].name: batch})[0]
+        assert outputs.shape == (len(batch), 3)
+        np.testing.assert_allclose(outputs, model.predict(batch, verbose=0), rtol=0, atol=TOLERANCE)
+    _check_against_keras(model, seven, session.run(None, {"image": seven})[0])
+    # The class names travel in the file and beside it.
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["class_names"]) == CLASS_NAMES
+    assert (tmp_path / "tiny.labels.txt").read_text() == "daisy\nroses\ntulips\n"
 
 
 def test_an_export_that_disagrees_is_refused_and_not_kept(model, tmp_path, monkeypatch):
