@@ -123,3 +123,146 @@ def test_randomising_the_last_dense_layer_changes_the_heatmaps(trained, flower_p
     # The weights restored: the maps come back (the check above is not noise).
     again = keras_transfer.explain(trained, photos, class_index=classes)
     np.testing.assert_allclose(again, before, atol=1e-4)
+
+
+SMALL = 96
+
+
+def recipe_heatmaps(model, images, layer_name):
+    """The keras.io Grad-CAM recipe: a two-output model; works on an inline backbone only."""
+    import tensorflow as tf
+
+    final = model.layers[-1]
+    grad_model = keras.Model(model.input, [model.get_layer(layer_name).output, model.output])
+    final.activation = keras.activations.linear
+    try:
+        with tf.GradientTape() as tape:
+            feature_map, logits = grad_model(images, training=False)
+            chosen = tf.gather(logits, tf.argmax(logits, axis=-1), axis=-1, batch_dims=1)
+        weights = tf.reduce_mean(tape.gradient(chosen, feature_map), axis=(1, 2))
+    finally:
+        final.activation = keras.activations.softmax
+    cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature_map, weights))
+    cam = tf.image.resize(cam[..., None], images.shape[1:3])[..., 0].numpy()
+    return cam / cam.max(axis=(1, 2), keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def three_models(weights_dir):
+    """The same MobileNetV2-0.35 classifier held three ways: nested, inline, build_classifier."""
+    weights = str(weights_dir / WEIGHTS_035)
+    shape = (SMALL, SMALL, 3)
+    keras.utils.set_random_seed(1)
+    # keras.io / TensorFlow tutorial style: augmentation, then the backbone
+    # called as a layer in inference mode.
+    base = keras.applications.MobileNetV2(
+        input_shape=shape, alpha=0.35, include_top=False, weights=weights
+    )
+    inputs = keras.Input(shape)
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.RandomRotation(0.2)(x)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    nested = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+    # Inline: the backbone's layers in the model's own graph.
+    inputs = keras.Input(shape)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    inline_base = keras.applications.MobileNetV2(
+        input_tensor=x, alpha=0.35, include_top=False, weights=weights
+    )
+    x = keras.layers.GlobalAveragePooling2D()(inline_base.output)
+    inline = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+    inline.layers[-1].set_weights(nested.layers[-1].get_weights())
+    built = keras_transfer.build_classifier(
+        "mobilenet_v2_035", 5, input_shape=shape, weights=weights, dropout=0.5
+    )
+    last_dense(built).set_weights(nested.layers[-1].get_weights())
+    return nested, inline, built
+
+
+def test_nested_inline_and_built_models_give_the_recipes_maps(three_models, flower_photos_dir):
+    nested, inline, built = three_models
+    photos = held_out_photos(flower_photos_dir, SMALL)
+    expected = recipe_heatmaps(inline, photos, "out_relu")
+    for model in three_models:
+        assert target_layer(model).name == "out_relu"
+        np.testing.assert_allclose(keras_transfer.explain(model, photos), expected, atol=2e-3)
+    # The keras.io recipe itself cannot reach into the nested backbone.
+    with pytest.raises(ValueError):
+        recipe_heatmaps(nested, photos, "out_relu")
+
+
+def test_class_index_and_layer_choose_what_is_explained(three_models, flower_photos_dir):
+    _, _, built = three_models
+    photos = held_out_photos(flower_photos_dir, SMALL)
+    predicted = built.predict(photos, verbose=0).argmax(-1)
+    np.testing.assert_allclose(
+        keras_transfer.explain(built, photos, class_index=predicted),
+        keras_transfer.explain(built, photos),
+        atol=1e-5,
+    )
+    other = (predicted + 1) % 5
+    assert not np.allclose(
+        keras_transfer.explain(built, photos, class_index=other),
+        keras_transfer.explain(built, photos),
+        atol=0.05,
+    )
+    earlier = keras_transfer.explain(built, photos, layer="block_13_expand_relu")
+    assert earlier.shape == (5, SMALL, SMALL)
+    assert not np.allclose(earlier, keras_transfer.explain(built, photos), atol=0.05)
+
+
+def test_bad_inputs_are_refused_with_the_fix(three_models):
+    _, _, built = three_models
+    photos = np.zeros((2, SMALL, SMALL, 3), "float32")
+    with pytest.raises(ConfigurationError, match="images of shape"):
+        keras_transfer.explain(built, np.zeros((2, 64, 64, 3)))
+    with pytest.raises(ConfigurationError, match="Add the batch axis"):
+        keras_transfer.explain(built, photos[0])
+    with pytest.raises(ConfigurationError, match="below 5"):
+        keras_transfer.explain(built, photos, class_index=7)
+    with pytest.raises(ConfigurationError, match="no layer named 'nope'"):
+        keras_transfer.explain(built, photos, layer="nope")
+    inputs = keras.Input((16, 16, 3))
+    flat = keras.layers.Flatten()(inputs)
+    dense_only = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(flat))
+    with pytest.raises(ConfigurationError, match="no convolutional feature map"):
+        keras_transfer.explain(dense_only, np.zeros((1, 16, 16, 3)))
+
+
+def test_keras_hub_image_classifier():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(2)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(32, 32, 3),
+    )
+    classifier = keras_hub.models.ImageClassifier(
+        backbone=backbone, num_classes=3, preprocessor=None
+    )
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    layer = target_layer(classifier)
+    assert layer.name == "stack1_block0_out"  # the last stage, before the pooler
+    # The reference: a two-output model inside the backbone, then the head by hand.
+    import tensorflow as tf
+
+    inner = keras.Model(backbone.input, [layer.output, backbone.output])
+    with tf.GradientTape() as tape:
+        feature_map, features = inner(images, training=False)
+        tape.watch(feature_map)
+        logits = classifier.get_layer("predictions")(classifier.get_layer("pooler")(features))
+        chosen = tf.reduce_sum(logits[:, 1])
+    weights = tf.reduce_mean(tape.gradient(chosen, feature_map), axis=(1, 2))
+    cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature_map, weights))
+    cam = tf.image.resize(cam[..., None], (32, 32))[..., 0].numpy()
+    expected = cam / cam.max(axis=(1, 2), keepdims=True)
+    heatmaps = keras_transfer.explain(classifier, images, class_index=1)
+    np.testing.assert_allclose(heatmaps, expected, atol=2e-3)
