@@ -122,3 +122,49 @@ def test_evaluate_writes_a_self_contained_report_that_renders(tmp_path, capsys):
     assert console == []
     assert "Top losses" in dom and "cats" in dom
     assert inked(pixels) > 0.02
+
+
+def test_predict_writes_heatmaps_and_averages_over_the_mirror_with_tta(tmp_path, capsys):
+    photos = write_image_folder(tmp_path / "photos", per_class=3, size=(40, 48))
+    model_path = tmp_path / "m.keras"
+    saved_classifier(model_path)
+    heatmaps = tmp_path / "heatmaps"
+    output = tmp_path / "p.jsonl"
+    status, out, err = _run(
+        capsys, "predict", model_path, photos, "--heatmaps", heatmaps, "--tta",
+        "--output", output, "--top-k", 2, "--batch-size", 4,
+    )  # fmt: skip
+    assert status == 0, err
+    # One overlay per image; the same file names in both class folders
+    # (cats/img_0.jpg, dogs/img_0.jpg) do not overwrite each other.
+    written = sorted(p.name for p in heatmaps.iterdir())
+    assert len(written) == 6 and "img_0.heatmap.jpg" in written and "img_0-2.heatmap.jpg" in written
+    with Image.open(heatmaps / "img_0.heatmap.jpg") as image:
+        assert image.size == (32, 32)
+
+    # --tta: the mean of the image's and its mirror's probabilities.
+    model, info = load_classifier(model_path)
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    from keras_transfer.data import decode_image_file
+
+    for row in rows:
+        pixels = decode_image_file(row["path"], info.image_size, info.resize)[None].astype(
+            "float32"
+        )
+        expected = (
+            model.predict(pixels, verbose=0) + model.predict(pixels[:, :, ::-1], verbose=0)
+        ) / 2
+        top = row["predictions"][0]
+        assert top["probability"] == pytest.approx(float(expected[0].max()), abs=1e-5)
+        assert top["index"] == int(expected[0].argmax())
+
+
+def test_overlay_colours_where_the_heatmap_is_hot():
+    from keras_transfer.evaluation.overlay import overlay_heatmap
+
+    image = np.full((8, 8, 3), 120, "uint8")
+    heatmap = np.zeros((8, 8), "float32")
+    heatmap[:, :4] = 1.0
+    drawn = overlay_heatmap(image, heatmap).astype("int16")
+    change = np.abs(drawn - 120).sum(axis=-1)
+    assert change[:, :4].min() > 3 * change[:, 4:].max()

@@ -49,7 +49,7 @@ def overlay_heatmap(image, heatmap, alpha=DEFAULT_ALPHA, colormap=DEFAULT_COLORM
     return np.clip(image * (1 - weight) + colours * weight, 0, 255).astype("uint8")
 
 
-def write_heatmap_overlays(output_dir, paths, images, heatmaps):
+def write_heatmap_overlays(output_dir, paths, images, heatmaps, taken=()):
     """Writes each image with its heatmap over it, as `<name>.heatmap.jpg` in `output_dir`.
 
     Example:
@@ -64,6 +64,8 @@ def write_heatmap_overlays(output_dir, paths, images, heatmaps):
             (`rose.jpg` -> `rose.heatmap.jpg`; a repeated name gets `-2`, `-3`...).
         images: `(N, height, width, 3)` pixels in [0, 255].
         heatmaps: `(N, height, width)` in [0, 1].
+        taken: paths already written (by an earlier call for the same
+            folder), not to be overwritten.
 
     Returns:
         The written paths, in input order.
@@ -71,7 +73,7 @@ def write_heatmap_overlays(output_dir, paths, images, heatmaps):
     from PIL import Image
 
     os.makedirs(output_dir, exist_ok=True)
-    written, taken = [], set()
+    written, taken = [], {os.path.basename(path) for path in taken}
     for path, image, heatmap in zip(paths, images, heatmaps):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}.heatmap.jpg", 1
