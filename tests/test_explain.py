@@ -266,3 +266,9 @@ def test_keras_hub_image_classifier():
     expected = cam / cam.max(axis=(1, 2), keepdims=True)
     heatmaps = keras_transfer.explain(classifier, images, class_index=1)
     np.testing.assert_allclose(heatmaps, expected, atol=2e-3)
+
+
+def test_another_backend_is_refused_with_the_fix(three_models, monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ConfigurationError, match="KERAS_BACKEND=tensorflow"):
+        keras_transfer.explain(three_models[2], np.zeros((1, SMALL, SMALL, 3)))

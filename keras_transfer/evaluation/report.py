@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import KerasTransferError
 from keras_transfer.evaluation import html_page
 from keras_transfer.evaluation.overlay import overlay_heatmap
@@ -52,7 +53,7 @@ def top_losses(evaluation, limit=TOP_LOSSES):
     ```
     """
     if evaluation.probabilities is None:
-        raise KerasTransferError(
+        raise ConfigurationError(
             "This Evaluation holds no per-image probabilities: compute it with "
             "keras_transfer.evaluate(model, dataset)."
         )
@@ -88,7 +89,7 @@ def write_report(
         limit: how many top losses to show. Defaults to 16.
     """
     if len(file_paths) != evaluation.num_images:
-        raise KerasTransferError(
+        raise ConfigurationError(
             f"{len(file_paths)} file paths for {evaluation.num_images} evaluated images: "
             "pass the file_paths of the dataset that was evaluated, unshuffled."
         )
