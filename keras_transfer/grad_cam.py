@@ -234,9 +234,9 @@ def target_layer(model, layer=None):
     if found is None:
         raise ConfigurationError(
             f"Model {model.name!r} has no convolutional feature map (no layer with a "
-            "4-D output (batch, height, width, channels)), so Grad-CAM cannot "
-            "explain it. Pass layer= a layer with a spatial output, or use a "
-            "convolutional backbone."
+            "4-D output (batch, height, width, channels) that the head pools; a "
+            "transformer's tokens are not one), so Grad-CAM cannot explain it. Pass "
+            "layer= a layer with a spatial output, or use a convolutional backbone."
         )
     return found
 
@@ -273,7 +273,10 @@ def _last_feature_map(layers, require_pooling_after=True):
         if rank == 4 and not _is_input(layer) and _spatial(layer):
             last = layer
         elif rank is not None and rank < 4 and last is not None and require_pooling_after:
-            break  # pooled: later 4-D outputs are not the features the head uses
+            # Pooled to (batch, features): `last` is what the head sees. A
+            # sequence (batch, tokens, features) instead means a transformer
+            # follows (a ViT's patch embedding): a map there explains nothing.
+            return last if rank == 2 else None
     return last
 
 

@@ -230,6 +230,17 @@ def test_bad_inputs_are_refused_with_the_fix(three_models):
     dense_only = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(flat))
     with pytest.raises(ConfigurationError, match="no convolutional feature map"):
         keras_transfer.explain(dense_only, np.zeros((1, 16, 16, 3)))
+    keras_hub = pytest.importorskip("keras_hub")
+    # A ViT: its patch embedding is 4-D, but tokens, not a map, reach the head.
+    vit = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+        mlp_dim=32,
+    )  # fmt: skip
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling1D()(vit(inputs))
+    vit_classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    with pytest.raises(ConfigurationError, match="transformer's tokens"):
+        keras_transfer.explain(vit_classifier, np.zeros((1, 32, 32, 3)))
 
 
 def test_keras_hub_image_classifier():

@@ -7,6 +7,8 @@ renderer check itself is shown to fail on a page that throws and on a blank
 page.
 """
 
+import base64
+import io
 import json
 import pathlib
 import re
@@ -168,3 +170,19 @@ def test_overlay_colours_where_the_heatmap_is_hot():
     drawn = overlay_heatmap(image, heatmap).astype("int16")
     change = np.abs(drawn - 120).sum(axis=-1)
     assert change[:, :4].min() > 3 * change[:, 4:].max()
+
+
+def test_html_pieces_escape_what_comes_from_data():
+    cell = '<img src="https://x">&'
+    page = html_page.page_html(
+        "t <script>",
+        [
+            html_page.section_html("s", html_page.table_html(["h"], [[cell]])),
+            html_page.thumbnail_grid_html([(["data:image/jpeg;base64,AA=="], [cell])]),
+        ],
+    )
+    assert "https://x" in page and '<img src="https://x">' not in page
+    assert "<script>" not in page
+    uri = html_page.image_data_uri(np.zeros((300, 100, 3), "uint8"), max_size=60)
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",")[1]))) as image:
+        assert image.size == (20, 60)
