@@ -3,7 +3,9 @@
 DATA_DIR holds one subfolder per class, like the training folder; its
 classes are matched to the model's by name. Prints the accuracy, the
 per-class precision, recall, F1 and support, and the confusion matrix, and
-writes them to `metrics.json` and `confusion_matrix.png` in `--output-dir`.
+writes them to `metrics.json`, `confusion_matrix.png` and `report.html` (with
+the most confused pairs and the top losses, heatmaps beside them) in
+`--output-dir`. `--tta` averages each prediction with the mirror image's.
 An `--output-dir` that cannot be written, a MODEL that is not a file and a
 DATA_DIR that is not a folder are refused before TensorFlow loads.
 """

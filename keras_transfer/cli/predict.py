@@ -4,8 +4,10 @@ Files and folders (searched recursively) are predicted in batches through
 the training pipeline (`keras_transfer.evaluation.predict_images`). Files
 that cannot be read are named on stderr, one line each, and the others are
 still predicted. `--output` writes every input, readable or not, to a CSV
-or JSON Lines file. An `--output` that is not a writable `.csv` or `.jsonl`
-file and a MODEL that is not a file are refused before TensorFlow loads.
+or JSON Lines file; `--heatmaps DIR` writes each image with its Grad-CAM
+heatmap over it; `--tta` averages with the mirror image. An `--output` that
+is not a writable `.csv` or `.jsonl` file and a MODEL that is not a file
+are refused before TensorFlow loads.
 """
 
 import csv
