@@ -10,7 +10,8 @@ layer sits in a nested backbone (`base_model(x, training=False)`, and every
 `build_classifier` model): tensorflow/tensorflow#44462. Here no new model is
 built. The model is called as it is, in inference mode (augmentation and
 dropout layers off), while the target layer's `call` is wrapped for the
-duration to hand its output to the gradient tape. So the same code serves a
+duration to hand its output to the gradient tape (on JAX: to add a zero
+whose gradient `jax.grad` takes). So the same code serves a
 nested backbone, an inline one (`MobileNetV2(input_tensor=...)`), a
 KerasHub classifier and a `build_classifier` model.
 
@@ -67,18 +68,18 @@ def explain(model, images, class_index=None, layer=None, batch_size=BATCH_SIZE):
         (its maximum is 1; a map with no positive evidence is all 0).
 
     Raises:
-        ConfigurationError: the backend is not TensorFlow, the model has no
+        ConfigurationError: the backend is neither TensorFlow nor JAX, the model has no
             4-D feature map, `layer` is not in it, `images` is not a batch
             of images of the model's input size, or `class_index` is out of
             range.
     """
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() not in ("tensorflow", "jax"):
         raise ConfigurationError(
-            f"explain needs the TensorFlow backend; Keras runs on "
-            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before "
-            "Python starts."
+            f"explain needs the TensorFlow or JAX backend; Keras runs on "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow (or jax) "
+            "before Python starts."
         )
     images = _check_images(model, images)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -96,53 +97,94 @@ def explain(model, images, class_index=None, layer=None, batch_size=BATCH_SIZE):
 def _grad_cam(model, target, images, classes):
     """Grad-CAM maps of one batch, `(n, height, width)` in [0, 1]."""
     import keras
+
+    if keras.backend.backend() == "jax":
+        feature_map, gradients = _jax_gradients(model, target, images, classes)
+    else:
+        feature_map, gradients = _tf_gradients(model, target, images, classes)
+    feature_map = np.asarray(feature_map, dtype="float32")
+    weights = np.asarray(gradients, dtype="float32").mean(axis=(1, 2), keepdims=True)
+    cam = np.maximum((weights * feature_map).sum(axis=-1), 0.0)
+    # Bilinear with half-pixel centres: feature cell (i, j) lands on the
+    # image region it sees, not shifted towards the top-left corner.
+    cam = keras.ops.image.resize(cam[..., None], images.shape[1:3], interpolation="bilinear")
+    cam = np.maximum(keras.ops.convert_to_numpy(cam)[..., 0], 0.0)
+    peak = cam.reshape(len(cam), -1).max(axis=1)
+    return (cam / np.where(peak > 0, peak, 1.0)[:, None, None]).astype("float32")
+
+
+def _tf_gradients(model, target, images, classes):
+    """`(feature map, its gradient)`: the tape watches the target's output as it runs."""
     import tensorflow as tf
 
-    with tf.GradientTape() as tape, _recording(target, tape) as recorded:
-        scores = model(tf.convert_to_tensor(images), training=False)
-        if isinstance(scores, (list, tuple)):
-            scores = scores[0]
-        if classes is None:
-            classes = tf.argmax(scores, axis=-1)
-        _check_in_range(classes, scores.shape[-1])
-        chosen = tf.gather(scores, tf.cast(classes, "int32"), axis=-1, batch_dims=1)
+    recorded = []
+
+    def watch(output):
+        tape.watch(output)
+        recorded.append(output)
+        return output
+
+    with tf.GradientTape() as tape, _transformed_output(target, watch):
+        scores = _scores(model(tf.convert_to_tensor(images), training=False))
+        chosen = _chosen(scores, classes)
+    _check_ran(target, recorded)
+    return recorded[-1], tape.gradient(chosen, recorded[-1])
+
+
+def _jax_gradients(model, target, images, classes):
+    """`(feature map, its gradient)`: JAX differentiates a zero added to the output."""
+    import jax
+    import jax.numpy as jnp
+
+    recorded = []
+    with _transformed_output(target, lambda output: recorded.append(output) or output):
+        scores = _scores(model(jnp.asarray(images), training=False))
+    _check_ran(target, recorded)
+    classes = np.asarray(scores).argmax(-1) if classes is None else classes
+
+    def score(delta):
+        with _transformed_output(target, lambda output: output + delta):
+            return _chosen(_scores(model(jnp.asarray(images), training=False)), classes)
+
+    # d score / d delta at delta = 0 is d score / d (the target's output).
+    return recorded[-1], jax.grad(score)(jnp.zeros_like(recorded[-1]))
+
+
+def _scores(outputs):
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _chosen(scores, classes):
+    """The sum over the batch of each image's score for its class (predicted if None)."""
+    import keras
+
+    if classes is None:
+        classes = keras.ops.argmax(scores, axis=-1)
+    _check_in_range(keras.ops.convert_to_numpy(classes), scores.shape[-1])
+    one_hot = keras.ops.one_hot(keras.ops.convert_to_tensor(classes), scores.shape[-1])
+    return keras.ops.sum(scores * keras.ops.cast(one_hot, scores.dtype))
+
+
+def _check_ran(target, recorded):
     if not recorded:
         raise ConfigurationError(
             f"Layer {target.name!r} did not run when the model was called: pass "
             "layer= a layer that the model's forward pass goes through."
         )
-    feature_map = recorded[-1]
-    gradients = tape.gradient(chosen, feature_map)
-    weights = tf.reduce_mean(tf.cast(gradients, "float32"), axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(feature_map, "float32"), axis=-1))
-    # Bilinear with half-pixel centres: feature cell (i, j) lands on the
-    # image region it sees, not shifted towards the top-left corner.
-    cam = keras.ops.image.resize(cam[..., None], images.shape[1:3], interpolation="bilinear")
-    cam = np.maximum(np.asarray(cam)[..., 0], 0.0)
-    peak = cam.reshape(len(cam), -1).max(axis=1)
-    return (cam / np.where(peak > 0, peak, 1.0)[:, None, None]).astype("float32")
 
 
 @contextlib.contextmanager
-def _recording(layer, tape):
-    """While active, `layer`'s outputs are watched by `tape` and collected.
+def _transformed_output(layer, transform):
+    """While active, `layer`'s output passes through `transform` (watch, record, shift).
 
     Wrapping the instance's `call` (restored on exit) is what lets the
     gradient reach a layer inside a nested model without building a new
     model across the nesting boundary.
     """
-    recorded = []
     call = layer.call
-
-    def watched_call(*args, **kwargs):
-        output = call(*args, **kwargs)
-        tape.watch(output)
-        recorded.append(output)
-        return output
-
-    layer.call = watched_call
+    layer.call = lambda *args, **kwargs: transform(call(*args, **kwargs))
     try:
-        yield recorded
+        yield
     finally:
         del layer.call  # the class's own `call` again
 

@@ -280,6 +280,43 @@ def test_keras_hub_image_classifier():
 
 
 def test_another_backend_is_refused_with_the_fix(three_models, monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(ConfigurationError, match="KERAS_BACKEND=tensorflow"):
         keras_transfer.explain(three_models[2], np.zeros((1, SMALL, SMALL, 3)))
+
+
+JAX_SCRIPT = """
+import sys
+import numpy as np, keras, keras_transfer
+data = np.load(sys.argv[1])
+model = keras.models.load_model(sys.argv[2])
+assert keras.backend.backend() == "jax"
+np.save(sys.argv[3], keras_transfer.explain(model, data["images"], class_index=data["classes"]))
+"""
+
+
+def test_jax_backend_gives_the_tensorflow_maps(tmp_path):
+    pytest.importorskip("jax")
+    import os
+    import subprocess
+    import sys
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.save(tmp_path / "m.keras")
+    images = np.random.default_rng(0).uniform(0, 1, (4, 24, 24, 3)).astype("float32")
+    classes = np.array([0, 1, 2, 1])
+    np.savez(tmp_path / "in.npz", images=images, classes=classes)
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, tmp_path / "in.npz", tmp_path / "m.keras",
+         tmp_path / "out.npy"],
+        env=env, check=True, timeout=300,
+    )  # fmt: skip
+    expected = keras_transfer.explain(model, images, class_index=classes)
+    assert expected.max() == 1
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4)
