@@ -30,8 +30,8 @@ from keras_transfer.data import load_image_folder
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def render(page, tmp_path):
-    """`(dom, console messages, screenshot pixels)` of `page` in headless Chromium."""
+def render(page, tmp_path, screenshot=True):
+    """`(dom, console messages, screenshot pixels or None)` of `page` in headless Chromium."""
     if CHROMIUM is None:
         pytest.fail(
             "Chromium is needed to render report.html: install Debian's 'chromium' "
@@ -44,6 +44,8 @@ def render(page, tmp_path):
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    if not screenshot:
+        return dom.stdout, console, None
     shot = tmp_path / "screenshot.png"
     subprocess.run(
         [*common, f"--screenshot={shot}", "--window-size=1200,1600", url],
@@ -62,12 +64,12 @@ def inked(pixels):
 def test_the_renderer_check_fails_on_a_throwing_or_blank_page(tmp_path):
     throwing = tmp_path / "throwing.html"
     throwing.write_text("<html><body><p>text</p><script>throw new Error('boom')</script>")
-    _, console, _ = render(throwing, tmp_path)
+    _, console, _ = render(throwing, tmp_path, screenshot=False)
     assert any("boom" in line for line in console), console
     # Our pages forbid scripts: one put in is refused, and that shows too.
     blocked = tmp_path / "blocked.html"
     blocked.write_text(html_page.page_html("t", ["<script>1</script>"]))
-    _, console, _ = render(blocked, tmp_path)
+    _, console, _ = render(blocked, tmp_path, screenshot=False)
     assert any("Content Security Policy" in line for line in console), console
     blank = tmp_path / "blank.html"
     blank.write_text("<html><body></body></html>")
