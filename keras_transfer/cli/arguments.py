@@ -249,6 +249,15 @@ def add_batch_size_argument(parser, help_text="images per batch"):
     )
 
 
+def add_tta_argument(parser):
+    """Adds `--tta` (test-time augmentation, `keras_transfer.evaluation.tta`)."""
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average each prediction with the mirrored image's",
+    )
+
+
 def add_data_dir_argument(parser):
     """Adds the optional DATA_DIR of `train` and `compare` (default: flower_photos)."""
     parser.add_argument(

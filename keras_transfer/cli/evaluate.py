@@ -3,7 +3,9 @@
 DATA_DIR holds one subfolder per class, like the training folder; its
 classes are matched to the model's by name. Prints the accuracy, the
 per-class precision, recall, F1 and support, and the confusion matrix, and
-writes them to `metrics.json` and `confusion_matrix.png` in `--output-dir`.
+writes them to `metrics.json`, `confusion_matrix.png` and `report.html` (with
+the most confused pairs and the top losses, heatmaps beside them) in
+`--output-dir`. `--tta` averages each prediction with the mirror image's.
 An `--output-dir` that cannot be written, a MODEL that is not a file and a
 DATA_DIR that is not a folder are refused before TensorFlow loads.
 """
@@ -13,7 +15,9 @@ import os
 from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import add_resize_argument
+from keras_transfer.cli.arguments import add_tta_argument
 from keras_transfer.cli.arguments import check_image_folder
+from keras_transfer.cli.arguments import non_negative_int
 from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.program import PROG
 from keras_transfer.cli.program import import_tensorflow
@@ -23,6 +27,10 @@ from keras_transfer.utils.files import check_model_file
 # The files `evaluate` writes to `--output-dir`.
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
+REPORT_FILE = "report.html"
+# Top losses shown in report.html (evaluation.report.TOP_LOSSES, kept here
+# so that `--help` does not import NumPy).
+TOP_LOSSES = 16
 
 SUMMARY = "score a trained model on a folder of labelled images"
 
@@ -30,8 +38,11 @@ DESCRIPTION = f"""\
 Score MODEL, a .keras file saved by '{PROG} train', on DATA_DIR, a
 folder with one subfolder of images per class (the same classes as the
 model's, matched by name). Prints the accuracy, per-class precision,
-recall, F1 and support and the confusion matrix; writes {METRICS_FILE}
-and {CONFUSION_FILE} to --output-dir.
+recall, F1 and support and the confusion matrix; writes {METRICS_FILE},
+{CONFUSION_FILE} and {REPORT_FILE} (one self-contained page: scores,
+most confused classes, top losses with Grad-CAM heatmaps) to
+--output-dir. --tta averages each image's prediction with its mirror
+image's; {METRICS_FILE} then holds accuracy and accuracy_without_tta.
 
 exit status: 0 done, 2 not a keras-transfer model, a folder whose
 classes differ from the model's, or a bad option."""
@@ -49,7 +60,16 @@ def add_arguments(parser):
         "--output-dir",
         default=".",
         metavar="DIR",
-        help=f"where to write {METRICS_FILE} and {CONFUSION_FILE} (default: the current folder)",
+        help=f"where to write {METRICS_FILE}, {CONFUSION_FILE} and {REPORT_FILE} "
+        "(default: the current folder)",
+    )
+    add_tta_argument(parser)
+    parser.add_argument(
+        "--top-losses",
+        type=non_negative_int,
+        default=TOP_LOSSES,
+        metavar="N",
+        help=f"images shown in {REPORT_FILE}'s top losses (default: %(default)s)",
     )
     add_batch_size_argument(parser)
     add_resize_argument(parser)
@@ -72,6 +92,7 @@ def evaluate_command(args):
     from keras_transfer.evaluation import evaluate
     from keras_transfer.evaluation import load_classifier
     from keras_transfer.evaluation import write_confusion_matrix_png
+    from keras_transfer.evaluation.report import write_report
 
     model, info = load_classifier(args.model)
     dataset, _, class_names = load_image_folder(
@@ -83,7 +104,7 @@ def evaluate_command(args):
         shuffle=False,
         resize=args.resize or info.resize,
     )
-    result = evaluate(model, dataset, class_names=class_names)
+    result = evaluate(model, dataset, class_names=class_names, tta=args.tta)
     print(evaluation_text(result))
 
     metrics = {
@@ -93,9 +114,19 @@ def evaluate_command(args):
     }
     metrics_path = os.path.join(output_dir, METRICS_FILE)
     confusion_path = os.path.join(output_dir, CONFUSION_FILE)
+    report_path = os.path.join(output_dir, REPORT_FILE)
     atomic_write_json(metrics_path, metrics)
     write_confusion_matrix_png(confusion_path, result)
-    print(f"\nWrote {metrics_path} and {confusion_path}.")
+    write_report(
+        report_path,
+        result,
+        dataset.file_paths,
+        model,
+        info.image_size,
+        args.resize or info.resize,
+        limit=args.top_losses,
+    )
+    print(f"\nWrote {metrics_path}, {confusion_path} and {report_path}.")
 
 
 def evaluation_text(result):
@@ -113,7 +144,10 @@ def evaluation_text(result):
     from keras_transfer.utils.metrics import format_table
 
     images = plural(result.num_images, "image")
-    lines = [f"Accuracy: {100 * result.accuracy:.1f} % of {images}", ""]
+    lines = [f"Accuracy: {100 * result.accuracy:.1f} % of {images}"]
+    if result.accuracy_without_tta is not None:
+        lines[0] += f" with TTA ({100 * result.accuracy_without_tta:.1f} % without)"
+    lines.append("")
     rows = [("CLASS", "PRECISION", "RECALL", "F1", "SUPPORT")]
     for name, scores in result.per_class.items():
         rows.append(

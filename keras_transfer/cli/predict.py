@@ -4,8 +4,10 @@ Files and folders (searched recursively) are predicted in batches through
 the training pipeline (`keras_transfer.evaluation.predict_images`). Files
 that cannot be read are named on stderr, one line each, and the others are
 still predicted. `--output` writes every input, readable or not, to a CSV
-or JSON Lines file. An `--output` that is not a writable `.csv` or `.jsonl`
-file and a MODEL that is not a file are refused before TensorFlow loads.
+or JSON Lines file; `--heatmaps DIR` writes each image with its Grad-CAM
+heatmap over it; `--tta` averages with the mirror image. An `--output` that
+is not a writable `.csv` or `.jsonl` file and a MODEL that is not a file
+are refused before TensorFlow loads.
 """
 
 import csv
@@ -17,7 +19,9 @@ from keras_transfer import defaults
 from keras_transfer.cli.arguments import Command
 from keras_transfer.cli.arguments import add_batch_size_argument
 from keras_transfer.cli.arguments import add_resize_argument
+from keras_transfer.cli.arguments import add_tta_argument
 from keras_transfer.cli.arguments import positive_int
+from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
 from keras_transfer.cli.program import import_tensorflow
@@ -35,7 +39,10 @@ DESCRIPTION = f"""\
 Predict the top classes of images with MODEL, a .keras file
 saved by '{PROG} train'. PATH: image files or folders (searched
 recursively). Images are resized to the model's input size as in
-training. Unreadable files are listed and skipped.
+training. Unreadable files are listed and skipped. --heatmaps DIR
+writes each image with its Grad-CAM heatmap for the top class drawn
+over it, as DIR/NAME.heatmap.jpg. --tta averages each prediction with
+the mirrored image's.
 
 exit status: 0 done, 2 not a keras-transfer model, no readable image,
 or a bad option."""
@@ -59,6 +66,12 @@ def add_arguments(parser):
         metavar="FILE",
         help="also write the predictions to FILE.csv or FILE.jsonl",
     )
+    parser.add_argument(
+        "--heatmaps",
+        metavar="DIR",
+        help="also write each image with its Grad-CAM heatmap (top class) to DIR",
+    )
+    add_tta_argument(parser)
     add_batch_size_argument(parser)
     add_resize_argument(parser)
 
@@ -72,6 +85,7 @@ def predict_command(args):
             or no path holds a readable image.
     """
     output = _output_path(args.output)
+    heatmaps_dir = writable_dir(args.heatmaps, "--heatmaps") if args.heatmaps else None
     check_model_file(args.model)
     # Once the paths are known to be good: these load TensorFlow.
     import_tensorflow(args.verbose)
@@ -81,7 +95,12 @@ def predict_command(args):
 
     model, info = load_classifier(args.model)
     result = predict_images(
-        model, args.paths, top_k=args.top_k, batch_size=args.batch_size, resize=args.resize
+        model,
+        args.paths,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        resize=args.resize,
+        tta=args.tta,
     )
     for path, reason in result.unreadable:
         print(f"{PROG}: warning: skipped {path}: {reason}", file=sys.stderr)
@@ -96,6 +115,31 @@ def predict_command(args):
     if output:
         atomic_write_text(output, _output_text(output, result))
         print(f"Wrote {plural(len(result.images), 'prediction')} to {output}.")
+    if heatmaps_dir:
+        written = _write_heatmaps(heatmaps_dir, model, info, result, args)
+        print(f"Wrote {plural(len(written), 'heatmap')} to {heatmaps_dir}.")
+
+
+def _write_heatmaps(folder, model, info, result, args):
+    """Each predicted image with its heatmap for its top class, in `folder`."""
+    import numpy as np
+
+    from keras_transfer.data import decode_image_file
+    from keras_transfer.evaluation.overlay import write_heatmap_overlays
+    from keras_transfer.grad_cam import explain
+
+    written = []
+    resize = args.resize or info.resize
+    for start in range(0, len(result.images), args.batch_size):
+        batch = result.images[start : start + args.batch_size]
+        pixels = np.stack([decode_image_file(i.path, info.image_size, resize) for i in batch])
+        classes = [image.top[0][0] for image in batch]
+        heatmaps = explain(model, pixels.astype("float32"), class_index=classes)
+        # Across batches, a repeated file name must not overwrite an earlier one.
+        written += write_heatmap_overlays(
+            folder, [i.path for i in batch], pixels, heatmaps, taken=written
+        )
+    return written
 
 
 def _output_path(output):

@@ -14,6 +14,8 @@ scores = keras_transfer.evaluate(model, test_ds)
 - `scoring`: `evaluate` and `Evaluation`, accuracy, per-class precision,
   recall, F1 and the confusion matrix; classes matched by name.
 - `confusion_plot`: `write_confusion_matrix_png`.
+- `tta`: `predict_with_tta`, probabilities averaged over an image and its
+  mirror (test-time augmentation); `evaluate(..., tta=True)`.
 
 It sits beside `tuner` and `experiment`: it imports models, layers and data,
 never the command line.
@@ -31,6 +33,7 @@ from keras_transfer.evaluation.prediction import predict_images
 from keras_transfer.evaluation.scoring import Evaluation
 from keras_transfer.evaluation.scoring import evaluate
 from keras_transfer.evaluation.scoring import match_class_names
+from keras_transfer.evaluation.tta import predict_with_tta
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -44,5 +47,6 @@ __all__ = [
     "load_classifier",
     "match_class_names",
     "predict_images",
+    "predict_with_tta",
     "write_confusion_matrix_png",
 ]

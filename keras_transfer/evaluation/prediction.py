@@ -20,6 +20,7 @@ from keras_transfer.data.decoding import check_files
 from keras_transfer.data.folder import IMAGE_EXTENSIONS
 from keras_transfer.errors import DataError
 from keras_transfer.evaluation.classifier_file import check_classifier
+from keras_transfer.evaluation.tta import predict_with_tta
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.checks import plural
 
@@ -115,7 +116,9 @@ def _images_in(folder):
     return found
 
 
-def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_SIZE, resize=None):
+def predict_images(
+    model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_SIZE, resize=None, tta=False
+):
     """Predicts the `top_k` classes of each image file, with their probabilities.
 
     Example:
@@ -137,6 +140,8 @@ def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_
         batch_size: images per batch. Defaults to 32.
         resize: `"stretch"`, `"crop"` or `"pad"`, or None (default) for
             what the model was trained with (`keras_transfer.layers.resize_of`).
+        tta: bool, whether to average each image's probabilities with its
+            mirror image's (`keras_transfer.evaluation.tta`). Defaults to False.
 
     Returns:
         A `Predictions`.
@@ -174,7 +179,10 @@ def predict_images(model, paths, top_k=DEFAULT_TOP_K, batch_size=defaults.BATCH_
         batch_size,
         resize=info.resize if resize is None else resize,
     )
-    probabilities = np.asarray(model.predict(dataset, verbose=0), dtype="float64")
+    if tta:
+        probabilities = predict_with_tta(model, dataset)
+    else:
+        probabilities = np.asarray(model.predict(dataset, verbose=0), dtype="float64")
     images = []
     for path, row in zip(readable, probabilities):
         # Stable sort: equal probabilities keep the lower class index first.

@@ -14,6 +14,8 @@ import numpy as np
 
 from keras_transfer.errors import DataError
 from keras_transfer.evaluation.classifier_file import check_classifier
+from keras_transfer.evaluation.tta import TTA_VIEWS
+from keras_transfer.evaluation.tta import tta_batch
 from keras_transfer.utils.metrics import accuracy_of
 from keras_transfer.utils.metrics import confusion_matrix
 from keras_transfer.utils.metrics import per_class_scores
@@ -41,6 +43,13 @@ class Evaluation:
         confusion_matrix: `int64` array, row `i` the images of class `i`,
             column `j` those predicted as class `j`.
         num_images: the number of images scored.
+        probabilities: float64 array `(num_images, num_classes)`, each
+            image's class probabilities (averaged over the views with
+            `tta=True`), in dataset order; None when not recorded.
+        labels: `int64` array, each image's true class as a model output
+            index, in dataset order; None when not recorded.
+        accuracy_without_tta: with `tta=True`, the accuracy of the plain
+            predictions, so that TTA's gain is measured; else None.
     """
 
     accuracy: float
@@ -48,11 +57,22 @@ class Evaluation:
     per_class: dict
     confusion_matrix: np.ndarray
     num_images: int
+    probabilities: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    labels: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    accuracy_without_tta: float = None
 
     def to_dict(self):
         """The evaluation as JSON-ready Python values (`metrics.json`)."""
+        tta = {} if self.accuracy_without_tta is None else {"tta": list(TTA_VIEWS)}
+        without = (
+            {}
+            if self.accuracy_without_tta is None
+            else {"accuracy_without_tta": self.accuracy_without_tta}
+        )
         return {
             "accuracy": self.accuracy,
+            **without,
+            **tta,
             "num_images": self.num_images,
             "class_names": list(self.class_names),
             "per_class": self.per_class,
@@ -93,7 +113,7 @@ def match_class_names(dataset_names, model_names):
     return [list(model_names).index(name) for name in dataset_names]
 
 
-def evaluate(model, dataset, class_names=None):
+def evaluate(model, dataset, class_names=None, tta=False):
     """Scores a classifier on a labelled dataset.
 
     The dataset's labels are mapped to the model's classes by name: with the
@@ -119,6 +139,9 @@ def evaluate(model, dataset, class_names=None):
         class_names: the names of the dataset's labels, in label order;
             None for the dataset's `class_names` attribute. Without either,
             label `i` is taken to be the model's output `i`.
+        tta: bool, whether to average each image's probabilities with its
+            mirror image's (`evaluation.tta`); the result then also holds
+            `accuracy_without_tta`. Defaults to False.
 
     Returns:
         An `Evaluation`, in the model's class order.
@@ -132,25 +155,16 @@ def evaluate(model, dataset, class_names=None):
     if class_names is None:
         class_names = getattr(dataset, "class_names", None)
     to_model, names = _label_mapping(info, class_names)
-    labels, predictions = [], []
-    for batch in dataset:
-        images, batch_labels = batch[0], np.asarray(batch[1])
-        if batch_labels.ndim > 1:
-            batch_labels = batch_labels.argmax(axis=-1)
-        labels.append(batch_labels.reshape(-1).astype("int64"))
-        predictions.append(np.asarray(model.predict_on_batch(images)).argmax(axis=-1))
-    if not labels:
-        raise DataError("The dataset is empty: there is nothing to evaluate.")
-    labels = np.concatenate(labels)
+    labels, plain, averaged = _predict_labelled(model, dataset, tta)
     bad = labels[(labels < 0) | (labels >= len(to_model))]
     if bad.size:
         raise DataError(
             f"Label {int(bad[0])} is out of range: the data has {len(to_model)} "
             f"classes (labels 0 to {len(to_model) - 1})."
         )
-    confusion = confusion_matrix(
-        np.asarray(to_model)[labels], np.concatenate(predictions), info.num_classes
-    )
+    labels = np.asarray(to_model, dtype="int64")[labels]
+    probabilities = plain if averaged is None else averaged
+    confusion = confusion_matrix(labels, probabilities.argmax(axis=-1), info.num_classes)
     scores = per_class_scores(confusion)
     return Evaluation(
         accuracy=accuracy_of(confusion),
@@ -158,6 +172,34 @@ def evaluate(model, dataset, class_names=None):
         per_class=dict(zip(names, scores)),
         confusion_matrix=confusion,
         num_images=int(labels.size),
+        probabilities=probabilities,
+        labels=labels,
+        accuracy_without_tta=(
+            None if averaged is None else float(np.mean(plain.argmax(axis=-1) == labels))
+        ),
+    )
+
+
+def _predict_labelled(model, dataset, tta):
+    """`(labels, probabilities, averaged over TTA views or None)` of a dataset."""
+    labels, plain, averaged = [], [], []
+    for batch in dataset:
+        images, batch_labels = batch[0], np.asarray(batch[1])
+        if batch_labels.ndim > 1:
+            batch_labels = batch_labels.argmax(axis=-1)
+        labels.append(batch_labels.reshape(-1).astype("int64"))
+        if tta:
+            rows, views = tta_batch(model, images)
+            averaged.append(views)
+        else:
+            rows = np.asarray(model.predict_on_batch(images), dtype="float64")
+        plain.append(rows)
+    if not labels:
+        raise DataError("The dataset is empty: there is nothing to evaluate.")
+    return (
+        np.concatenate(labels),
+        np.concatenate(plain),
+        np.concatenate(averaged) if tta else None,
     )
 
 
