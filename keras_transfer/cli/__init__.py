@@ -4,6 +4,7 @@
 keras-transfer backbones [PATTERN]          # the backbone registry, as a table
 keras-transfer train [DATA_DIR] [options]   # train a classifier, save it
 keras-transfer compare [DATA_DIR] [options] # pretrained against from scratch
+keras-transfer audit DATA_DIR [options]     # label errors, duplicates, outliers
 ```
 
 `train` runs one `model.fit`: `--epochs` epochs train the head with the
@@ -88,6 +89,7 @@ import sys
 import warnings
 
 from keras_transfer import __version__
+from keras_transfer.cli import audit
 from keras_transfer.cli import backbones
 from keras_transfer.cli import compare
 from keras_transfer.cli import evaluate
@@ -127,7 +129,7 @@ __all__ = [
 # (`keras_transfer.cli.arguments.Command`), by name.
 COMMANDS = {
     module.COMMAND.name: module.COMMAND
-    for module in (backbones, train, predict, evaluate, export, compare)
+    for module in (backbones, train, predict, evaluate, export, compare, audit)
 }
 
 # TensorFlow's C++ log level for the commands, once it reads it: fatal errors
