@@ -30,8 +30,7 @@ DUPLICATES_FILE = "duplicates.csv"
 OUTLIERS_FILE = "outliers.csv"
 PAGE_FILE = "audit.html"
 
-# Folds of the cross-validation behind the label issues.
-FOLDS = 5
+FOLDS = defaults.AUDIT_FOLDS
 
 INSTALL = "pip install keras-transfer[audit]"
 

@@ -63,7 +63,7 @@ def add_arguments(parser):
     parser.add_argument("--resize", choices=defaults.RESIZE_MODES, default=defaults.RESIZE,
                         help="how images meet the square input (default: %(default)s)")  # fmt: skip
     add_batch_size_argument(parser)
-    parser.add_argument("--folds", type=int, default=5, metavar="K",
+    parser.add_argument("--folds", type=int, default=defaults.AUDIT_FOLDS, metavar="K",
                         help="folds of the cross-validation, at least 2 (default: %(default)s)")  # fmt: skip
     parser.add_argument("--validation-split", type=fraction, default=defaults.VALIDATION_SPLIT,
                         metavar="FRACTION", help="train's validation split, to find leakage "
@@ -72,7 +72,7 @@ def add_arguments(parser):
                         help="train's seed, and that of the folds (default: %(default)s)")  # fmt: skip
     parser.add_argument("--duplicate-threshold", type=fraction, metavar="SIMILARITY",
                         help="cosine similarity from which two images are near duplicates "
-                        "(default: 0.92)")  # fmt: skip
+                        f"(default: {defaults.NEAR_DUPLICATE_THRESHOLD})")  # fmt: skip
 
 
 def audit_command(args):
