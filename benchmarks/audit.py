@@ -217,7 +217,21 @@ def contact_sheet(audit, path, tile=110):
         draw.text((x + 3, y + tile - 3), caption, fill="black")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sheet.quantize(128).save(path, optimize=True)
-    return [{"path": os.path.relpath(p, audit.directory), "caption": c} for p, c in items]
+    credits = _credits(audit.directory)
+    shown = []
+    for photo, caption in items:
+        name = os.path.relpath(photo, audit.directory)
+        shown.append({"path": name, "caption": caption, "credit": credits.get(name, "")})
+    return shown
+
+
+def _credits(directory):
+    """`{class/file.jpg: "CC-BY by NAME - URL"}` from the photos' ATTRIBUTIONS.txt."""
+    path = os.path.join(directory, "ATTRIBUTIONS.txt")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split(" ", 1) for line in f if "/" in line.split(" ")[0])
 
 
 def main(argv=None):

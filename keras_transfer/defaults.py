@@ -67,9 +67,9 @@ EXPORT_FORMAT = "saved_model"
 # `keras-transfer audit` (keras_transfer.audit, figures in docs/audit.md):
 # folds of the cross-validation behind the label issues; the cosine
 # similarity of centred features from which two images are near duplicates
-# (on the flowers, 85 % of the copies recompressed at JPEG quality 50 reach
-# it, and 34 pairs of the 2,500 photos); the fraction of the images listed
-# as outliers.
+# (on the flowers, 85 % of the copies recompressed at JPEG quality 50 and
+# all mirrored copies reach it, and 34 pairs of the 2,500 photos); the
+# fraction of the images listed as outliers.
 AUDIT_FOLDS = 5
 NEAR_DUPLICATE_THRESHOLD = 0.85
 OUTLIER_FRACTION = 0.01

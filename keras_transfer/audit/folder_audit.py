@@ -150,13 +150,17 @@ def audit_folder(
 
     Args:
         directory: the folder, one subfolder of images per class.
-        backbone, image_size, weights, resize, batch_size: the pretrained
-            backbone whose pooled features describe the images, as for
-            `build_classifier` and `load_image_folder`.
+        backbone: the pretrained backbone whose pooled features describe
+            the images: a registered name or a `BackboneSpec`.
+        image_size: the side of its square input; None for its default.
+        weights: `"imagenet"` or a weights file, as for `build_classifier`.
+        resize: `"stretch"`, `"crop"` or `"pad"`, as for `load_image_folder`.
+        batch_size: images per batch of the feature pass.
         folds: folds of the cross-validation behind the label issues (at
             least 2, at most the images of the smallest class).
-        validation_split, seed: those of the `train` run whose split the
+        validation_split: that of the `train` run whose split the
             duplicates are checked against.
+        seed: that run's seed; also the seed of the folds.
         duplicate_threshold: cosine similarity from which two images are
             near duplicates; None for
             `keras_transfer.audit.duplicates.NEAR_DUPLICATE_THRESHOLD`.
