@@ -67,7 +67,7 @@ Start-up: the argument parser, its checks and this package's import need
 neither TensorFlow nor Keras, so a mistake in the arguments is reported at
 once, and `--help` lists the commands without loading them. Each command is
 one module (`backbones`, `train`, `predict`, `evaluate`, `export`,
-`compare`) whose `COMMAND` (an `arguments.Command`) holds its help, the
+`compare`, `audit`) whose `COMMAND` (an `arguments.Command`) holds its help, the
 function that declares its options and its handler, a function that checks
 what argparse cannot (paths, bounds), then imports the heavy modules in its
 own body. `COMMANDS` lists them.

@@ -53,26 +53,59 @@ def add_arguments(parser):
         metavar="DIR",
         help="where to write the CSV files and audit.html (default: %(default)s)",
     )
-    parser.add_argument("--backbone", default=defaults.BACKBONE, metavar="NAME",
-                        help="registered backbone whose features describe the images "
-                        "(default: %(default)s)")  # fmt: skip
-    parser.add_argument("--weights", default="imagenet", metavar="{imagenet,PATH}",
-                        help="the backbone's pretrained weights (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--image-size", type=image_size, metavar="PIXELS",
-                        help="side of the square input (default: the backbone's)")  # fmt: skip
-    parser.add_argument("--resize", choices=defaults.RESIZE_MODES, default=defaults.RESIZE,
-                        help="how images meet the square input (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--backbone",
+        default=defaults.BACKBONE,
+        metavar="NAME",
+        help="registered backbone whose features describe the images (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="{imagenet,PATH}",
+        help="the backbone's pretrained weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=image_size,
+        metavar="PIXELS",
+        help="side of the square input (default: the backbone's)",
+    )
+    parser.add_argument(
+        "--resize",
+        choices=defaults.RESIZE_MODES,
+        default=defaults.RESIZE,
+        help="how images meet the square input (default: %(default)s)",
+    )
     add_batch_size_argument(parser)
-    parser.add_argument("--folds", type=int, default=defaults.AUDIT_FOLDS, metavar="K",
-                        help="folds of the cross-validation, at least 2 (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--validation-split", type=fraction, default=defaults.VALIDATION_SPLIT,
-                        metavar="FRACTION", help="train's validation split, to find leakage "
-                        "(default: %(default)s)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="N",
-                        help="train's seed, and that of the folds (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--duplicate-threshold", type=fraction, metavar="SIMILARITY",
-                        help="cosine similarity from which two images are near duplicates "
-                        f"(default: {defaults.NEAR_DUPLICATE_THRESHOLD})")  # fmt: skip
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=defaults.AUDIT_FOLDS,
+        metavar="K",
+        help="folds of the cross-validation, at least 2 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--validation-split",
+        type=fraction,
+        default=defaults.VALIDATION_SPLIT,
+        metavar="FRACTION",
+        help="train's validation split, to find leakage (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        metavar="N",
+        help="train's seed, and that of the folds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--duplicate-threshold",
+        type=fraction,
+        metavar="SIMILARITY",
+        help="cosine similarity from which two images are near duplicates "
+        f"(default: {defaults.NEAR_DUPLICATE_THRESHOLD})",
+    )
 
 
 def audit_command(args):
