@@ -122,7 +122,9 @@ def label_error_runs(args, audit, one_view):
     labels = audit.labels
     classes = len(audit.class_names)
     # The photos the audit flags on the unmodified set: the set's own errors.
-    own = set(np.nonzero(cleanlab.filter.find_label_issues(labels, audit.probabilities))[0])
+    own = set(
+        np.nonzero(cleanlab.filter.find_label_issues(labels, audit.probabilities, n_jobs=1))[0]
+    )
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         noisy, flipped = flip_labels(labels, args.noise, seed, classes)
@@ -134,7 +136,7 @@ def label_error_runs(args, audit, one_view):
             start = time.perf_counter()
             p, c = out_of_fold_probabilities(features, noisy, 5, seed)
             order = np.argsort(label_quality(p, noisy), kind="stable")
-            flagged = np.nonzero(cleanlab.filter.find_label_issues(noisy, p))[0]
+            flagged = np.nonzero(cleanlab.filter.find_label_issues(noisy, p, n_jobs=1))[0]
             run[name] = ranking_scores(order, flipped, flagged)
             run[name].update(C=c, seconds=time.perf_counter() - start)
         top = np.argsort(label_quality(p, noisy), kind="stable")[: len(flipped)]

@@ -145,7 +145,8 @@ def find_label_issues(probabilities, labels, paths, class_names):
     import cleanlab
 
     scores = label_quality(probabilities, labels)
-    flagged = cleanlab.filter.find_label_issues(labels, probabilities)
+    # One process: cleanlab's pool would fork a process that holds TensorFlow.
+    flagged = cleanlab.filter.find_label_issues(labels, probabilities, n_jobs=1)
     suggested = probabilities.argmax(axis=1)
     order = [i for i in np.argsort(scores, kind="stable") if flagged[i]]
     return [
