@@ -3,7 +3,7 @@
 The sub-packages, from the bottom of the stack up (docs/architecture.md):
 `errors`, `defaults`, `utils` < `backbones`, `data` < `layers` < `unfreeze`
 < `caching` < `models` < `callbacks` < `learning_rate`, `export` < `tuner`,
-`experiment`, `evaluation` < `cli`.
+`experiment`, `evaluation`, `audit` < `cli`.
 
 Importing the package imports nothing else: each public name below (and each
 sub-package) is imported on first use (PEP 562), so that the command line
@@ -53,6 +53,7 @@ _EXPORTS = {
 
 # Sub-packages and modules reachable as attributes (`keras_transfer.data`).
 _SUBMODULES = (
+    "audit",
     "backbones",
     "caching",
     "callbacks",

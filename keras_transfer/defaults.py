@@ -75,3 +75,12 @@ CALIBRATION_IMAGES = 200
 MAX_ACCURACY_DROP = 1.5
 # Class names and scores a SavedModel's `serving_default` signature returns.
 SERVING_TOP_K = 5
+# `keras-transfer audit` (keras_transfer.audit, figures in docs/audit.md):
+# folds of the cross-validation behind the label issues; the cosine
+# similarity of centred features from which two images are near duplicates
+# (on the flowers, 85 % of the copies recompressed at JPEG quality 50 and
+# all mirrored copies reach it, and 34 pairs of the 2,500 photos); the
+# fraction of the images listed as outliers.
+AUDIT_FOLDS = 5
+NEAR_DUPLICATE_THRESHOLD = 0.85
+OUTLIER_FRACTION = 0.01

@@ -4,6 +4,7 @@
 keras-transfer backbones [PATTERN]          # the backbone registry, as a table
 keras-transfer train [DATA_DIR] [options]   # train a classifier, save it
 keras-transfer compare [DATA_DIR] [options] # pretrained against from scratch
+keras-transfer audit DATA_DIR [options]     # label errors, duplicates, outliers
 ```
 
 `train` runs one `model.fit`: `--epochs` epochs train the head with the
@@ -66,7 +67,7 @@ Start-up: the argument parser, its checks and this package's import need
 neither TensorFlow nor Keras, so a mistake in the arguments is reported at
 once, and `--help` lists the commands without loading them. Each command is
 one module (`backbones`, `train`, `predict`, `evaluate`, `export`,
-`compare`) whose `COMMAND` (an `arguments.Command`) holds its help, the
+`compare`, `audit`) whose `COMMAND` (an `arguments.Command`) holds its help, the
 function that declares its options and its handler, a function that checks
 what argparse cannot (paths, bounds), then imports the heavy modules in its
 own body. `COMMANDS` lists them.
@@ -88,6 +89,7 @@ import sys
 import warnings
 
 from keras_transfer import __version__
+from keras_transfer.cli import audit
 from keras_transfer.cli import backbones
 from keras_transfer.cli import compare
 from keras_transfer.cli import evaluate
@@ -127,7 +129,7 @@ __all__ = [
 # (`keras_transfer.cli.arguments.Command`), by name.
 COMMANDS = {
     module.COMMAND.name: module.COMMAND
-    for module in (backbones, train, predict, evaluate, export, compare)
+    for module in (backbones, train, predict, evaluate, export, compare, audit)
 }
 
 # TensorFlow's C++ log level for the commands, once it reads it: fatal errors

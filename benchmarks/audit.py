@@ -1,0 +1,295 @@
+"""Benchmark: `keras-transfer audit` on the shared flowers, with 5 % of the labels flipped.
+
+1. Runs `keras_transfer.audit.audit_folder` on the unmodified flowers (2,500
+   photos), timed end to end, writes its files to `--output-dir` and a
+   contact sheet of its top findings to `--sheet` (docs/audit.md shows it).
+2. Flips 5 % of the labels (each to another class, at random, per seed;
+   the photos stay where they are: the flipped labels only exist in memory)
+   and ranks the photos as the audit does (`out_of_fold_probabilities`,
+   then cleanlab's label quality score). With K the number flipped, it
+   reports the precision in the top K and the recall in the top 2K, for:
+   - `baseline`: the issue author's baseline, the pooled features of one
+     view, a default `LogisticRegression()` (C=1) in 5 folds, ranked by the
+     out-of-fold probability of the given label;
+   - `audit_one_view`: the audit's ranking on the features of one view;
+   - `audit`: the audit's ranking on its own features (each photo's mean
+     with its mirror image), what `keras-transfer audit` writes.
+   Also: the precision and recall of the set cleanlab flags (the rows of
+   label_issues.csv), and how many false positives in the top K are photos
+   the audit also flags on the unmodified flowers (the set's own errors).
+3. Calibrates the near-duplicate threshold: 40 photos, each recompressed
+   (JPEG quality 50), shrunk to half, cropped by 5 % a side and mirrored;
+   the share of copies whose similarity to their original reaches each
+   threshold, and the pairs of unmodified photos that do.
+
+```
+nice python benchmarks/audit.py                  # ~5 min on 2 CPU cores
+```
+
+Results go to `--json` (default `benchmarks/results/audit.json`).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import keras_transfer  # noqa: E402
+from keras_transfer.audit import audit_folder  # noqa: E402
+from keras_transfer.audit.features import extract_features  # noqa: E402
+from keras_transfer.audit.features import feature_model  # noqa: E402
+from keras_transfer.audit.label_issues import label_quality  # noqa: E402
+from keras_transfer.audit.label_issues import out_of_fold_probabilities  # noqa: E402
+from keras_transfer.data.loading import image_dataset  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import flowers  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(flowers.assets_dir() / "data" / "flower_photos"))
+    parser.add_argument("--backbone", default=keras_transfer.defaults.BACKBONE)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--weights", help="weights file (default: from the shared assets)")
+    parser.add_argument("--noise", type=float, default=0.05)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--output-dir", default=os.path.join(tempfile.gettempdir(), "audit"))
+    parser.add_argument("--sheet", default=str(ROOT / "docs" / "audit_top20.png"))
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "audit.json"))
+    return parser.parse_args(argv)
+
+
+def flip_labels(labels, fraction, seed, classes):
+    """Labels with `fraction` of them moved to another class; and which moved."""
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(labels), round(fraction * len(labels)), replace=False)
+    noisy = labels.copy()
+    for i in flipped:
+        noisy[i] = rng.choice([c for c in range(classes) if c != labels[i]])
+    return noisy, flipped
+
+
+def ranking_scores(order, flipped, flagged=None):
+    k = len(flipped)
+    truth = set(flipped.tolist())
+    scores = {
+        "precision_at_k": len(truth & set(order[:k].tolist())) / k,
+        "recall_at_2k": len(truth & set(order[: 2 * k].tolist())) / k,
+    }
+    if flagged is not None:
+        hits = len(truth & set(flagged.tolist()))
+        scores.update(
+            flagged=len(flagged),
+            flagged_precision=hits / max(1, len(flagged)),
+            flagged_recall=hits / k,
+        )
+    return scores
+
+
+def baseline_order(features, labels, seed):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import cross_val_predict
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        p = cross_val_predict(
+            LogisticRegression(max_iter=1000),
+            features,
+            labels,
+            cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+            method="predict_proba",
+        )
+    return np.argsort(p[np.arange(len(labels)), labels], kind="stable")
+
+
+def label_error_runs(args, audit, one_view):
+    import cleanlab
+
+    labels = audit.labels
+    classes = len(audit.class_names)
+    # The photos the audit flags on the unmodified set: the set's own errors.
+    own = set(
+        np.nonzero(cleanlab.filter.find_label_issues(labels, audit.probabilities, n_jobs=1))[0]
+    )
+    runs = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        noisy, flipped = flip_labels(labels, args.noise, seed, classes)
+        run = {"seed": seed, "flipped": len(flipped)}
+        start = time.perf_counter()
+        run["baseline"] = ranking_scores(baseline_order(one_view, noisy, seed), flipped)
+        run["baseline"]["seconds"] = time.perf_counter() - start
+        for name, features in (("audit_one_view", one_view), ("audit", audit.features)):
+            start = time.perf_counter()
+            p, c = out_of_fold_probabilities(features, noisy, 5, seed)
+            order = np.argsort(label_quality(p, noisy), kind="stable")
+            flagged = np.nonzero(cleanlab.filter.find_label_issues(noisy, p, n_jobs=1))[0]
+            run[name] = ranking_scores(order, flipped, flagged)
+            run[name].update(C=c, seconds=time.perf_counter() - start)
+        top = np.argsort(label_quality(p, noisy), kind="stable")[: len(flipped)]
+        false = [i for i in top.tolist() if i not in set(flipped.tolist())]
+        run["audit"]["false_positives_in_top_k"] = len(false)
+        run["audit"]["of_them_flagged_on_unmodified"] = len(own & set(false))
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+    return runs
+
+
+def one_view_features(args, paths, weights):
+    model = feature_model(args.backbone, args.image_size, weights, flip=False)
+    size = (args.image_size, args.image_size)
+    dataset = image_dataset([(p, 0) for p in paths], size, 32).map(lambda x, y: x)
+    return model.predict(dataset, verbose=0)
+
+
+def duplicate_calibration(args, audit, weights, count=40):
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(audit.paths), count, replace=False)
+    copies = []
+    folder = tempfile.mkdtemp()
+    for i in picked.tolist():
+        with Image.open(audit.paths[i]) as original:
+            image = original.convert("RGB")
+        w, h = image.size
+        for kind, copy in (
+            ("jpeg_q50", image),
+            ("half_size", image.resize((w // 2, h // 2))),
+            ("crop_5pc", image.crop((w // 20, h // 20, w - w // 20, h - h // 20))),
+            ("mirror", image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        ):
+            path = os.path.join(folder, f"{i}_{kind}.jpg")
+            copy.save(path, quality=50 if kind == "jpeg_q50" else 90)
+            copies.append((i, kind, path))
+    features = extract_features(
+        [p for _, _, p in copies], args.backbone, args.image_size, weights, verbose=0
+    )
+    mean = audit.features.mean(axis=0)
+
+    def unit(x):
+        x = x - mean
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    originals = unit(audit.features)
+    similarity = np.einsum("ij,ij->i", originals[[i for i, _, _ in copies]], unit(features))
+    kinds = np.array([k for _, k, _ in copies])
+    pairs = originals @ originals.T
+    upper = pairs[np.triu_indices(len(pairs), 1)]
+    result = {}
+    for t in THRESHOLDS:
+        result[str(t)] = {
+            k: float((similarity[kinds == k] >= t).mean()) for k in dict.fromkeys(kinds)
+        }
+        result[str(t)]["pairs_of_unmodified_photos"] = int((upper >= t).sum())
+    print(json.dumps({"duplicate_calibration": result}), flush=True)
+    return result
+
+
+def contact_sheet(audit, path, tile=110):
+    """The top findings: 8 label issues, 6 outliers, 3 duplicate pairs (20 photos)."""
+    from keras_transfer.data import decode_image_file
+    from PIL import ImageDraw
+
+    items = [(x.path, f"{x.given}->{x.suggested}") for x in audit.label_issues[:8]]
+    items += [(x.path, f"outlier ({x.given})") for x in audit.outliers[:6]]
+    for d in audit.duplicates[:3]:
+        tag = "leak" if d.across_split else "dup"
+        items += [(d.path_a, f"{tag} {d.similarity:.2f}"), (d.path_b, f"{tag} {d.class_b}")]
+    columns = 5
+    rows = -(-len(items) // columns)
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + 14)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, (photo, caption) in enumerate(items):
+        x, y = (n % columns) * tile, (n // columns) * (tile + 14)
+        sheet.paste(
+            Image.fromarray(decode_image_file(photo, (tile - 4, tile - 4), "pad")), (x + 2, y)
+        )
+        draw.text((x + 3, y + tile - 3), caption, fill="black")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sheet.quantize(128).save(path, optimize=True)
+    credits = _credits(audit.directory)
+    shown = []
+    for photo, caption in items:
+        name = os.path.relpath(photo, audit.directory)
+        shown.append({"path": name, "caption": caption, "credit": credits.get(name, "")})
+    return shown
+
+
+def _credits(directory):
+    """`{class/file.jpg: "CC-BY by NAME - URL"}` from the photos' ATTRIBUTIONS.txt."""
+    path = os.path.join(directory, "ATTRIBUTIONS.txt")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split(" ", 1) for line in f if "/" in line.split(" ")[0])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    spec = keras_transfer.backbones.get_backbone(args.backbone)
+    weights = flowers.resolve_weights(args, spec)
+    start = time.perf_counter()
+    audit = audit_folder(args.data, args.backbone, args.image_size, weights)
+    audit_seconds = time.perf_counter() - start
+    audit.write(args.output_dir)
+    shown = contact_sheet(audit, args.sheet)
+    unmodified = {
+        "images": len(audit.paths),
+        "seconds": audit_seconds,
+        "label_issues": len(audit.label_issues),
+        "duplicate_pairs": len(audit.duplicates),
+        "exact_duplicate_pairs": sum(d.exact for d in audit.duplicates),
+        "pairs_across_split": sum(d.across_split for d in audit.duplicates),
+        "pairs_across_classes": sum(d.across_classes for d in audit.duplicates),
+        "outliers": len(audit.outliers),
+        "sheet": shown,
+    }
+    print(json.dumps({k: v for k, v in unmodified.items() if k != "sheet"}), flush=True)
+    start = time.perf_counter()
+    one_view = one_view_features(args, audit.paths, weights)
+    one_view_seconds = time.perf_counter() - start
+    runs = label_error_runs(args, audit, one_view)
+    calibration = duplicate_calibration(args, audit, weights)
+    summary = {
+        name: {
+            key: float(np.mean([run[name][key] for run in runs]))
+            for key in ("precision_at_k", "recall_at_2k")
+        }
+        for name in ("baseline", "audit_one_view", "audit")
+    }
+    for name in ("audit_one_view", "audit"):
+        summary[name]["ratio_to_baseline_precision"] = (
+            summary[name]["precision_at_k"] / summary["baseline"]["precision_at_k"]
+        )
+    result = {
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "noise": args.noise,
+        "machine": f"{os.cpu_count()} CPU cores, shared",
+        "keras": keras.__version__,
+        "unmodified": unmodified,
+        "one_view_features_seconds": one_view_seconds,
+        "flipped_runs": runs,
+        "summary": summary,
+        "goal": {"precision_at_k": 0.85, "recall_at_2k": 0.95},
+        "duplicate_calibration": calibration,
+    }
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
