@@ -23,7 +23,7 @@ from test_cli import _run
 from test_predict import saved_classifier
 
 from keras_transfer.evaluation import evaluate
-from keras_transfer.evaluation import html_page
+from keras_transfer.utils import html_page
 from keras_transfer.evaluation import load_classifier
 from keras_transfer.data import load_image_folder
 

@@ -6,25 +6,14 @@ Each section shows its first `MAX_SHOWN` findings (the CSV files hold all).
 `thumbnail_data_uri` is the one place where an image becomes page content.
 """
 
-import base64
-import html
-import io
 import os
 
 from keras_transfer.data.images import decode_image_file
+from keras_transfer.utils import html_page
 
 # Side of the square thumbnails, in pixels, and findings shown per section.
 THUMBNAIL_SIZE = 128
 MAX_SHOWN = 100
-
-_STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-.grid { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; width: 136px; font-size: 12px; overflow-wrap: anywhere; }
-figure.pair { width: 276px; }
-img { width: 128px; height: 128px; border: 1px solid #ccc; }
-.leak { color: #b00; font-weight: bold; }
-"""
 
 
 def thumbnail_data_uri(path, size=THUMBNAIL_SIZE):
@@ -36,12 +25,8 @@ def thumbnail_data_uri(path, size=THUMBNAIL_SIZE):
     uri = thumbnail_data_uri("flowers/roses/1.jpg")  # 'data:image/jpeg;base64,/9j/...'
     ```
     """
-    from PIL import Image
-
     pixels = decode_image_file(path, (size, size), resize="pad")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return html_page.image_data_uri(pixels, max_size=None)
 
 
 def audit_page(audit, directory=""):
@@ -79,11 +64,7 @@ def audit_page(audit, directory=""):
             lambda x: _figure([x.path], f"in <b>{_e(x.given)}</b>, score {x.score:.3f}"),
         ),
     ]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{_e(title)}</h1>{''.join(sections)}</body></html>\n"
-    )
+    return html_page.page_html(title, sections)
 
 
 def _section(heading, findings, render):
@@ -92,7 +73,7 @@ def _section(heading, findings, render):
     if len(findings) > len(shown):
         note += f"; the first {len(shown)} shown, all in the CSV file"
     body = "".join(render(x) for x in shown) if shown else "<p>None found.</p>"
-    return f'<h2>{heading}</h2><p>{note}.</p><div class="grid">{body}</div>'
+    return html_page.section_html(heading, f'<div class="grid">{body}</div>', note + ".")
 
 
 def _figure(paths, caption):
@@ -104,5 +85,4 @@ def _figure(paths, caption):
     return f"<figure{kind}>{images}<figcaption>{names}<br>{caption}</figcaption></figure>"
 
 
-def _e(text):
-    return html.escape(str(text))
+_e = html_page.escape

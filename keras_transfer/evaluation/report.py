@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.errors import KerasTransferError
-from keras_transfer.evaluation import html_page
+from keras_transfer.utils import html_page
 from keras_transfer.evaluation.overlay import overlay_heatmap
 
 # How many top losses and confused pairs the report shows by default.

@@ -9,7 +9,7 @@ Everything taken from data (file and class names) is escaped here.
 Example:
 
 ```python
-from keras_transfer.evaluation import html_page
+from keras_transfer.utils import html_page
 
 body = html_page.section_html("Scores", html_page.table_html(["class", "F1"], [["roses", "0.91"]]))
 html_page.write_page("page.html", "My report", [body])
@@ -37,6 +37,8 @@ thead th { background: #f2f2f2; }
 figure { margin: 0; width: 15em; font-size: 0.85em; }
 figure img { width: 7.4em; height: 7.4em; object-fit: cover; }
 figcaption { word-break: break-all; }
+figure.pair { width: 17.5em; }
+.leak { color: #b00; font-weight: bold; }
 .note { color: #555; font-size: 0.9em; }
 """
 
