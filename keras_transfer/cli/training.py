@@ -23,6 +23,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import time
 import warnings
 
 import keras
@@ -104,9 +105,12 @@ class ValidationScore(keras.callbacks.Callback):
     """
 
     results = None
+    seconds = None
 
     def on_train_end(self, logs=None):
+        start = time.perf_counter()
         self.results = caching.evaluate_validation_features(self.model, verbose=0, return_dict=True)
+        self.seconds = time.perf_counter() - start
 
 
 def run_training(config):
@@ -129,6 +133,8 @@ def run_training(config):
         KerasTransferError: a mistake in the data or a backup of another run,
             found before anything trains.
     """
+    # When each part of the run ended (history.json's "timeline").
+    timeline = {"start": time.time()}
     keras.utils.set_random_seed(config.seed)
     train_ds, val_ds, class_names = load_image_folder(
         config.data_dir,
@@ -143,6 +149,7 @@ def run_training(config):
         # every epoch, and keeps them.
         cache=keras.backend.backend() not in caching.BACKENDS,
     )
+    timeline["data_loaded"] = time.time()
     backup = RunBackup(config.backup_dir, config.backup_identity(class_names), config.learning_rate)
     resume_epoch = backup.resume_epoch()
     if resume_epoch:
@@ -158,6 +165,7 @@ def run_training(config):
         backup.learning_rate = model.optimizer.learning_rate = learning_rate
     run = _start_run(config, model, backup, resume_epoch, learning_rate, val_ds is not None)
     metadata = config.history_metadata(class_names, learning_rate)
+    timeline["fit_start"] = time.time()
     try:
         model.fit(
             train_ds,
@@ -173,11 +181,27 @@ def run_training(config):
         return _stop_on_non_finite_loss(stop, model, config, run)
     except KeyboardInterrupt:
         return _stop_on_interrupt(config, run)
+    timeline["fit_end"] = time.time()
     # The model and history go to disk before the backup goes away: a kill
     # between the two leaves a run that resumes, never one that is lost.
     which = _save_output(model, config, run, val_ds)
+    timeline["saved"] = time.time()
+    _record_timeline(config, model, run, timeline)
     backup.delete()
     print(f"Saved the model {which}, to {config.output} and its history to {config.history}.")
+
+
+def _record_timeline(config, model, run, timeline):
+    """Writes the run's timeline to history.json, for benchmarks/flowers.py's breakdown.
+
+    Times are `time.time()` stamps; `cache_pass_seconds` is the part of the
+    fit before its first epoch, `score_seconds` the averaged model's scoring
+    in the fit's last callbacks.
+    """
+    info = caching.feature_cache_info(model)
+    timeline["cache_pass_seconds"] = info.seconds if info is not None else None
+    timeline["score_seconds"] = run.score.seconds if run.score is not None else None
+    update_history(config.history, {"timeline": timeline})
 
 
 def _compiled_model(config, class_names):
