@@ -1,7 +1,10 @@
 """The default `train` run without waste (#31): images read once, none kept, the mean scored on features."""
 
 import collections
+import gc
 import json
+import subprocess
+import sys
 import threading
 
 import keras
@@ -14,6 +17,7 @@ from keras_transfer import caching
 from keras_transfer import cli
 from keras_transfer.cli import training
 from keras_transfer.data import loading
+from keras_transfer.utils.imports import heavy_imports
 
 
 class _Score(keras.callbacks.Callback):
@@ -127,3 +131,26 @@ def test_train_reads_each_image_once_and_keeps_no_decoded_image(tmp_path, capsys
     saved.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     accuracy = saved.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
     assert history["saved"]["val_accuracy"] == accuracy
+
+
+def test_heavy_imports_freeze_what_a_fresh_process_imports():
+    # In a fresh process: no collection during the imports, their objects
+    # frozen after; in this one (TensorFlow imported): nothing changes.
+    code = (
+        "import gc\n"
+        "from keras_transfer.utils.imports import heavy_imports\n"
+        "before = gc.get_stats()[2]['collections']\n"
+        "with heavy_imports():\n"
+        "    assert not gc.isenabled()\n"
+        "    import tensorflow\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 100_000,\n"
+        "      gc.get_stats()[2]['collections'] - before)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["True", "True", "0"]
+    frozen = gc.get_freeze_count()
+    with heavy_imports():
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
