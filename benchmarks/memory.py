@@ -115,17 +115,23 @@ def child_train(data_dir, output):
     import keras_transfer  # noqa: F401
     from keras_transfer import cli
 
-    after_imports = memory_mb("VmRSS")
-    start = time.perf_counter()
-    status = cli.main(
+    return measured_main(
+        cli,
         [
             "train", data_dir,
             "--backbone", BACKBONE, "--weights", "none",
             "--image-size", str(IMAGE_SIZE), "--batch-size", "64",
             "--epochs", "1", "--fine-tune-epochs", "0",
             "--validation-split", "0.1", "--output", output,
-        ]
+        ],
     )  # fmt: skip
+
+
+def measured_main(cli, argv):
+    """Runs the command line `argv` in this process; its status, memory and seconds."""
+    after_imports = memory_mb("VmRSS")
+    start = time.perf_counter()
+    status = cli.main(argv)
     return {
         "status": status,
         "after_imports_mb": after_imports,
@@ -143,7 +149,11 @@ def flower_photos():
 def linked_photos(target, count):
     """A folder of `count` links to the flowers, in their class folders, repeated as needed."""
     source, _ = flower_photos()
-    photos = sorted(source.glob("*/*.jpg"))
+    by_class = {}
+    for photo in sorted(source.glob("*/*.jpg")):
+        by_class.setdefault(photo.parent.name, []).append(photo)
+    # Every class from the first photos on, so that any count trains.
+    photos = [photo for row in zip(*by_class.values()) for photo in row]
     for index in range(count):
         photo = photos[index % len(photos)]
         link = pathlib.Path(target) / photo.parent.name / f"{index // len(photos)}_{photo.name}"
@@ -169,21 +179,14 @@ def child_train_photos(data_dir, output, keep_decoded):
 
         training.load_image_folder = load
     _, weights = flower_photos()
-    after_imports = memory_mb("VmRSS")
-    start = time.perf_counter()
-    status = cli.main(
+    return measured_main(
+        cli,
         [
             "train", data_dir, "--output", output, "--epochs", "2", "--fine-tune-epochs", "0",
             "--weights",
             str(weights / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"),
-        ]
+        ],
     )  # fmt: skip
-    return {
-        "status": status,
-        "after_imports_mb": after_imports,
-        "peak_mb": memory_mb("VmHWM"),
-        "seconds": time.perf_counter() - start,
-    }
 
 
 def measure_photos(tmp, counts, keep_decoded):
