@@ -11,7 +11,14 @@ size, one after the other:
     last 20 layers unfrozen, recompiled with Adam(1e-5), and a second
     `fit` for `--fine-tune-epochs` epochs;
 (b) keras-transfer: `build_classifier` (frozen features cached by its `fit`)
-    and `ProgressiveUnfreeze`, in one `fit` of the same number of epochs.
+    and `ProgressiveUnfreeze`, in one `fit` of the same number of epochs;
+(p) the classic recipe (a) as a whole process (`python flowers.py --recipes
+    a` in a subprocess: imports, loading, building and both fits);
+(t) `keras-transfer train` with its defaults, as a whole process (its own
+    recipe: 3 head epochs, 8 with the last 8 blocks, weights averaged), and
+    where its seconds went, from its history.json (the run's own "timeline"
+    stamps and epoch times): start-up, scan, model, cache pass, each phase
+    and epoch, scoring the averaged model, saving, and the rest;
 
 and prints, for (a) and (b): the time to first reach (a)'s best validation
 accuracy, the total time, the best and final validation accuracy, the time of
@@ -22,6 +29,7 @@ included. Each recipe reads the images through its own, fresh
 
 ```
 python benchmarks/flowers.py                      # full run, 2000 + 500 images
+python benchmarks/flowers.py --recipes cpt        # the command line against the classic
 python benchmarks/flowers.py --quick              # smoke run, a few images
 python benchmarks/flowers.py --json results.json  # also write the figures
 ```
@@ -37,6 +45,7 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,8 +109,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--recipes",
         default="cab",
-        help="which of c (floor), a (classic), b (keras-transfer) to run, in "
-        "that order (default: cab)",
+        help="which of c (floor), a (classic), b (keras-transfer), p (the classic "
+        "as a whole process), t (keras-transfer train, the whole process) to "
+        "run, in that order (default: cab)",
     )
     parser.add_argument(
         "--quick",
@@ -287,6 +297,143 @@ def run_transfer(args, spec, weights, num_classes):
     return result
 
 
+def run_classic_process(args):
+    """(p) the classic recipe as a whole process: `flowers.py --recipes a` in a subprocess."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = os.path.join(tmp, "classic.json")
+        command = [
+            sys.executable,
+            __file__,
+            "--data",
+            args.data,
+            "--recipes",
+            "a",
+            "--json",
+            results,
+        ]
+        command += _shared_options(args)
+        command += ["--head-epochs", str(args.head_epochs)]
+        command += ["--fine-tune-epochs", str(args.fine_tune_epochs)]
+        if args.weights:
+            command += ["--weights", args.weights]
+        launch = time.time()
+        subprocess.run(command, check=True, capture_output=True)
+        total = time.time() - launch
+        with open(results) as f:
+            classic = json.load(f)["results"]["a"]
+    return {
+        "name": "(p) classic, whole process",
+        "total_seconds": total,
+        "best_val_accuracy": classic["best_val_accuracy"],
+        "final_val_accuracy": classic["final_val_accuracy"],
+    }
+
+
+def _shared_options(args):
+    """The options of both flowers.py and `keras-transfer train` that (p) and (t) pass on."""
+    return [
+        "--image-size", str(args.image_size), "--backbone", args.backbone,
+        "--seed", str(args.seed), "--batch-size", str(args.batch_size),
+        "--validation-split", str(args.validation_split),
+    ]  # fmt: skip
+
+
+def run_train_command(args, weights):
+    """(t) `keras-transfer train` with its default recipe, the whole process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        output = os.path.join(tmp, "model.keras")
+        command = [sys.executable, "-m", "keras_transfer", "train", args.data]
+        command += ["--weights", weights, "--output", output]
+        command += _shared_options(args)
+        if args.quick:
+            command += ["--epochs", "1", "--fine-tune-epochs", "1"]
+        launch = time.time()
+        subprocess.run(command, check=True, capture_output=True)
+        total = time.time() - launch
+        with open(os.path.join(tmp, "history.json")) as f:
+            history = json.load(f)
+    return train_breakdown(history, launch, total)
+
+
+def train_breakdown(history, launch, total):
+    """Where the seconds of a `keras-transfer train` process went, from its history.json."""
+    timeline, records = history["timeline"], history["epochs"]
+    head = history["head_epochs"]
+    cache = timeline["cache_pass_seconds"] or 0.0
+    # Epoch records count seconds from the start of the fit's cache pass.
+    ends = [r["seconds"] for r in records]
+    epochs = [ends[0] - cache] + [b - a for a, b in zip(ends, ends[1:])]
+    fit = timeline["fit_end"] - timeline["fit_start"]
+    score = timeline["score_seconds"] or 0.0
+    parts = {
+        "start-up (imports, arguments)": timeline["start"] - launch,
+        "folder scan and decode check": timeline["data_loaded"] - timeline["start"],
+        "model build and compile": timeline["fit_start"] - timeline["data_loaded"],
+        "cache pass": cache,
+        "head epochs": sum(epochs[:head]),
+        "fine-tuning epochs": sum(epochs[head:]),
+        "scoring the averaged model": score,
+        "rest of fit (its start and end)": fit - cache - sum(epochs) - score,
+        "saving": timeline["saved"] - timeline["fit_end"],
+        "exit": launch + total - timeline["saved"],
+    }
+    fine_tune = epochs[head:]
+    median = float(np.median(fine_tune)) if fine_tune else None
+    return {
+        "name": "(t) keras-transfer train",
+        "total_seconds": total,
+        "parts": parts,
+        "outside_fit_seconds": total - fit,
+        "epoch_seconds": epochs,
+        "fine_tune_epoch_median": median,
+        "fine_tune_epoch_max_to_median": max(fine_tune) / median if fine_tune else None,
+        "best_val_accuracy": max(r["val_accuracy"] for r in records),
+        "final_val_accuracy": records[-1]["val_accuracy"],
+        "saved": history.get("saved"),
+    }
+
+
+def report_train_command(results):
+    """The lines of (t): its breakdown, and its ratios to (p) and (c)."""
+    run, classic, floor = results["t"], results.get("p"), results.get("c")
+    total = run["total_seconds"]
+    lines = [f"(t) keras-transfer train, whole process: {total:.1f} s"]
+    for part, seconds in run["parts"].items():
+        lines.append(f"    {part:34} {seconds:7.1f} s  {100 * seconds / total:5.1f}%")
+    lines.append(
+        "    epochs (s): "
+        + ", ".join(f"{s:.1f}" for s in run["epoch_seconds"])
+        + f"; fine-tuning median {_s(run['fine_tune_epoch_median'])}, "
+        f"max/median {_x(run['fine_tune_epoch_max_to_median'])}"
+    )
+    saved = (run["saved"] or {}).get("val_accuracy")
+    lines.append(
+        f"    val_accuracy: saved model {_x(saved)}, best epoch "
+        f"{run['best_val_accuracy']:.3f}, last epoch {run['final_val_accuracy']:.3f}"
+    )
+    ratios = {"outside_fit": run["outside_fit_seconds"] / total}
+    checks = [
+        f"outside fit <= 10%: {_ok(ratios['outside_fit'], 0.10)}",
+        f"fine-tuning epoch <= 1.3x median: {_ok(run['fine_tune_epoch_max_to_median'], 1.3)}",
+    ]
+    if classic:
+        lines.append(
+            f"(p) classic, whole process: {classic['total_seconds']:.1f} s, best val_accuracy "
+            f"{classic['best_val_accuracy']:.3f}"
+        )
+        ratios["total_to_classic_process"] = total / classic["total_seconds"]
+        checks.append(
+            f"whole run <= 1/3.5 of (p): {_ok(ratios['total_to_classic_process'], 1 / 3.5)}"
+        )
+    if floor:
+        ratios["cache_pass_to_inference_pass"] = run["parts"]["cache pass"] / floor["seconds"]
+        checks.append(
+            f"cache pass <= 1.15x (c): {_ok(ratios['cache_pass_to_inference_pass'], 1.15)}"
+        )
+    lines.append("targets: " + "; ".join(checks))
+    return lines, ratios
+
+
 def summarize(name, epochs, head_end, total, args):
     seconds = [e["seconds"] for e in epochs]
     per_epoch = [b - a for a, b in zip([0.0] + seconds[:-1], seconds)]
@@ -409,12 +556,17 @@ def main(argv=None):
             "c": lambda: run_floor(args, spec, weights),
             "a": lambda: run_classic(args, spec, weights, len(class_names)),
             "b": lambda: run_transfer(args, spec, weights, len(class_names)),
+            "p": lambda: run_classic_process(args),
+            "t": lambda: run_train_command(args, weights),
         }
         for key in args.recipes:
             print(f"--- {key}", flush=True)
             results[key] = runners[key]()
         print()
         ratios = report(results, args)
+        if "t" in results:
+            lines, ratios["train_command"] = report_train_command(results)
+            print("\n".join(lines))
     if args.json:
         payload = {
             "arguments": {k: str(v) for k, v in vars(args).items()},

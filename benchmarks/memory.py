@@ -25,6 +25,15 @@ other's peak:
    whole graph and are never dropped (tensorflow/tensorflow#97697).
    `TransferClassifier.fit` drops those its own steps registered.
 
+4. `--photos N ...`: `keras-transfer train --epochs 2 --fine-tune-epochs 0`
+   with its defaults (MobileNetV2 0.5 with ImageNet weights, 224 px) on N
+   real photos: the shared flowers (`$KERAS_TRANSFER_ASSETS/data/
+   flower_photos`, 2,500), linked as many times as N needs. Reported: the
+   peak RSS of each run and its slope per photo between consecutive sizes
+   (the goal: at most 40 KB per photo; a decoded 224 px image is 147 KB).
+   `--keep-decoded` also runs each size as before #31, the decoded images
+   kept by the dataset (`load_image_folder(cache=True)`), for comparison.
+
 3. `--trials-per-process K`: the same search through
    `keras_transfer.search_in_subprocesses` (K trials per fresh process).
    Reported: the resident memory after each trial with the process that ran
@@ -40,7 +49,11 @@ Usage:
     python benchmarks/memory.py --images --trials 20 --trials-per-process 5 \
         --baseline --only-processes     # plain Keras models, 5 per process
 
-Linux only (reads `/proc/self/status`). No weights or data sets needed.
+    nice python benchmarks/memory.py --images --trials 0 --photos 2500 10000 40000
+    nice python benchmarks/memory.py --images --trials 0 --photos 2500 10000 --keep-decoded
+
+Linux only (reads `/proc/self/status`). No weights or data sets needed, but
+for `--photos`.
 """
 
 import argparse
@@ -102,23 +115,101 @@ def child_train(data_dir, output):
     import keras_transfer  # noqa: F401
     from keras_transfer import cli
 
-    after_imports = memory_mb("VmRSS")
-    start = time.perf_counter()
-    status = cli.main(
+    return measured_main(
+        cli,
         [
             "train", data_dir,
             "--backbone", BACKBONE, "--weights", "none",
             "--image-size", str(IMAGE_SIZE), "--batch-size", "64",
             "--epochs", "1", "--fine-tune-epochs", "0",
             "--validation-split", "0.1", "--output", output,
-        ]
+        ],
     )  # fmt: skip
+
+
+def measured_main(cli, argv):
+    """Runs the command line `argv` in this process; its status, memory and seconds."""
+    after_imports = memory_mb("VmRSS")
+    start = time.perf_counter()
+    status = cli.main(argv)
     return {
         "status": status,
         "after_imports_mb": after_imports,
         "peak_mb": memory_mb("VmHWM"),
         "seconds": time.perf_counter() - start,
     }
+
+
+def flower_photos():
+    root = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+    assets = pathlib.Path(os.environ.get("KERAS_TRANSFER_ASSETS", root))
+    return assets / "data" / "flower_photos", assets / "weights"
+
+
+def linked_photos(target, count):
+    """A folder of `count` links to the flowers, in their class folders, repeated as needed."""
+    source, _ = flower_photos()
+    by_class = {}
+    for photo in sorted(source.glob("*/*.jpg")):
+        by_class.setdefault(photo.parent.name, []).append(photo)
+    # Every class from the first photos on, so that any count trains.
+    photos = [photo for row in zip(*by_class.values()) for photo in row]
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        link = pathlib.Path(target) / photo.parent.name / f"{index // len(photos)}_{photo.name}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(photo, link)
+    return target
+
+
+def child_train_photos(data_dir, output, keep_decoded):
+    import keras_transfer  # noqa: F401
+    from keras_transfer import cli
+
+    if keep_decoded:
+        # As before #31: the training and validation datasets keep every
+        # decoded image, although the fit caches their features.
+        from keras_transfer.cli import training
+
+        original = training.load_image_folder
+
+        def load(*args, **kwargs):
+            kwargs["cache"] = True
+            return original(*args, **kwargs)
+
+        training.load_image_folder = load
+    _, weights = flower_photos()
+    return measured_main(
+        cli,
+        [
+            "train", data_dir, "--output", output, "--epochs", "2", "--fine-tune-epochs", "0",
+            "--weights",
+            str(weights / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"),
+        ],
+    )  # fmt: skip
+
+
+def measure_photos(tmp, counts, keep_decoded):
+    """Runs `train` on each number of linked photos; prints and returns the peaks."""
+    label = "decoded images kept (before #31)" if keep_decoded else "as it is"
+    print(f"\nkeras-transfer train --epochs 2 --fine-tune-epochs 0 on linked flowers, {label}")
+    print(f"{'photos':>8}  {'after imports':>13}  {'peak RSS':>9}  {'KB/photo':>8}  {'time':>6}")
+    rows = []
+    for count in counts:
+        folder = linked_photos(tmp / f"photos{count}-{int(keep_decoded)}", count)
+        result = run_child("_train_photos", folder, tmp / f"p{count}.keras", int(keep_decoded))
+        slope = ""
+        if rows:
+            previous_count, previous = rows[-1]
+            per_photo = (result["peak_mb"] - previous["peak_mb"]) * 1024 / (count - previous_count)
+            slope = f"{per_photo:.1f}"
+        rows.append((count, result))
+        print(
+            f"{count:>8}  {result['after_imports_mb']:>10.0f} MB  {result['peak_mb']:>6.0f} MB  "
+            f"{slope:>8}  {result['seconds']:>5.0f}s",
+            flush=True,
+        )
+    return rows
 
 
 def plain_hypermodel(hp):
@@ -307,6 +398,19 @@ def main():
         action="store_true",
         help="with --trials-per-process: skip the in-process searches",
     )
+    parser.add_argument(
+        "--photos",
+        type=int,
+        nargs="*",
+        default=[],
+        help="numbers of linked flower photos to train on (e.g. 2500 10000 40000)",
+    )
+    parser.add_argument(
+        "--keep-decoded",
+        action="store_true",
+        help="with --photos: also run each size keeping the decoded images (before #31)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="with --photos: write the peaks here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kt-memory-") as tmp:
@@ -332,6 +436,16 @@ def main():
                     f"{result['seconds']:>5.0f}s",
                     flush=True,
                 )
+        if args.photos:
+            results = {}
+            for keep in (False, True) if args.keep_decoded else (False,):
+                rows = measure_photos(tmp, args.photos, keep)
+                results["keep_decoded" if keep else "default"] = [
+                    {"photos": count, **result} for count, result in rows
+                ]
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"load_average": os.getloadavg(), "runs": results}, f, indent=2)
         if args.trials:
             searches = [("TransferHyperModel", False)]
             if args.baseline:
@@ -382,6 +496,9 @@ def report_search(label, trials, result):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_train":
         print("RESULT " + json.dumps(child_train(sys.argv[2], sys.argv[3])))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_train_photos":
+        result = child_train_photos(sys.argv[2], sys.argv[3], bool(int(sys.argv[4])))
+        print("RESULT " + json.dumps(result))
     elif len(sys.argv) > 1 and sys.argv[1] == "_tune_processes":
         result = child_tune_in_processes(
             int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), bool(int(sys.argv[5]))

@@ -83,7 +83,9 @@ points the training pipeline at view `epoch % K` at each epoch.
 """
 
 from keras_transfer import defaults
+from keras_transfer.caching.cache_plan import BACKENDS
 from keras_transfer.caching.model_hooks import call_on_features
+from keras_transfer.caching.model_hooks import evaluate_validation_features
 from keras_transfer.caching.model_hooks import fit
 from keras_transfer.caching.model_hooks import is_feature_batch
 from keras_transfer.caching.info import FeatureCacheInfo
@@ -96,10 +98,12 @@ from keras_transfer.caching.feature_store import FeatureStore
 DEFAULT_MEMORY_LIMIT = defaults.CACHE_MEMORY_LIMIT
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MEMORY_LIMIT",
     "FeatureCacheInfo",
     "FeatureStore",
     "call_on_features",
+    "evaluate_validation_features",
     "feature_cache_info",
     "fit",
     "fit_start_time",

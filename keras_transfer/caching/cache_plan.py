@@ -35,6 +35,9 @@ from keras_transfer.unfreeze.plan import plan_from_callbacks
 # outside the replicas; Keras distributes the feature batches).
 SUPPORTED_STRATEGIES = (tf.distribute.MirroredStrategy,)
 
+# The Keras backends whose fits cache frozen features (PyTorch trains uncached).
+BACKENDS = ("tensorflow", "jax")
+
 # Keys of the feature dictionaries that stand in for images during a cached fit.
 FEATURE_KEY = "keras_transfer_feature_"
 
@@ -114,7 +117,7 @@ def check_fit_inputs(model, kw):
     epoch (`inspect_dataset`), and None for arrays.
     """
     backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax"):
+    if backend not in BACKENDS:
         return Fallback(f"it needs the TensorFlow or JAX backend (this is {backend!r}).")
     if not getattr(model, "compiled", False) or kw["epochs"] <= kw["initial_epoch"]:
         return Fallback()

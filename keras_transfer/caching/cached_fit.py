@@ -267,6 +267,19 @@ class CachedFit:
             store.finish()
         return stores
 
+    def evaluate_validation(self, **kwargs):
+        """`model.evaluate` on the cached validation features of the current phase, or None.
+
+        The features are those the validation of every epoch reads: the
+        frozen part of the model is constant during the fit, so the result
+        is that of `model.evaluate` on the validation images, without a
+        pass over them.
+        """
+        if len(self._sources) < 2:
+            return None
+        source = self._sources[1]
+        return self.model.evaluate(source.dataset(source.batches.batch_size), **kwargs)
+
     def _spill_directory(self):
         if self._directory is None:
             self._directory = tempfile.mkdtemp(

@@ -37,6 +37,39 @@ def call_on_features(model, inputs, training=None):
     return session.forward(inputs, training)
 
 
+def evaluate_validation_features(model, **kwargs):
+    """From a callback of a cached `fit`: `model.evaluate` on its cached validation features.
+
+    The model is evaluated as its weights are now (e.g. in `on_train_end`,
+    after `WeightAveraging` wrote the mean) on the features that the fit's
+    validation reads: the result is that of `model.evaluate` on the
+    validation images (the frozen layers that computed the features do not
+    change during the fit), without a pass of the backbone over them.
+
+    Example:
+
+    ```python
+    class Score(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.results = keras_transfer.caching.evaluate_validation_features(
+                self.model, verbose=0, return_dict=True)
+    ```
+
+    Args:
+        model: the model being fitted.
+        **kwargs: passed to `model.evaluate` (`verbose`, `return_dict`).
+
+    Returns:
+        What `model.evaluate` returns, or None outside a cached fit (the fit
+        trained uncached) or when it has no validation data: evaluate on the
+        images then.
+    """
+    session = getattr(model, SESSION_ATTRIBUTE, None)
+    if session is None:
+        return None
+    return session.evaluate_validation(**kwargs)
+
+
 def fit(model, fit_fn, fit_kwargs):
     """Runs `fit_fn(**fit_kwargs)` on cached features when it is possible.
 

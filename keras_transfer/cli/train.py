@@ -35,6 +35,7 @@ from keras_transfer.cli.arguments import writable_dir
 from keras_transfer.cli.arguments import writable_path
 from keras_transfer.cli.program import PROG
 from keras_transfer.cli.program import import_tensorflow
+from keras_transfer.utils.imports import heavy_imports
 from keras_transfer.errors import ConfigurationError
 
 # `--keep`: the model saved to --output, that of the epoch with the best
@@ -87,8 +88,9 @@ def train_command(args):
         KerasTransferError: a mistake in the arguments or the data, found
             before anything trains.
     """
-    config = TrainConfig.from_arguments(args)
-    from keras_transfer.cli.training import run_training  # Loads TensorFlow.
+    with heavy_imports():
+        config = TrainConfig.from_arguments(args)
+        from keras_transfer.cli.training import run_training  # Loads TensorFlow.
 
     return run_training(config)
 

@@ -23,11 +23,13 @@ import dataclasses
 import os
 import shutil
 import sys
+import time
 import warnings
 
 import keras
 import tensorflow as tf
 
+from keras_transfer import caching
 from keras_transfer.backbones import weights as weights_lib
 from keras_transfer.callbacks.best_checkpoint import BestCheckpoint
 from keras_transfer.callbacks.flushing_tensorboard import FlushingTensorBoard
@@ -78,6 +80,7 @@ class TrainingRun:
         best_since: the first epoch the best model is chosen from (that of a
             resumed run whose backup kept no best model, else 0).
         averaging: the `WeightAveraging` of `--keep average`, or None.
+        score: the `ValidationScore` of the averaged model, or None.
     """
 
     backup: RunBackup
@@ -88,6 +91,26 @@ class TrainingRun:
     best_so_far: float
     best_since: int
     averaging: WeightAveraging
+    score: "ValidationScore" = None
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """The model's validation results as the fit ends, from the cached features.
+
+    After `WeightAveraging` (which writes the mean in its `on_train_end`):
+    the averaged model scored on the features the fit's validation read, the
+    number `model.evaluate` on the images gives, without a pass over them.
+    `results` stays None when the fit trained uncached or without
+    validation data.
+    """
+
+    results = None
+    seconds = None
+
+    def on_train_end(self, logs=None):
+        start = time.perf_counter()
+        self.results = caching.evaluate_validation_features(self.model, verbose=0, return_dict=True)
+        self.seconds = time.perf_counter() - start
 
 
 def run_training(config):
@@ -110,6 +133,8 @@ def run_training(config):
         KerasTransferError: a mistake in the data or a backup of another run,
             found before anything trains.
     """
+    # When each part of the run ended (history.json's "timeline").
+    timeline = {"start": time.time()}
     keras.utils.set_random_seed(config.seed)
     train_ds, val_ds, class_names = load_image_folder(
         config.data_dir,
@@ -118,7 +143,13 @@ def run_training(config):
         validation_split=config.validation_split,
         seed=config.seed,
         resize=config.resize,
+        # The fit reads the images once, into its frozen-feature cache:
+        # decoded images kept beside it would only make memory grow with the
+        # photos. An uncached fit (a backend without the cache) reads them
+        # every epoch, and keeps them.
+        cache=keras.backend.backend() not in caching.BACKENDS,
     )
+    timeline["data_loaded"] = time.time()
     backup = RunBackup(config.backup_dir, config.backup_identity(class_names), config.learning_rate)
     resume_epoch = backup.resume_epoch()
     if resume_epoch:
@@ -134,6 +165,7 @@ def run_training(config):
         backup.learning_rate = model.optimizer.learning_rate = learning_rate
     run = _start_run(config, model, backup, resume_epoch, learning_rate, val_ds is not None)
     metadata = config.history_metadata(class_names, learning_rate)
+    timeline["fit_start"] = time.time()
     try:
         model.fit(
             train_ds,
@@ -149,11 +181,27 @@ def run_training(config):
         return _stop_on_non_finite_loss(stop, model, config, run)
     except KeyboardInterrupt:
         return _stop_on_interrupt(config, run)
+    timeline["fit_end"] = time.time()
     # The model and history go to disk before the backup goes away: a kill
     # between the two leaves a run that resumes, never one that is lost.
     which = _save_output(model, config, run, val_ds)
+    timeline["saved"] = time.time()
+    _record_timeline(config, model, run, timeline)
     backup.delete()
     print(f"Saved the model {which}, to {config.output} and its history to {config.history}.")
+
+
+def _record_timeline(config, model, run, timeline):
+    """Writes the run's timeline to history.json, for benchmarks/flowers.py's breakdown.
+
+    Times are `time.time()` stamps; `cache_pass_seconds` is the part of the
+    fit before its first epoch, `score_seconds` the averaged model's scoring
+    in the fit's last callbacks.
+    """
+    info = caching.feature_cache_info(model)
+    timeline["cache_pass_seconds"] = info.seconds if info is not None else None
+    timeline["score_seconds"] = run.score.seconds if run.score is not None else None
+    update_history(config.history, {"timeline": timeline})
 
 
 def _compiled_model(config, class_names):
@@ -212,6 +260,7 @@ def _start_run(config, model, backup, resume_epoch, learning_rate, has_validatio
         # before it was kept), the best is that of this run's epochs.
         best_since=resume_epoch if best is None else 0,
         averaging=averaging,
+        score=ValidationScore() if averaging is not None else None,
     )
 
 
@@ -251,7 +300,7 @@ def build_callbacks(config, run, metadata):
     if run.averaging is not None:
         # Before the backup, which it may run one epoch ahead of: its file
         # keeps the epoch before too (see WeightAveraging).
-        callbacks.append(run.averaging)
+        callbacks += [run.averaging, run.score]
     # Last: an epoch counts as done for a resumed run only once everything
     # above has recorded it, so a kill in between repeats the epoch (and
     # rewrites its records) rather than leaving it out.
@@ -297,9 +346,11 @@ def _save_average(model, config, run, val_ds):
     """Saves the averaged model (`--keep average`) to `--output`; says which it is."""
     averaging = run.averaging
     value = None
-    if val_ds is not None:
-        # The logs hold each epoch's val_accuracy, not the mean's.
+    # The logs hold each epoch's val_accuracy, not the mean's.
+    results = run.score.results
+    if results is None and val_ds is not None:
         results = model.evaluate(val_ds, verbose=0, return_dict=True)
+    if results is not None:
         value = json_number(results.get("accuracy"))
     save_model(model, config.output)
     first, last = averaging.first_epoch, averaging.last_epoch

@@ -81,7 +81,10 @@ def load_image_folder(
             random (the split then changes on every call). Defaults to 1337.
         cache: keep the decoded, resized images in memory after the first
             epoch. Turn off when they do not fit (each image takes
-            `height * width * 3` bytes). Defaults to True.
+            `height * width * 3` bytes), or when the model caches frozen
+            features (`build_classifier`'s models do): its `fit` reads the
+            images once, and kept images only make memory grow with the
+            photos (`keras-transfer train` turns it off). Defaults to True.
         shuffle: reshuffle the training set at every epoch. The split is
             random either way. Defaults to True.
         verbose: print how many images and classes were found and how they
