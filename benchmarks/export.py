@@ -2,14 +2,19 @@
 
 1. Trains the default flowers model with `keras-transfer train` on the
    shared flower photos (2,500: 2,000 training, 500 validation, split 0.2,
-   seed 1337), with the train defaults (MobileNetV2 0.5, 224 px, crop)
-   except `--fine-tune-epochs 0`: the head alone, its 3 epochs on cached
-   frozen features, to keep the run short (fine-tuning is not what is
-   measured here). `--model` reuses a trained file.
+   seed 1337), with the train defaults (MobileNetV2 0.5, 224 px, crop;
+   3 epochs of the head, 8 fine-tuning the top 8 blocks, the weights
+   averaged over the fine-tuning epochs); `--head-only` passes
+   `--fine-tune-epochs 0` instead (the head alone: the model of the first
+   measurements). `--model` reuses a trained file.
 2. Exports it with `keras_transfer.export_model`: SavedModel, ONNX, LiteRT
    float32, float16, dynamic and int8 (int8 calibrated on 200 training
    images), each quantized file scored on the validation split as `train`
-   made it.
+   made it. Each LiteRT file is also converted as the converter writes it
+   (`Model.export`, the same options), before its internal tensor names
+   are dropped (`keras_transfer.export.tensor_names`): its size, and
+   whether the kept file's outputs on the 500 images are bit for bit the
+   same, go in the row.
 3. For each artifact and the Keras model: the file size, the top-1
    accuracy on the 500 validation images (run by its own runtime on raw
    pixels) and the latency per image, batch 1, one thread (LiteRT
@@ -26,6 +31,7 @@ Prints a table and the ratios against the float32 LiteRT file, and writes
 nice python benchmarks/export.py                          # trains, then measures
 nice python benchmarks/export.py --workdir runs/export    # keeps the model and files
 nice python benchmarks/export.py --model flowers.keras    # measures a trained model
+nice python benchmarks/export.py --head-only --output benchmarks/results/export_head_only.json
 ```
 """
 
@@ -52,6 +58,7 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras_transfer  # noqa: E402
 from keras_transfer.evaluation import load_classifier  # noqa: E402
 from keras_transfer.export import runtimes  # noqa: E402
+from keras_transfer.export.quantization import converter_options  # noqa: E402
 from keras_transfer.export.quantization import quantization_images  # noqa: E402
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -74,12 +81,12 @@ def assets_dir():
     return pathlib.Path(os.environ.get(ASSETS_ENV, PROJECT_ROOT.parent / "shared" / "assets"))
 
 
-def train(workdir, data):
+def train(workdir, data, head_only=False):
     """Trains the flowers model with the CLI (all threads, its own process); returns its path."""
     output = os.path.join(workdir, "flowers.keras")
     weights = str(assets_dir() / "weights" / WEIGHTS)
     command = [sys.executable, "-m", "keras_transfer", "train", str(data), "--output", output,
-               "--weights", weights, "--fine-tune-epochs", "0"]  # fmt: skip
+               "--weights", weights] + ["--fine-tune-epochs", "0"] * head_only  # fmt: skip
     print(" ".join(command[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -175,6 +182,8 @@ def measure(model, model_path, workdir, data):
         }
         if result.score is not None:
             row["export_score"] = result.score.summary()
+        if format == "litert":
+            row.update(as_converted(model, path, quantize, held, outputs))
         rows.append(row)
         calls.append(CALLS_BY_FORMAT[format](path))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -183,6 +192,15 @@ def measure(model, model_path, workdir, data):
         row["latency_ms"] = 1000 * min(times)
         row["latency_ms_rounds"] = [1000 * t for t in times]
     return rows, held.source
+
+
+def as_converted(model, path, quantize, held, outputs):
+    """The size of the converter's own file (names kept), and whether `outputs` are bit for bit its."""
+    converted = path.replace(".tflite", "_as_converted.tflite")
+    options = converter_options(quantize, held.calibration if quantize else None)
+    model.export(converted, format="litert", verbose=False, **options)
+    same = bool(np.array_equal(runtimes.run_litert(converted, held.images, threads=1), outputs))
+    return {"bytes_as_converted": os.path.getsize(converted), "same_outputs_as_converted": same}
 
 
 def table(rows):
@@ -205,6 +223,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a trained flowers .keras file (default: train one)")
     parser.add_argument("--data", default=str(assets_dir() / "data" / "flower_photos"))
+    parser.add_argument("--head-only", action="store_true", help="train with --fine-tune-epochs 0")
     parser.add_argument(
         "--workdir", help="where the model and exports go (default: a temporary folder)"
     )
@@ -215,14 +234,19 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as temporary:
         workdir = args.workdir or temporary
         os.makedirs(workdir, exist_ok=True)
-        model_path = args.model or train(workdir, args.data)
+        model_path = args.model or train(workdir, args.data, args.head_only)
         model, _ = load_classifier(model_path)
         rows, source = measure(model, model_path, workdir, args.data)
     lines = table(rows)
     print("\n".join(lines))
     record = {
-        "model": "MobileNetV2 0.5, 224 px, crop; head trained 3 epochs (train defaults, "
-        "--fine-tune-epochs 0)",
+        "model": args.model
+        or "MobileNetV2 0.5, 224 px, crop; "
+        + (
+            "head trained 3 epochs (train defaults, --fine-tune-epochs 0)"
+            if args.head_only
+            else "train defaults (3 epochs of the head, 8 fine-tuning, averaged)"
+        ),
         "images": source,
         "latency": f"batch 1, one thread, median of {CALLS} calls after {WARMUP}, "
         f"lowest of {ROUNDS} rounds",

@@ -96,6 +96,27 @@ def test_a_quantized_file_is_smaller_runs_on_raw_pixels_and_agrees_with_keras(
     assert (tmp_path / f"flowers_{quantize}.labels.txt").read_text() == "daisy\nroses\ntulips\n"
 
 
+def test_the_kept_litert_file_drops_internal_names_and_computes_bit_for_bit_the_same(
+    model, photos, float32_file, tmp_path
+):
+    converted = tmp_path / "converted.tflite"
+    model.export(str(converted), format="litert", verbose=False)  # the converter's own file
+    assert float32_file.stat().st_size < converted.stat().st_size
+    names = {d["name"] for d in Interpreter(model_path=str(float32_file)).get_tensor_details()}
+    assert not any(";" in name for name in names)  # the fused ops' long names are gone
+    images = export.quantization.quantization_images(model, photos, 0.5).images[:4]
+    np.testing.assert_array_equal(_interpret(float32_file, images), _interpret(converted, images))
+    # What an app calls the file by is kept: the input's name and the signature.
+    kept, original = (
+        Interpreter(model_path=str(float32_file)),
+        Interpreter(model_path=str(converted)),
+    )
+    assert kept.get_input_details()[0]["name"] == original.get_input_details()[0]["name"]
+    assert kept.get_signature_list() == original.get_signature_list()
+    outputs = kept.get_signature_runner()(image=images[:1])
+    np.testing.assert_array_equal(outputs["output_0"], _interpret(converted, images[:1]))
+
+
 def test_the_cli_scores_on_the_recorded_training_split_and_exits_4_past_the_tolerance(
     model, photos, float32_file, tmp_path, capsys, monkeypatch
 ):

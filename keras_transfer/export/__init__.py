@@ -3,7 +3,8 @@
 `export_model` (in `artifact`) writes and checks the artifact; `runtimes`
 runs one; `quantization` holds the LiteRT quantizations and their images;
 `scoring` the accuracy of a quantized file; `serving` the SavedModel's
-class-naming signature; `labels` the class names beside every export.
+class-naming signature; `tensor_names` the smaller LiteRT file without its
+internal tensor names; `labels` the class names beside every export.
 """
 
 from keras_transfer.export.artifact import FLOAT32_TOLERANCE

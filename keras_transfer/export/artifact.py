@@ -47,6 +47,7 @@ from keras_transfer.export.scoring import ExportScore
 from keras_transfer.export.scoring import score_export
 from keras_transfer.export.scoring import write_score
 from keras_transfer.export.serving import write_saved_model
+from keras_transfer.export.tensor_names import drop_tensor_names
 
 # Format name -> (Keras' name for it, suffix the path must have).
 FORMATS = defaults.EXPORT_FORMATS
@@ -228,6 +229,9 @@ def _write(model, temporary, format, class_names, quantize, held_out):
         model.export(temporary, format=FORMATS[format][0], verbose=False, **options)
     if format == "onnx":
         add_onnx_class_names(temporary, class_names)
+    if format == "litert":
+        # Before the check below: what is checked is the file that is kept.
+        drop_tensor_names(temporary)
 
 
 def _run(model, temporary, format, images):
