@@ -43,8 +43,6 @@ import keras
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer import legacy_layers
-from keras_transfer.layers import POOLINGS
-from keras_transfer.layers import global_pooling
 from keras_transfer.layers import stored_metadata
 from keras_transfer.utils.files import fsync_file
 from keras_transfer.utils.files import remove_stale_temporaries
@@ -379,7 +377,8 @@ def _pooling_out_of_the_head(loaded):
     return graph.input, graph.output
 
 
-_GLOBAL_POOLINGS = tuple(type(global_pooling(pooling)) for pooling in POOLINGS)
+# The classes `keras_transfer.layers.global_pooling` builds.
+_GLOBAL_POOLINGS = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 
 
 def _compile_as_loaded(model, loaded):
