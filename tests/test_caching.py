@@ -93,6 +93,32 @@ def test_a_shuffled_image_folder_is_cached_and_reshuffled(image_folder):
     assert caching.inputs.inspect_dataset(val) is False
 
 
+def test_one_iterator_over_the_cached_features_for_the_whole_fit(image_folder, monkeypatch):
+    """Keras would make a new iterator at every epoch; making one stalled fits on CPU."""
+    made = []
+    original = tf.data.Dataset.__iter__
+
+    def counting_iter(self):
+        made.append(self.element_spec)
+        return original(self)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", counting_iter)
+    counts = {}
+    for epochs in (2, 5):
+        train, _, _ = keras_transfer.load_image_folder(
+            image_folder, SIZE, batch_size=4, validation_split=0.25, verbose=False
+        )
+        model = classifier()
+        images = count_images(model)
+        made.clear()
+        history = model.fit(train, epochs=epochs, verbose=0)
+        assert len(history.history["loss"]) == epochs
+        assert int(images.numpy()) == 8  # the cache pass read each image once
+        counts[epochs] = len(made)
+    # One for the cache pass over the images, one over the features.
+    assert counts[2] == counts[5] == 2
+
+
 def tiny_classifier(before=None, **compile_kwargs):
     """A small TransferClassifier: [before] -> frozen conv -> pooling -> dense."""
     keras.utils.set_random_seed(1)

@@ -103,13 +103,27 @@ class CachedFit:
         self._sources = (FeatureSource(train, rename),) + (
             (FeatureSource(val, rename),) if val is not None else ()
         )
+        # Arrays: Keras' own order, so results match uncached fits.
+        keras_order = is_array(x)
+        train_batches = self._sources[0].dataset(
+            batch_size or train.batch_size, shuffle, reshuffle_each_epoch=not keras_order
+        )
+        steps = None
+        if len(views) == 1 and not (keras_order and shuffle):
+            # One iterator for the whole fit. Over a finite dataset Keras
+            # makes a new iterator at every epoch, and in `keras-transfer
+            # train` on 2 CPU cores the first step after it waited 2-10 s
+            # in one to three fine-tuning epochs of most runs; repeated,
+            # with the epoch's length given, none did (docs/speed-and-caching.md).
+            # Each repetition draws its own order, as each new iterator did.
+            # Kept per epoch: Keras' order for arrays (a repetition draws
+            # another), and augmented views (one iterator would read the
+            # next epoch's first batches ahead, from the previous view).
+            steps = int(train_batches.cardinality())
+            train_batches = train_batches.repeat()
         kw.update(
-            x=self._sources[0].dataset(
-                batch_size or train.batch_size,
-                shuffle,
-                # Arrays: Keras' own order, so results match uncached fits.
-                reshuffle_each_epoch=not is_array(x),
-            ),
+            x=train_batches,
+            steps_per_epoch=steps,
             y=None,
             sample_weight=None,
             batch_size=None,
