@@ -11,6 +11,8 @@ import tensorflow as tf
 
 import keras_transfer
 from keras_transfer import caching
+from keras_transfer.caching.feature_batches import FeatureBatches
+from keras_transfer.caching.feature_batches import FeatureSource
 from keras_transfer.errors import ConfigurationError
 
 MNV2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -117,6 +119,20 @@ def test_one_iterator_over_the_cached_features_for_the_whole_fit(image_folder, m
         counts[epochs] = len(made)
     # One for the cache pass over the images, one over the features.
     assert counts[2] == counts[5] == 2
+
+
+def test_pipelines_run_without_the_autotuner(image_folder):
+    """The autotuner left their reader idle for seconds (keras_transfer.utils.pipelines)."""
+    train, val, _ = keras_transfer.load_image_folder(
+        image_folder, SIZE, batch_size=4, validation_split=0.25, verbose=False
+    )
+    batches = FeatureBatches(lambda: "/tmp", "train", limit=2**20)
+    batches.add({"f": np.zeros((4, 2), "float32")}, np.arange(4), None)
+    batches.finish()
+    features = FeatureSource(batches, {"f": "f"}).dataset(2, True)
+    for dataset in (train, val, features):
+        assert dataset.options().autotune.enabled is False
+    assert len(list(features)) == 2
 
 
 def tiny_classifier(before=None, **compile_kwargs):

@@ -23,6 +23,9 @@ import tensorflow as tf
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.internals import array_index_batches
+from keras_transfer.utils.pipelines import PREFETCH_BATCHES
+from keras_transfer.utils.pipelines import parallel_calls
+from keras_transfer.utils.pipelines import without_autotuning
 
 
 _SPILL_CHUNK_BYTES = 256 * 2**20
@@ -305,10 +308,10 @@ class FeatureSource:
             return element
 
         batches = -(-count // batch_size)
-        return (
-            indices.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        return without_autotuning(
+            indices.map(read, num_parallel_calls=parallel_calls())
             .apply(tf.data.experimental.assert_cardinality(batches))
-            .prefetch(tf.data.AUTOTUNE)
+            .prefetch(PREFETCH_BATCHES)
         )
 
 

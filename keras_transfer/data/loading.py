@@ -24,6 +24,9 @@ from keras_transfer.data.images import decode_image_file
 from keras_transfer.data.split import permutation
 from keras_transfer.data.split import stratified_split
 from keras_transfer.errors import ConfigurationError
+from keras_transfer.utils.pipelines import PREFETCH_BATCHES
+from keras_transfer.utils.pipelines import parallel_calls
+from keras_transfer.utils.pipelines import without_autotuning
 from keras_transfer.errors import DataError
 from keras_transfer.utils.checks import check_image_size
 from keras_transfer.utils.checks import check_int
@@ -233,12 +236,12 @@ def image_dataset(
     if shuffle and not cache:
         # Shuffling paths is cheap, so it can cover the whole set.
         ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=parallel_calls())
     if cache:
         ds = ds.cache()
         if shuffle:
             # Cached elements are shared, not copied, so a buffer as large as
             # the set costs no extra memory and gives a full reshuffle.
             ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=parallel_calls())
+    return without_autotuning(ds.prefetch(PREFETCH_BATCHES))

@@ -15,6 +15,9 @@ import dataclasses
 import numpy as np
 
 from keras_transfer.data import load_image_folder
+from keras_transfer.utils.pipelines import PREFETCH_BATCHES
+from keras_transfer.utils.pipelines import parallel_calls
+from keras_transfer.utils.pipelines import without_autotuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +133,8 @@ def _batched(ds, batch_size):
     def to_float(images, labels):
         return tf.cast(images, tf.float32), labels
 
-    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=parallel_calls())
+    return without_autotuning(ds.prefetch(PREFETCH_BATCHES))
 
 
 def _materialise(ds, count):

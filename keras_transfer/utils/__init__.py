@@ -6,4 +6,5 @@
 - `internals`: the guarded uses of Keras/TensorFlow/KerasTuner internals
   (docs/private_apis.md).
 - `metrics`: accuracy, per-class precision/recall/F1 and confusion matrices.
+- `pipelines`: the settings of the `tf.data` pipelines it builds (no autotuning).
 """
