@@ -49,6 +49,8 @@ class Audit:
         labels: `(N,)` their class indices.
         features: `(N, D)` their pooled features from the first backbone
             (what the duplicates and outliers are found in).
+        label_features: `(N, D')` every backbone's features side by side,
+            each block of unit length (what the label issues are found in).
         probabilities: `(N, classes)` their out-of-fold class probabilities.
         label_issues: `LabelIssue`s, most suspicious first.
         duplicates: `Duplicate` pairs, those across the split first.
@@ -61,6 +63,7 @@ class Audit:
     paths: list
     labels: np.ndarray
     features: np.ndarray
+    label_features: np.ndarray
     probabilities: np.ndarray
     label_issues: list
     duplicates: list
@@ -209,14 +212,15 @@ def audit_folder(
     blocks = backbone_features(
         paths, backbones, image_size, weights, resize, batch_size, True, verbose
     )
-    features = blocks[0]
-    probabilities, _ = out_of_fold_probabilities(concatenate_features(blocks), labels, folds, seed)
+    features, label_features = blocks[0], concatenate_features(blocks)
+    probabilities, _ = out_of_fold_probabilities(label_features, labels, folds, seed)
     return Audit(
         directory=str(directory),
         class_names=class_names,
         paths=paths,
         labels=labels,
         features=features,
+        label_features=label_features,
         probabilities=probabilities,
         label_issues=find_label_issues(probabilities, labels, paths, class_names),
         duplicates=find_duplicates(
