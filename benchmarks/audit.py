@@ -52,7 +52,8 @@ from PIL import Image  # noqa: E402
 
 import keras_transfer  # noqa: E402
 from keras_transfer.audit import audit_folder  # noqa: E402
-from keras_transfer.audit.features import extract_features  # noqa: E402
+from keras_transfer.audit.features import backbone_features  # noqa: E402
+from keras_transfer.audit.features import concatenate_features  # noqa: E402
 from keras_transfer.audit.features import feature_model  # noqa: E402
 from keras_transfer.audit.label_issues import label_quality  # noqa: E402
 from keras_transfer.audit.label_issues import out_of_fold_probabilities  # noqa: E402
@@ -232,8 +233,10 @@ def duplicate_calibration(args, audit, weights, count=40):
             path = os.path.join(folder, f"{i}_{kind}.jpg")
             copy.save(path, quality=50 if kind == "jpeg_q50" else 90)
             copies.append((i, kind, path))
-    features = extract_features(
-        [p for _, _, p in copies], args.backbone[0], args.image_size, weights[0], verbose=0
+    features = concatenate_features(
+        backbone_features(
+            [p for _, _, p in copies], args.backbone, args.image_size, weights, verbose=0
+        )
     )
     mean = audit.features.mean(axis=0)
 

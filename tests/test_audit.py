@@ -197,13 +197,17 @@ def test_label_issue_ranking_fails_without_out_of_fold(audit):
 
 
 def test_default_backbones_side_by_side(audit, planted):
-    """Label issues read the three default backbones' features; duplicates
-    and outliers the first's (MobileNetV2 0.5: 1,280 features)."""
+    """The audit reads the three default backbones' features side by side
+    (1,280 + 1,280 + 256), each of unit length."""
     assert defaults.AUDIT_BACKBONES == ("mobilenet_v2_050", "mobilenet_v2_035", "mobilenet_v1_025")
-    assert audit.features.shape == (len(audit.paths), 1280)
+    assert audit.features.shape == (len(audit.paths), 1280 + 1280 + 256)
+    for block in np.split(audit.features, [1280, 2560], axis=1):
+        assert np.allclose(np.linalg.norm(block, axis=1), 1, atol=1e-5)
     from keras_transfer.audit.label_issues import out_of_fold_probabilities
 
-    first_only, _ = out_of_fold_probabilities(audit.features, audit.labels, 4, planted["seed"])
+    first_only, _ = out_of_fold_probabilities(
+        audit.features[:, :1280], audit.labels, 4, planted["seed"]
+    )
     assert not np.allclose(audit.probabilities, first_only, atol=1e-3)
 
 

@@ -1,11 +1,10 @@
 """`audit_folder`: the label issues, duplicates and outliers of an image folder.
 
-One pass of each pretrained backbone over the images (`features`) feeds the
-three searches: the label issues (`label_issues`) read all the backbones'
-features side by side, the duplicates and outliers (`duplicates`,
-`outliers`) those of the first backbone, the one their thresholds were
-calibrated on. The result, an `Audit`, holds them as lists of dataclasses
-and writes them as CSV files and a self-contained HTML page (`page`).
+One pass of each pretrained backbone over the images (`features`), their
+features side by side, feeds the three searches (`label_issues`,
+`duplicates`, `outliers`); the result, an `Audit`, holds them as lists of
+dataclasses and writes them as CSV files and a self-contained HTML page
+(`page`).
 """
 
 import csv
@@ -47,10 +46,8 @@ class Audit:
         class_names: its classes, in label order.
         paths: the images audited, class by class.
         labels: `(N,)` their class indices.
-        features: `(N, D)` their pooled features from the first backbone
-            (what the duplicates and outliers are found in).
-        label_features: `(N, D')` every backbone's features side by side,
-            each block of unit length (what the label issues are found in).
+        features: `(N, D)` their pooled features, every backbone's side by
+            side, each backbone's of unit length.
         probabilities: `(N, classes)` their out-of-fold class probabilities.
         label_issues: `LabelIssue`s, most suspicious first.
         duplicates: `Duplicate` pairs, those across the split first.
@@ -63,7 +60,6 @@ class Audit:
     paths: list
     labels: np.ndarray
     features: np.ndarray
-    label_features: np.ndarray
     probabilities: np.ndarray
     label_issues: list
     duplicates: list
@@ -159,10 +155,9 @@ def audit_folder(
         directory: the folder, one subfolder of images per class.
         backbone: the pretrained backbone whose pooled features describe
             the images (a registered name or a `BackboneSpec`), or a
-            list of them, whose features are put side by side for the
-            label issues (the default: three small MobileNets, which
-            ranked the label errors of the flowers better than any one,
-            see docs/audit.md); the duplicates and outliers use the first.
+            list of them, whose features are put side by side (the
+            default: three small MobileNets, which ranked the label errors
+            of the flowers better than any one, see docs/audit.md).
         image_size: the side of the square input; None for each
             backbone's default.
         weights: `"imagenet"` or a weights file, as for `build_classifier`;
@@ -212,15 +207,14 @@ def audit_folder(
     blocks = backbone_features(
         paths, backbones, image_size, weights, resize, batch_size, True, verbose
     )
-    features, label_features = blocks[0], concatenate_features(blocks)
-    probabilities, _ = out_of_fold_probabilities(label_features, labels, folds, seed)
+    features = concatenate_features(blocks)
+    probabilities, _ = out_of_fold_probabilities(features, labels, folds, seed)
     return Audit(
         directory=str(directory),
         class_names=class_names,
         paths=paths,
         labels=labels,
         features=features,
-        label_features=label_features,
         probabilities=probabilities,
         label_issues=find_label_issues(probabilities, labels, paths, class_names),
         duplicates=find_duplicates(
