@@ -327,9 +327,7 @@ def main(argv=None):
     runs, summaries = {}, {}
     for key, seeds in (("picked_on", args.seeds), ("confirmed_on", args.confirm_seeds)):
         seeds = [int(s) for s in seeds.split(",")]
-        runs[key] = label_error_runs(
-            seeds, args.noise, audit, audit.features, one_view, previous
-        )
+        runs[key] = label_error_runs(seeds, args.noise, audit, audit.features, one_view, previous)
         summaries[key] = {"seeds": seeds, **summarize(runs[key])}
     calibration = duplicate_calibration(args, audit, weights)
     result = {

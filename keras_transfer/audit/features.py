@@ -131,11 +131,16 @@ def backbone_features(
     ```
 
     Args:
-        paths, image_size, resize, batch_size, flip, verbose: as for
-            `extract_features`.
+        paths: image files, as for `extract_features`.
         backbones: registered backbone names or `BackboneSpec`s.
+        image_size: the side of the square input of every backbone; None
+            for each backbone's default.
         weights: one entry (`"imagenet"` or a weights file) per backbone,
             or a single `"imagenet"` (or None) for all of them.
+        resize: `"stretch"`, `"crop"` or `"pad"`.
+        batch_size: images per batch.
+        flip: average each image's features with those of its mirror image.
+        verbose: 1 shows what is done and Keras' progress bar, 0 nothing.
 
     Returns:
         A list of `float32` arrays `(len(paths), features)`, one per backbone.

@@ -33,7 +33,7 @@ from keras_transfer.errors import DataError
 # 256 principal components, as an earlier version did, ranked the flipped
 # labels no better (precision in the top K 0.832 against 0.840 over six
 # flip seeds) and is not needed for speed (all of the grid's fits on
-# 2,500 images and 2,816 features: 15-20 s on 2 cores).
+# 2,500 images and 2,816 features: about 20 s on 2 busy cores).
 C_GRID = (1.0, 3.0, 10.0, 30.0)
 
 # cleanlab's ranking of the images (`get_label_quality_scores`' `method`).
