@@ -26,7 +26,12 @@ from tests.conftest import write_image_folder
 
 pytest.importorskip("cleanlab")
 
-WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
+# The weights of the audit's default backbones, in their order.
+WEIGHTS = (
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5",
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
+    "mobilenet_2_5_224_tf_no_top.h5",
+)
 CLASSES = ("daisy", "roses", "sunflowers")
 OPTIONS = {"image_size": 128, "folds": 4, "validation_split": 0.2}
 
@@ -74,7 +79,7 @@ def planted(tmp_path_factory, assets_dir):
         "exact": str(exact),
         "near": str(near),
         "seed": seed,
-        "weights": str(assets_dir / "weights" / WEIGHTS),
+        "weights": [str(assets_dir / "weights" / name) for name in WEIGHTS],
     }
 
 
@@ -121,7 +126,9 @@ def _rows(path):
 
 def test_cli_writes_csv_and_self_contained_page(planted, tmp_path):
     out = tmp_path / "out"
-    argv = ["audit", planted["folder"], "--output-dir", out, "--weights", planted["weights"]]
+    argv = ["audit", planted["folder"], "--output-dir", out]
+    for weights in planted["weights"]:
+        argv += ["--weights", weights]
     argv += ["--image-size", "128", "--folds", "4", "--seed", planted["seed"]]
     assert cli.main(argv) == 0
     with open(out / "label_issues.csv") as f:
@@ -187,3 +194,61 @@ def test_label_issue_ranking_fails_without_out_of_fold(audit):
     label of the flipped photo got a low probability."""
     assert np.allclose(audit.probabilities.sum(axis=1), 1, atol=1e-6)
     assert audit.label_issues[0].score < 0.5
+
+
+def test_default_backbones_side_by_side(audit, planted):
+    """The audit reads the three default backbones' features side by side
+    (1,280 + 1,280 + 256), each of unit length."""
+    assert defaults.AUDIT_BACKBONES == ("mobilenet_v2_050", "mobilenet_v2_035", "mobilenet_v1_025")
+    assert audit.features.shape == (len(audit.paths), 1280 + 1280 + 256)
+    for block in np.split(audit.features, [1280, 2560], axis=1):
+        assert np.allclose(np.linalg.norm(block, axis=1), 1, atol=1e-5)
+    from keras_transfer.audit.label_issues import out_of_fold_probabilities
+
+    first_only, _ = out_of_fold_probabilities(
+        audit.features[:, :1280], audit.labels, 4, planted["seed"]
+    )
+    assert not np.allclose(audit.probabilities, first_only, atol=1e-3)
+
+
+def test_concatenated_features_weigh_each_backbone_alike():
+    from keras_transfer.audit.features import concatenate_features
+
+    rng = np.random.default_rng(0)
+    small, large = rng.random((4, 3)), 1000 * rng.random((4, 5))
+    features = concatenate_features([small, large])
+    assert features.shape == (4, 8)
+    assert np.allclose(np.linalg.norm(features[:, :3], axis=1), 1)
+    assert np.allclose(np.linalg.norm(features[:, 3:], axis=1), 1)
+    # The direction of each block is kept.
+    assert np.allclose(features[:, 3:] * np.linalg.norm(large, axis=1, keepdims=True), large)
+
+
+def test_one_weights_file_for_several_backbones(planted, tmp_path, capsys):
+    from keras_transfer.audit import audit_folder
+
+    with pytest.raises(ConfigurationError, match=r"one weights entry per backbone: 3 backbones"):
+        audit_folder(planted["folder"], weights=planted["weights"][0], verbose=0, **OPTIONS)
+    argv = ["audit", planted["folder"], "--output-dir", tmp_path / "o"]
+    argv += ["--weights", planted["weights"][0], "--weights", planted["weights"][1]]
+    assert cli.main(argv) == 2
+    assert "one per --backbone" in capsys.readouterr().err
+
+
+def test_missing_weights_stop_the_audit_before_any_pass(planted, keras_home, monkeypatch):
+    """Offline, with the first backbone's weights cached and the second's
+    not: a WeightsError that names the missing file, before the first
+    backbone's minutes of work."""
+    from keras_transfer.audit import audit_folder
+    from keras_transfer.backbones import weights as weights_lib
+    from keras_transfer.errors import WeightsError
+
+    monkeypatch.setattr(weights_lib, "reachable", lambda *args, **kwargs: False)
+    os.symlink(planted["weights"][0], keras_home / "models" / WEIGHTS[0])
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a feature pass started before all the weights were found")
+
+    monkeypatch.setattr("keras_transfer.data.loading.image_dataset", no_pass)
+    with pytest.raises(WeightsError, match=re.escape(WEIGHTS[1])):
+        audit_folder(planted["folder"], weights="imagenet", verbose=0, **OPTIONS)

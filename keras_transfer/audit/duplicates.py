@@ -25,12 +25,14 @@ import numpy as np
 from keras_transfer import defaults
 
 # Cosine similarity of centred features from which two images are near
-# duplicates. On the shared flowers with MobileNetV2 0.5 at 224 px
-# (benchmarks/audit.py, docs/audit.md), 85 % of the copies recompressed at
-# JPEG quality 50, 97.5 % of those cropped by 5 % a side and all mirrored
-# ones reach 0.85 against their original (copies shrunk to half size:
-# 22.5 %), and 34 pairs of the 2,500 photos do (in a sample of the pairs
-# from 0.80 to 0.88, about half were shots of one scene).
+# duplicates. On the shared flowers with the audit's default features
+# (three MobileNets at 288 px, side by side; benchmarks/audit.py,
+# docs/audit.md), 75 % of the copies recompressed at JPEG quality 50,
+# 97.5 % of those cropped by 5 % a side and all mirrored ones reach 0.85
+# against their original (copies shrunk to half size: 10 %), and 36 pairs
+# of the 2,500 photos do (34 with MobileNetV2 0.5 alone at 224 px, where
+# a sample of the pairs from 0.80 to 0.88 held about half shots of one
+# scene).
 NEAR_DUPLICATE_THRESHOLD = defaults.NEAR_DUPLICATE_THRESHOLD
 
 # Rows of the similarity matrix computed at a time, to bound memory.
