@@ -91,8 +91,11 @@ def test_heatmaps_peak_in_the_quadrant_holding_the_photo(trained, flower_photos_
     heatmaps = keras_transfer.explain(trained, canvases, class_index=np.repeat(np.arange(5), 12))
     assert heatmaps.shape == (len(canvases), SIZE, SIZE)
     assert heatmaps.dtype == np.float32
-    assert heatmaps.min() >= 0 and np.allclose(heatmaps.max(axis=(1, 2)), 1)
-    hits = peak_quadrants(heatmaps) == quadrants
+    # Each map peaks at 1, or is all 0 where Grad-CAM finds no positive
+    # evidence for the class (explain's contract); such a map counts as a miss.
+    peaks = heatmaps.max(axis=(1, 2))
+    assert heatmaps.min() >= 0 and np.all(np.isclose(peaks, 1) | (peaks == 0)), peaks
+    hits = (peak_quadrants(heatmaps) == quadrants) & (peaks > 0)
     # Chance is 0.25. Measured: 0.78 here; a horizontally flipped map 0.07, a
     # transposed one 0.4 (only the diagonal quadrants stay put). A few photos
     # draw the map outside themselves whatever the quadrant, hence not 1.

@@ -103,24 +103,7 @@ class CachedFit:
         self._sources = (FeatureSource(train, rename),) + (
             (FeatureSource(val, rename),) if val is not None else ()
         )
-        # Arrays: Keras' own order, so results match uncached fits.
-        keras_order = is_array(x)
-        train_batches = self._sources[0].dataset(
-            batch_size or train.batch_size, shuffle, reshuffle_each_epoch=not keras_order
-        )
-        steps = None
-        if len(views) == 1 and not (keras_order and shuffle):
-            # One iterator for the whole fit. Over a finite dataset Keras
-            # makes a new iterator at every epoch, and in `keras-transfer
-            # train` on 2 CPU cores the first step after it waited 2-10 s
-            # in one to three fine-tuning epochs of most runs; repeated,
-            # with the epoch's length given, none did (docs/speed-and-caching.md).
-            # Each repetition draws its own order, as each new iterator did.
-            # Kept per epoch: Keras' order for arrays (a repetition draws
-            # another), and augmented views (one iterator would read the
-            # next epoch's first batches ahead, from the previous view).
-            steps = int(train_batches.cardinality())
-            train_batches = train_batches.repeat()
+        train_batches, steps = self._training_pipeline(x, batch_size or train.batch_size, shuffle)
         kw.update(
             x=train_batches,
             steps_per_epoch=steps,
@@ -148,6 +131,28 @@ class CachedFit:
         if self._verbose != 0:
             print_msg(_describe_cache(info, store))
         return kw
+
+    def _training_pipeline(self, x, batch_size, shuffle):
+        """`(dataset, steps_per_epoch)` of the cached training features, for Keras' `fit`.
+
+        One iterator for the whole fit where it reads right: over a finite
+        dataset Keras makes a new iterator at every epoch, and in
+        `keras-transfer train` on 2 CPU cores the first step after it waited
+        2-10 s in one to three fine-tuning epochs of most runs; repeated,
+        with the epoch's length given, none did (docs/speed-and-caching.md).
+        Each repetition draws its own order, as each new iterator did. Kept
+        per epoch (steps None): Keras' order for arrays, which a repetition
+        would draw differently, and augmented views, whose next epoch's
+        first batches one iterator would read ahead from the previous view.
+        """
+        # Arrays: Keras' own order, so results match uncached fits.
+        keras_order = is_array(x)
+        dataset = self._sources[0].dataset(
+            batch_size, shuffle, reshuffle_each_epoch=not keras_order
+        )
+        if len(self._views) > 1 or (keras_order and shuffle):
+            return dataset, None
+        return dataset.repeat(), int(dataset.cardinality())
 
     def _compute(self, x, y, sample_weight, validation, batch_size, validation_batch_size):
         """One pass over the training and validation data: ([training views], validation)."""
