@@ -23,9 +23,8 @@ import tensorflow as tf
 
 from keras_transfer.errors import ConfigurationError
 from keras_transfer.utils.internals import array_index_batches
-from keras_transfer.utils.pipelines import PREFETCH_BATCHES
 from keras_transfer.utils.pipelines import parallel_calls
-from keras_transfer.utils.pipelines import without_autotuning
+from keras_transfer.utils.pipelines import prefetched
 
 
 _SPILL_CHUNK_BYTES = 256 * 2**20
@@ -308,10 +307,10 @@ class FeatureSource:
             return element
 
         batches = -(-count // batch_size)
-        return without_autotuning(
-            indices.map(read, num_parallel_calls=parallel_calls())
-            .apply(tf.data.experimental.assert_cardinality(batches))
-            .prefetch(PREFETCH_BATCHES)
+        return prefetched(
+            indices.map(read, num_parallel_calls=parallel_calls()).apply(
+                tf.data.experimental.assert_cardinality(batches)
+            )
         )
 
 

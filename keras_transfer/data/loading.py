@@ -24,13 +24,12 @@ from keras_transfer.data.images import decode_image_file
 from keras_transfer.data.split import permutation
 from keras_transfer.data.split import stratified_split
 from keras_transfer.errors import ConfigurationError
-from keras_transfer.utils.pipelines import PREFETCH_BATCHES
-from keras_transfer.utils.pipelines import parallel_calls
-from keras_transfer.utils.pipelines import without_autotuning
 from keras_transfer.errors import DataError
 from keras_transfer.utils.checks import check_image_size
 from keras_transfer.utils.checks import check_int
 from keras_transfer.utils.checks import is_int
+from keras_transfer.utils.pipelines import parallel_calls
+from keras_transfer.utils.pipelines import prefetched
 
 
 def load_image_folder(
@@ -244,4 +243,4 @@ def image_dataset(
             # the set costs no extra memory and gives a full reshuffle.
             ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=parallel_calls())
-    return without_autotuning(ds.prefetch(PREFETCH_BATCHES))
+    return prefetched(ds)

@@ -15,9 +15,8 @@ import dataclasses
 import numpy as np
 
 from keras_transfer.data import load_image_folder
-from keras_transfer.utils.pipelines import PREFETCH_BATCHES
 from keras_transfer.utils.pipelines import parallel_calls
-from keras_transfer.utils.pipelines import without_autotuning
+from keras_transfer.utils.pipelines import prefetched
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +133,7 @@ def _batched(ds, batch_size):
         return tf.cast(images, tf.float32), labels
 
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=parallel_calls())
-    return without_autotuning(ds.prefetch(PREFETCH_BATCHES))
+    return prefetched(ds)
 
 
 def _materialise(ds, count):

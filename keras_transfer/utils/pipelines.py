@@ -35,6 +35,20 @@ def parallel_calls():
     return os.cpu_count() or 1
 
 
+def prefetched(dataset):
+    """The last step of a pipeline here: a prefetch of `PREFETCH_BATCHES`, the autotuner off.
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+
+    dataset = prefetched(tf.data.Dataset.range(8).batch(2))
+    ```
+    """
+    return without_autotuning(dataset.prefetch(PREFETCH_BATCHES))
+
+
 def without_autotuning(dataset):
     """`dataset` with tf.data's autotuner turned off (see the module docstring).
 
