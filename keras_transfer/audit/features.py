@@ -153,11 +153,11 @@ def backbone_features(
 
     weights = weights_per_backbone(weights, backbones)
     models = [feature_model(b, image_size, w, flip) for b, w in zip(backbones, weights)]
+    items = [(p, 0) for p in paths]
     blocks = []
     for model in models:
         if verbose:
             print(f"Features of {model.name[: -len('_features')]} at {model.input_shape[1]} px.")
-        items = [(p, 0) for p in paths]
         dataset = image_dataset(items, model.input_shape[1:3], batch_size, resize=resize)
         dataset = dataset.map(lambda images, labels: images)
         blocks.append(np.asarray(model.predict(dataset, verbose=verbose), dtype=np.float32))
