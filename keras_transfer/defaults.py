@@ -84,10 +84,9 @@ SERVING_TOP_K = 5
 AUDIT_FOLDS = 5
 # The backbones whose pooled features (side by side) the audit reads, and
 # their input size: on the flowers with 5 % of the labels flipped, these
-# three at 288 px put 84.8 % and 85.9 % of the flipped photos in the top K
-# (two sets of three flip seeds), against 81.1 % for MobileNetV2 0.5 alone
-# at 224 px; 320 px was no better than 288 (benchmarks/audit.py,
-# docs/audit.md).
+# three at 288 px ranked the flipped photos better than MobileNetV2 0.5
+# alone at 224 px (in the top K: 84.8 % against 81.1 %, flip seeds 0-2);
+# 320 px was no better than 288 (benchmarks/audit.py, docs/audit.md).
 AUDIT_BACKBONES = ("mobilenet_v2_050", "mobilenet_v2_035", "mobilenet_v1_025")
 AUDIT_IMAGE_SIZE = 288
 NEAR_DUPLICATE_THRESHOLD = 0.85

@@ -252,3 +252,31 @@ def test_missing_weights_stop_the_audit_before_any_pass(planted, keras_home, mon
     monkeypatch.setattr("keras_transfer.data.loading.image_dataset", no_pass)
     with pytest.raises(WeightsError, match=re.escape(WEIGHTS[1])):
         audit_folder(planted["folder"], weights="imagenet", verbose=0, **OPTIONS)
+
+
+def test_second_round_gives_the_flipped_labels_lower_probabilities():
+    """The second round down-weights in training the images the first round
+    doubted: the flipped labels pull its classifier less, so it gives them
+    a lower out-of-fold probability than one round does, and more of them
+    rank first. Seen failing with `REWEIGHT_POWER = 0` (every weight 1)."""
+    from keras_transfer.audit.label_issues import out_of_fold_probabilities
+
+    rng = np.random.default_rng(0)
+    classes, per_class, dims = 3, 120, 20
+    centres = rng.normal(size=(classes, dims))
+    labels = np.repeat(np.arange(classes), per_class)
+    features = centres[labels] + 1.2 * rng.normal(size=(len(labels), dims))
+    flipped = rng.choice(len(labels), 36, replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    rows = np.arange(len(labels))
+
+    one, c_one = out_of_fold_probabilities(features, noisy, 5, 0, reweight=False)
+    two, c_two = out_of_fold_probabilities(features, noisy, 5, 0)
+    assert c_one == c_two
+    assert np.allclose(two.sum(axis=1), 1)
+    given_one, given_two = one[rows, noisy], two[rows, noisy]
+    assert given_two[flipped].mean() < 0.9 * given_one[flipped].mean()
+    k = len(flipped)
+    hits = [len(set(np.argsort(g)[:k]) & set(flipped.tolist())) for g in (given_one, given_two)]
+    assert hits[1] >= hits[0]

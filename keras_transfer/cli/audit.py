@@ -29,7 +29,9 @@ MobileNets at 288 px, whose features side by side found label errors
 better than any one of them); then
   label_issues.csv  images whose label is likely wrong (confident learning,
                     cleanlab, on out-of-fold probabilities of a K-fold
-                    logistic regression), most suspicious first;
+                    logistic regression, fitted twice: the second time the
+                    images the first doubted weigh less), most suspicious
+                    first;
   duplicates.csv    exact (same bytes) and near duplicates (feature cosine
                     similarity), within a class, across classes, and across
                     the train/validation split of --validation-split and
