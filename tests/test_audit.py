@@ -259,6 +259,8 @@ def test_second_round_gives_the_flipped_labels_lower_probabilities():
     doubted: the flipped labels pull its classifier less, so it gives them
     a lower out-of-fold probability than one round does, and more of them
     rank first. Seen failing with `REWEIGHT_POWER = 0` (every weight 1)."""
+    from keras_transfer.audit.label_issues import C_GRID
+    from keras_transfer.audit.label_issues import REWEIGHTED_C_GRID
     from keras_transfer.audit.label_issues import out_of_fold_probabilities
 
     rng = np.random.default_rng(0)
@@ -273,7 +275,7 @@ def test_second_round_gives_the_flipped_labels_lower_probabilities():
 
     one, c_one = out_of_fold_probabilities(features, noisy, 5, 0, reweight=False)
     two, c_two = out_of_fold_probabilities(features, noisy, 5, 0)
-    assert c_one == c_two
+    assert c_one in C_GRID and c_two in REWEIGHTED_C_GRID
     assert np.allclose(two.sum(axis=1), 1)
     given_one, given_two = one[rows, noisy], two[rows, noisy]
     assert given_two[flipped].mean() < 0.9 * given_one[flipped].mean()
