@@ -22,7 +22,7 @@
    threshold, and the pairs of unmodified photos that do.
 
 ```
-nice python benchmarks/audit.py                  # ~35 min on 2 CPU cores
+nice python benchmarks/audit.py                  # ~30 min on 2 CPU cores
 ```
 
 Results go to `--json` (default `benchmarks/results/audit.json`).
