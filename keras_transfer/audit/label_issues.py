@@ -15,6 +15,7 @@ the out-of-fold probability that the first round gave its label, and the
 likely mislabelled images teach it little (the idea of confident learning's
 pruning, kept soft: a hard cut of the images cleanlab flags ranked worse);
 its `C` is picked again, by the log loss weighted alike.
+
 cleanlab, the field's library, then
 
 - scores every image (`cleanlab.rank.get_label_quality_scores`, the
