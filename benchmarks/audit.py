@@ -10,7 +10,7 @@
    on the true labels). With K the number flipped, it reports the precision
    in the top K and the recall in the top 2K, their means over the seeds
    and the precision's standard error. One seed moves the precision by up
-   to 10 points, so the method was picked on 30 flip seeds (`--seeds`) and
+   to 11 points, so the method was picked on 30 flip seeds (`--seeds`) and
    is confirmed on 20 fresh ones (`--confirm-seeds`) that played no part in
    that choice, reported apart. Also: the precision and recall of the set
    cleanlab flags (the rows of label_issues.csv), and how many false
