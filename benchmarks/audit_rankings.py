@@ -91,7 +91,9 @@ def label_error_run(seed):
     run = {"seed": seed, "flipped": len(flipped)}
     start = time.perf_counter()
     p = _fold_probabilities(_SHARED["one_view"], noisy, seed, 1.0)
-    run["baseline"] = ranking_scores(np.argsort(p[np.arange(len(noisy)), noisy]), flipped)
+    run["baseline"] = ranking_scores(
+        np.argsort(p[np.arange(len(noisy)), noisy], kind="stable"), flipped
+    )
     run["baseline"]["seconds"] = time.perf_counter() - start
     for name, reweight in (("previous_audit", False), ("audit", True)):
         start = time.perf_counter()
